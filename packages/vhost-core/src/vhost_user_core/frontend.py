@@ -1,0 +1,375 @@
+"""The VMM side of vhost-user, in Python: drives any backend for tests and benchmarks.
+
+`Frontend` speaks the protocol (one typed method per request, plus `request()` for raw
+and hostile messages); `GuestRam` is memfd-backed guest memory with a bump allocator;
+`FrontendQueue` plays the guest driver on one virtqueue (rings in `GuestRam`, kick and
+call eventfds). `Frontend.start_device()` runs the same set-up sequence QEMU does.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .connection import Connection
+from .driver import DriverQueue
+from .errors import ProtocolError, VhostUserError
+from .memory import GuestMemory
+from .protocol import (
+    STANDARD_FEATURES,
+    U64,
+    VHOST_USER_F_PROTOCOL_FEATURES,
+    VIRTIO_RING_F_EVENT_IDX,
+    VRING_NOFD_MASK,
+    ConfigSpace,
+    HeaderFlag,
+    MemoryRegionDesc,
+    MemTable,
+    ProtocolFeature,
+    Request,
+    SingleRegion,
+    VringAddr,
+    VringState,
+    request_name,
+)
+
+#: Where GuestRam pretends the VMM mapped guest memory (only translation uses it).
+VMM_BASE = 0x7F00_0000_0000
+
+
+class GuestRam:
+    """Guest memory for a frontend: one memfd region at GPA 0 and a bump allocator."""
+
+    def __init__(self, size: int, *, gpa: int = 0, name: str = "vhost-frontend") -> None:
+        self.size = size
+        self.gpa = gpa
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, size)
+        self.memory = GuestMemory()
+        self.memory.add_region(gpa, size, VMM_BASE + gpa, 0, self.fd)
+        self._next = gpa
+
+    def alloc(self, size: int, align: int = 64) -> int:
+        """Reserve `size` bytes; returns their GPA."""
+        start = (self._next + align - 1) & ~(align - 1)
+        if start + size > self.gpa + self.size:
+            raise VhostUserError(f"guest RAM exhausted allocating {size} bytes")
+        self._next = start + size
+        return start
+
+    def region(self) -> MemoryRegionDesc:
+        return MemoryRegionDesc(self.gpa, self.size, VMM_BASE + self.gpa, 0)
+
+    def close(self) -> None:
+        self.memory.close()
+        os.close(self.fd)
+
+
+class FrontendQueue:
+    """One virtqueue as the guest driver sees it, with its kick and call eventfds."""
+
+    def __init__(self, ram: GuestRam, index: int, size: int, *, event_idx: bool) -> None:
+        self.index = index
+        self.size = size
+        desc_len, avail_len, used_len = DriverQueue.layout(size)
+        self.desc = ram.alloc(desc_len, 16)
+        self.avail = ram.alloc(avail_len, 2)
+        self.used = ram.alloc(used_len, 4)
+        self.driver = DriverQueue(ram.memory, size, self.desc, self.avail, self.used, event_idx)
+        self.kick_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.call_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._poll = select.poll()
+        self._poll.register(self.call_fd, select.POLLIN)
+
+    def kick(self) -> None:
+        os.eventfd_write(self.kick_fd, 1)
+
+    def publish(self) -> None:
+        """Make posted chains visible and kick if the device asked for kicks."""
+        if self.driver.publish():
+            self.kick()
+
+    def wait_call(self, timeout: float | None = 5.0) -> bool:
+        """Wait for an interrupt; True if one came (and consume it)."""
+        ms = None if timeout is None else int(timeout * 1000)
+        if not self._poll.poll(ms):
+            return False
+        try:
+            os.eventfd_read(self.call_fd)
+        except BlockingIOError:
+            return False
+        return True
+
+    def wait_used(self, count: int, timeout: float = 5.0) -> list[tuple[int, int]]:
+        """Collect at least `count` used entries, waiting for interrupts as needed."""
+        deadline = time.monotonic() + timeout
+        used: list[tuple[int, int]] = []
+        while True:
+            used += self.driver.get_used()
+            if len(used) < count:
+                # Like a guest driver: ask for the next interrupt, then look again, so an
+                # entry that landed meanwhile is not waited for (EVENT_IDX's used_event).
+                self.driver.arm_interrupt()
+                used += self.driver.get_used()
+            if len(used) >= count:
+                return used
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"queue {self.index}: {len(used)} of {count} buffers used")
+            self.wait_call(remaining)
+
+    def close(self) -> None:
+        os.close(self.kick_fd)
+        os.close(self.call_fd)
+
+
+@dataclass
+class DeviceInfo:
+    features: int
+    protocol_features: ProtocolFeature
+    queue_num: int | None
+
+
+class Frontend:
+    """A vhost-user frontend connection to a backend's socket."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.protocol_features = ProtocolFeature(0)
+        self.features = 0
+        self.ram: GuestRam | None = None
+        self.queues: list[FrontendQueue] = []
+
+    @classmethod
+    def connect(cls, path: str | os.PathLike[str], timeout: float = 10.0) -> Frontend:
+        """Connect, retrying while the daemon is still starting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                sock.connect(os.fspath(path))
+                return cls(Connection(sock))
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        self.conn.close()
+        for queue in self.queues:
+            queue.close()
+        if self.ram is not None:
+            self.ram.close()
+
+    def __enter__(self) -> Frontend:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- raw messages ----------------------------------------------------------------
+
+    def request(
+        self,
+        request: int,
+        payload: bytes = b"",
+        fds: Sequence[int] = (),
+        *,
+        need_reply: bool = False,
+        reply: bool = False,
+        timeout: float = 5.0,
+    ) -> bytes | None:
+        """Send one request; return the reply payload if one is expected.
+
+        With `need_reply` (and REPLY_ACK negotiated) a non-zero ack raises
+        ProtocolError, which is how the backend reports a failed request.
+        """
+        flags = HeaderFlag.VERSION | (HeaderFlag.NEED_REPLY if need_reply else 0)
+        self.conn.send(request, payload, tuple(fds), flags=flags)
+        if not (reply or (need_reply and self.protocol_features & ProtocolFeature.REPLY_ACK)):
+            return None
+        self.conn.sock.settimeout(timeout)
+        try:
+            msg = self.conn.recv()
+        except TimeoutError as exc:
+            raise ProtocolError(f"no reply to request {request} in {timeout} s") from exc
+        finally:
+            self.conn.sock.settimeout(None)
+        msg.close_fds()
+        if msg.header.request != request or not msg.header.flags & HeaderFlag.REPLY:
+            raise ProtocolError(f"reply {msg.header} does not answer request {request}")
+        if not reply:
+            if U64.decode(msg.payload).value != 0:
+                raise ProtocolError(f"backend rejected request {request_name(request)}")
+            return None
+        return msg.payload
+
+    def _ask(self, request: Request, payload: bytes = b"") -> bytes:
+        answer = self.request(request, payload, reply=True)
+        assert answer is not None
+        return answer
+
+    def _ask_u64(self, request: Request) -> int:
+        return U64.decode(self._ask(request)).value
+
+    def _tell(self, request: Request, payload: bytes = b"", fds: Sequence[int] = ()) -> None:
+        """Send and, with REPLY_ACK negotiated, wait for the ack (raise on failure)."""
+        ack = bool(self.protocol_features & ProtocolFeature.REPLY_ACK)
+        self.request(request, payload, fds, need_reply=ack)
+
+    # -- typed requests --------------------------------------------------------------
+
+    def get_features(self) -> int:
+        return self._ask_u64(Request.GET_FEATURES)
+
+    def set_features(self, features: int) -> None:
+        self._tell(Request.SET_FEATURES, U64(features).encode())
+        self.features = features
+
+    def get_protocol_features(self) -> ProtocolFeature:
+        return ProtocolFeature(self._ask_u64(Request.GET_PROTOCOL_FEATURES))
+
+    def set_protocol_features(self, features: ProtocolFeature) -> None:
+        self.request(Request.SET_PROTOCOL_FEATURES, U64(int(features)).encode())
+        self.protocol_features = features
+
+    def set_owner(self) -> None:
+        self._tell(Request.SET_OWNER)
+
+    def get_queue_num(self) -> int:
+        return self._ask_u64(Request.GET_QUEUE_NUM)
+
+    def set_mem_table(self, regions: Sequence[MemoryRegionDesc], fds: Sequence[int]) -> None:
+        self._tell(Request.SET_MEM_TABLE, MemTable(tuple(regions)).encode(), fds)
+
+    def get_max_mem_slots(self) -> int:
+        return self._ask_u64(Request.GET_MAX_MEM_SLOTS)
+
+    def add_mem_reg(self, region: MemoryRegionDesc, fd: int) -> None:
+        self._tell(Request.ADD_MEM_REG, SingleRegion(region).encode(), [fd])
+
+    def rem_mem_reg(self, region: MemoryRegionDesc) -> None:
+        self._tell(Request.REM_MEM_REG, SingleRegion(region).encode())
+
+    def set_vring_num(self, index: int, num: int) -> None:
+        self._tell(Request.SET_VRING_NUM, VringState(index, num).encode())
+
+    def set_vring_base(self, index: int, base: int) -> None:
+        self._tell(Request.SET_VRING_BASE, VringState(index, base).encode())
+
+    def get_vring_base(self, index: int) -> int:
+        return VringState.decode(
+            self._ask(Request.GET_VRING_BASE, VringState(index, 0).encode())
+        ).num
+
+    def set_vring_addr(self, index: int, desc: int, used: int, avail: int) -> None:
+        """Addresses are GPAs of GuestRam; sent as VMM addresses, as QEMU does."""
+        self._tell(
+            Request.SET_VRING_ADDR,
+            VringAddr(index, 0, VMM_BASE + desc, VMM_BASE + used, VMM_BASE + avail, 0).encode(),
+        )
+
+    def _set_vring_fd(self, request: Request, index: int, fd: int | None) -> None:
+        word = index if fd is not None else index | VRING_NOFD_MASK
+        self._tell(request, U64(word).encode(), [] if fd is None else [fd])
+
+    def set_vring_kick(self, index: int, fd: int | None) -> None:
+        self._set_vring_fd(Request.SET_VRING_KICK, index, fd)
+
+    def set_vring_call(self, index: int, fd: int | None) -> None:
+        self._set_vring_fd(Request.SET_VRING_CALL, index, fd)
+
+    def set_vring_err(self, index: int, fd: int | None) -> None:
+        self._set_vring_fd(Request.SET_VRING_ERR, index, fd)
+
+    def set_vring_enable(self, index: int, enable: bool) -> None:
+        self._tell(Request.SET_VRING_ENABLE, VringState(index, int(enable)).encode())
+
+    def get_config(self, offset: int, size: int) -> bytes:
+        answer = self._ask(Request.GET_CONFIG, ConfigSpace(offset, size, 0, bytes(size)).encode())
+        if not answer:
+            raise ProtocolError(f"backend refused GET_CONFIG [{offset}, {offset + size})")
+        return ConfigSpace.decode(answer).data
+
+    def set_config(self, offset: int, data: bytes) -> None:
+        self._tell(Request.SET_CONFIG, ConfigSpace(offset, len(data), 0, data).encode())
+
+    def set_status(self, status: int) -> None:
+        self._tell(Request.SET_STATUS, U64(status).encode())
+
+    def get_status(self) -> int:
+        return self._ask_u64(Request.GET_STATUS)
+
+    def reset_device(self) -> None:
+        self._tell(Request.RESET_DEVICE)
+
+    def set_backend_req_fd(self, fd: int) -> None:
+        self._tell(Request.SET_BACKEND_REQ_FD, fds=[fd])
+
+    # -- the QEMU-like set-up sequence ---------------------------------------------------
+
+    def negotiate(
+        self, *, want_features: int | None = None, want_protocol: ProtocolFeature | None = None
+    ) -> DeviceInfo:
+        """GET/SET features and protocol features the way QEMU does."""
+        offered = self.get_features()
+        protocol = ProtocolFeature(0)
+        queue_num = None
+        if offered & VHOST_USER_F_PROTOCOL_FEATURES:
+            offered_protocol = self.get_protocol_features()
+            protocol = (
+                offered_protocol if want_protocol is None else (offered_protocol & want_protocol)
+            )
+            self.set_protocol_features(protocol)
+            if protocol & ProtocolFeature.MQ:
+                queue_num = self.get_queue_num()
+        self.set_owner()
+        features = offered if want_features is None else offered & want_features
+        self.set_features(features)
+        return DeviceInfo(features, protocol, queue_num)
+
+    def start_device(
+        self,
+        num_queues: int,
+        queue_size: int = 256,
+        *,
+        memory_size: int = 16 << 20,
+        features: int | None = None,
+        protocol: ProtocolFeature | None = None,
+        use_mem_slots: bool = False,
+    ) -> list[FrontendQueue]:
+        """Negotiate, share memory and start `num_queues` rings, as QEMU does.
+
+        `features` defaults to what the device offers out of STANDARD_FEATURES plus its
+        own bits; pass a mask to drop e.g. EVENT_IDX.
+        """
+        info = self.negotiate(want_features=features, want_protocol=protocol)
+        self.ram = GuestRam(memory_size)
+        if use_mem_slots and info.protocol_features & ProtocolFeature.CONFIGURE_MEM_SLOTS:
+            self.add_mem_reg(self.ram.region(), self.ram.fd)
+        else:
+            self.set_mem_table([self.ram.region()], [self.ram.fd])
+        event_idx = bool(info.features & VIRTIO_RING_F_EVENT_IDX)
+        for index in range(num_queues):
+            queue = FrontendQueue(self.ram, index, queue_size, event_idx=event_idx)
+            self.queues.append(queue)
+            self.set_vring_num(index, queue_size)
+            self.set_vring_base(index, 0)
+            self.set_vring_addr(index, queue.desc, queue.used, queue.avail)
+            self.set_vring_call(index, queue.call_fd)
+            self.set_vring_kick(index, queue.kick_fd)
+            if info.features & VHOST_USER_F_PROTOCOL_FEATURES:
+                self.set_vring_enable(index, True)
+        return self.queues
+
+    def sync(self) -> None:
+        """Round-trip a harmless request, so every earlier one has been handled."""
+        self.get_features()
+
+
+__all__ = ["Frontend", "FrontendQueue", "GuestRam", "DeviceInfo", "STANDARD_FEATURES", "VMM_BASE"]

@@ -1,0 +1,33 @@
+"""Run a backend in-process for tests: a Daemon on a temporary socket, plus a Frontend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..daemon import BackendFactory, Daemon, Listener
+from ..frontend import Frontend
+
+
+@contextmanager
+def running_daemon(
+    factory: BackendFactory, socket_path: str | os.PathLike[str], *, reconnect: bool = True
+) -> Iterator[Daemon]:
+    """Serve `factory` on `socket_path` from background threads until the block ends."""
+    daemon = Daemon(factory, [Listener.bind(socket_path)], reconnect=reconnect)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.shutdown()
+        daemon.wait()
+
+
+@contextmanager
+def connected_frontend(
+    factory: BackendFactory, socket_path: str | os.PathLike[str]
+) -> Iterator[Frontend]:
+    """A daemon serving `factory` and a Frontend connected to it."""
+    with running_daemon(factory, socket_path), Frontend.connect(socket_path) as frontend:
+        yield frontend

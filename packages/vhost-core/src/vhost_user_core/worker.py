@@ -1,0 +1,140 @@
+"""Worker threads: one epoll loop each, for kick eventfds, device fds and timers.
+
+A worker sleeps in epoll until something happens (an idle daemon uses no CPU); timers
+only shorten that wait while one is armed. Callbacks run with the session lock held, so
+the control thread never changes rings or memory under a running handler.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[], None]
+
+
+class TimerHandle:
+    """What `Worker.call_later` returns; `cancel()` before it fires to drop it."""
+
+    __slots__ = ("deadline", "callback", "cancelled")
+
+    def __init__(self, deadline: float, callback: Callback) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Worker:
+    """An epoll loop on its own thread."""
+
+    def __init__(self, name: str, lock: AbstractContextManager[object]) -> None:
+        self.name = name
+        self._lock = lock
+        self._epoll = select.epoll()
+        self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._epoll.register(self._wake, select.EPOLLIN)
+        self._readers: dict[int, Callback] = {}
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        self._soon: deque[Callback] = deque()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the loop to end and wait for it (not from the worker's own thread)."""
+        self._stopping = True
+        os.eventfd_write(self._wake, 1)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+        self._epoll.close()
+        os.close(self._wake)
+
+    def add_reader(self, fd: int, callback: Callback) -> None:
+        """Call `callback` whenever `fd` is readable (level-triggered)."""
+        if fd in self._readers:
+            self._epoll.modify(fd, select.EPOLLIN)
+        else:
+            self._epoll.register(fd, select.EPOLLIN)
+        self._readers[fd] = callback
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            try:
+                self._epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass  # already closed: the kernel dropped it from the set
+
+    def call_soon(self, callback: Callback) -> None:
+        """Run `callback` on this worker's thread (thread-safe)."""
+        self._soon.append(callback)
+        os.eventfd_write(self._wake, 1)
+
+    def call_later(self, delay: float, callback: Callback) -> TimerHandle:
+        """Run `callback` on this worker after `delay` seconds (thread-safe)."""
+        handle = TimerHandle(time.monotonic() + max(delay, 0.0), callback)
+        heapq.heappush(self._timers, (handle.deadline, next(self._seq), handle))
+        os.eventfd_write(self._wake, 1)
+        return handle
+
+    def _timeout(self) -> float:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return -1
+        return max(self._timers[0][0] - time.monotonic(), 0.0)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                events = self._epoll.poll(self._timeout())
+            except InterruptedError:
+                continue
+            for fd, _mask in events:
+                if fd == self._wake:
+                    try:
+                        os.eventfd_read(self._wake)
+                    except BlockingIOError:
+                        pass
+                    continue
+                callback = self._readers.get(fd)
+                if callback is not None:
+                    self._dispatch(callback, fd)
+            self._run_due()
+
+    def _run_due(self) -> None:
+        while self._soon:
+            self._dispatch(self._soon.popleft(), None)
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, handle = heapq.heappop(self._timers)
+            if not handle.cancelled:
+                self._dispatch(handle.callback, None)
+
+    def _dispatch(self, callback: Callback, fd: int | None) -> None:
+        if self._stopping:
+            return
+        with self._lock:
+            # The control thread may have removed the fd while we waited for the lock.
+            if fd is not None and self._readers.get(fd) is not callback:
+                return
+            try:
+                callback()
+            except Exception:
+                # A device bug or a hostile guest must not kill the worker thread.
+                log.exception("%s: handler failed", self.name)
