@@ -31,3 +31,22 @@ def connected_frontend(
     """A daemon serving `factory` and a Frontend connected to it."""
     with running_daemon(factory, socket_path), Frontend.connect(socket_path) as frontend:
         yield frontend
+
+
+def wait_for_socket(path: str | os.PathLike[str], timeout: float = 10.0) -> None:
+    """Block until a daemon listens on `path` (QEMU gives up at once if it does not)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(os.fspath(path))
+            return
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {path} after {timeout} s") from None
+            time.sleep(0.02)
+        finally:
+            probe.close()

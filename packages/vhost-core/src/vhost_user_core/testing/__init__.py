@@ -1,0 +1,1 @@
+"""Test support: the pytest plugin, the QEMU guest runner and an in-process harness."""

@@ -1,0 +1,163 @@
+"""The guest image: Debian's 6.12 kernel and a busybox initramfs, built without root.
+
+The kernel package is downloaded (not installed), vmlinuz and the virtio modules are
+taken out of it, the modules decompressed so busybox's insmod can load them, and
+/init runs the /test.sh that each boot appends as a second cpio archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import lzma
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cpio import Entry, write_newc
+
+#: Modules loaded at boot, in this order after their dependencies.
+DEFAULT_MODULES = (
+    "virtio-rng",
+    "virtio_input",
+    "evdev",
+    "vmw_vsock_virtio_transport",
+    "virtio_snd",
+    "virtio_scsi",
+    "sd_mod",
+)
+KERNEL_PATTERN = re.compile(r"^linux-image-(6\.12\.\d+\+deb\d+-amd64)-unsigned$")
+BUSYBOX = Path("/bin/busybox")
+
+INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev /tmp
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /etc/modules); do
+    insmod "/lib/modules/$m.ko" 2>/dev/null || echo "init: insmod $m failed"
+done
+OUTPORT=/dev/null
+for port in /sys/class/virtio-ports/*; do
+    if [ "$(cat "$port/name" 2>/dev/null)" = out ]; then OUTPORT="/dev/${port##*/}"; fi
+done
+export OUTPORT
+echo VHOST-TEST-START
+sh /test.sh
+echo "VHOST-TEST-EXIT=$?"
+sync
+poweroff -f
+"""
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    kernel: Path
+    initramfs: Path
+    kernel_version: str
+
+
+def default_dir() -> Path:
+    env = os.environ.get("VHOST_GUEST_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "vhost-device-py" / "guest"
+
+
+def newest_kernel_package() -> str:
+    out = subprocess.run(["apt-cache", "search", "--names-only", "^linux-image-6.12"],
+                         capture_output=True, text=True, check=True).stdout
+    names = [line.split(" ", 1)[0] for line in out.splitlines()]
+    matches = [n for n in names if KERNEL_PATTERN.match(n)]
+    if not matches:
+        raise RuntimeError("no linux-image-6.12.*-amd64-unsigned package in apt; enable "
+                           "bookworm-backports (python3 xtask bootstrap does)")
+
+    def version(name: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", name))
+
+    return max(matches, key=version)
+
+
+def _modinfo_depends(ko: bytes) -> list[str]:
+    found = re.search(rb"depends=([^\0]*)\0", ko)
+    return [d for d in found.group(1).decode().split(",") if d] if found else []
+
+
+def _collect_modules(modroot: Path, wanted: tuple[str, ...]) -> list[tuple[str, bytes]]:
+    """Decompressed modules in load order (dependencies first)."""
+    index = {p.name.split(".ko")[0].replace("-", "_"): p for p in modroot.rglob("*.ko*")}
+    ordered: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        key = name.replace("-", "_")
+        if key in seen:
+            return
+        seen.add(key)
+        path = index.get(key)
+        if path is None:
+            raise RuntimeError(f"module {name} is not in the kernel package")
+        data = path.read_bytes()
+        if path.name.endswith(".xz"):
+            data = lzma.decompress(data)
+        for dep in _modinfo_depends(data):
+            visit(dep)
+        ordered.append((key, data))
+
+    for name in wanted:
+        visit(name)
+    return ordered
+
+
+def build_image(directory: Path | None = None,
+                modules: tuple[str, ...] = DEFAULT_MODULES) -> GuestImage:
+    """Build (or reuse) the image in `directory`; idempotent."""
+    directory = directory or default_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = directory / "stamp.json"
+    package = newest_kernel_package()
+    want = {"package": package, "modules": list(modules), "init": INIT, "format": 1}
+    kernel, initramfs = directory / "vmlinuz", directory / "initramfs.gz"
+    version = KERNEL_PATTERN.match(package).group(1)  # type: ignore[union-attr]
+    if stamp.exists() and json.loads(stamp.read_text()) == want and kernel.exists():
+        return GuestImage(kernel, initramfs, version)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)  # apt-get download runs as _apt where it can
+        subprocess.run(["apt-get", "download", "-q", package], cwd=work, check=True,
+                       stdout=subprocess.DEVNULL)
+        (deb,) = work.glob("*.deb")
+        unpacked = work / "root"
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+        shutil.copy2(unpacked / "boot" / f"vmlinuz-{version}", kernel)
+        modroot = next((unpacked / p / version for p in ("lib/modules", "usr/lib/modules")
+                        if (unpacked / p / version).exists()))
+        loaded = _collect_modules(modroot, modules)
+    entries = [Entry.directory(d) for d in ("bin", "etc", "lib", "lib/modules", "proc",
+                                              "sys", "dev", "tmp")]
+    entries.append(Entry.executable("bin/busybox", BUSYBOX.read_bytes()))
+    entries.append(Entry.symlink("bin/sh", "busybox"))
+    entries.append(Entry.executable("init", INIT.encode()))
+    entries.append(Entry("etc/modules", "\n".join(n for n, _ in loaded).encode() + b"\n"))
+    entries += [Entry(f"lib/modules/{name}.ko", data) for name, data in loaded]
+    initramfs.write_bytes(gzip.compress(write_newc(entries), compresslevel=6))
+    stamp.write_text(json.dumps(want))
+    return GuestImage(kernel, initramfs, version)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="build the QEMU guest image for tests")
+    parser.add_argument("--dir", type=Path, default=None, help="default: %(default)s")
+    image = build_image(parser.parse_args().dir)
+    print(f"kernel {image.kernel_version}: {image.kernel}")
+    print(f"initramfs: {image.initramfs}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""pytest plugin of vhost-user-core (registered through the `pytest11` entry point).
+
+Fixtures:
+- `guest_image` (session): the QEMU guest image, built on first use. Never skips: a
+  missing QEMU or kernel package fails with how to install it.
+- `guest`: a `Guest` runner bound to that image and the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .guest_image import GuestImage, build_image
+from .qemu import Guest
+from .system_deps import MIN_QEMU_MAJOR, qemu_major
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "guest: boots a real QEMU guest (TCG)")
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestImage:
+    if qemu_major() < MIN_QEMU_MAJOR:
+        pytest.fail(f"QEMU {MIN_QEMU_MAJOR}+ is required for guest tests; run "
+                    "`python3 xtask bootstrap` (it installs qemu-system-x86 from "
+                    "bookworm-backports)", pytrace=False)
+    try:
+        return build_image()
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        pytest.fail(f"cannot build the guest image: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def guest(guest_image: GuestImage, tmp_path: Path) -> Guest:
+    return Guest(guest_image, tmp_path)
