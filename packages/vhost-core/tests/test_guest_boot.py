@@ -13,14 +13,24 @@ from vhost_user_core.testing.qemu import Guest
 
 
 def test_cpio_round_trip_through_busybox(tmp_path: Path) -> None:
-    archive = write_newc([Entry.directory("d"), Entry("d/f.txt", b"hello\n"),
-                          Entry.executable("run", b"#!/bin/sh\n"), Entry.symlink("l", "d")])
+    archive = write_newc(
+        [
+            Entry.directory("d"),
+            Entry("d/f.txt", b"hello\n"),
+            Entry.executable("run", b"#!/bin/sh\n"),
+            Entry.symlink("l", "d"),
+        ]
+    )
     (tmp_path / "a.cpio").write_bytes(archive)
     out = tmp_path / "x"
     out.mkdir()
     busybox = shutil.which("busybox") or "/bin/busybox"
-    subprocess.run([busybox, "cpio", "-i", "-d", "-F", str(tmp_path / "a.cpio")],
-                   cwd=out, check=True, capture_output=True)
+    subprocess.run(
+        [busybox, "cpio", "-i", "-d", "-F", str(tmp_path / "a.cpio")],
+        cwd=out,
+        check=True,
+        capture_output=True,
+    )
     assert (out / "d" / "f.txt").read_bytes() == b"hello\n"
     assert (out / "run").stat().st_mode & 0o111
     assert (out / "l").is_symlink() and str((out / "l").readlink()) == "d"

@@ -43,7 +43,8 @@ echo "ELAPSED=$((end - start))"
 def rng_daemon(tmp_path: Path, *flags: str) -> Iterator[Path]:
     base = tmp_path / "rng.sock"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vhost_device_rng.main", "-s", str(base), *flags])
+        [sys.executable, "-m", "vhost_device_rng.main", "-s", str(base), *flags]
+    )
     try:
         wait_for_socket(f"{base}0")
         yield Path(f"{base}0")

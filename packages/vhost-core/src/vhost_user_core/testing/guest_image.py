@@ -70,13 +70,19 @@ def default_dir() -> Path:
 
 
 def newest_kernel_package() -> str:
-    out = subprocess.run(["apt-cache", "search", "--names-only", "^linux-image-6.12"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["apt-cache", "search", "--names-only", "^linux-image-6.12"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     names = [line.split(" ", 1)[0] for line in out.splitlines()]
     matches = [n for n in names if KERNEL_PATTERN.match(n)]
     if not matches:
-        raise RuntimeError("no linux-image-6.12.*-amd64-unsigned package in apt; enable "
-                           "bookworm-backports (python3 xtask bootstrap does)")
+        raise RuntimeError(
+            "no linux-image-6.12.*-amd64-unsigned package in apt; enable "
+            "bookworm-backports (python3 xtask bootstrap does)"
+        )
 
     def version(name: str) -> tuple[int, ...]:
         return tuple(int(x) for x in re.findall(r"\d+", name))
@@ -115,8 +121,9 @@ def _collect_modules(modroot: Path, wanted: tuple[str, ...]) -> list[tuple[str, 
     return ordered
 
 
-def build_image(directory: Path | None = None,
-                modules: tuple[str, ...] = DEFAULT_MODULES) -> GuestImage:
+def build_image(
+    directory: Path | None = None, modules: tuple[str, ...] = DEFAULT_MODULES
+) -> GuestImage:
     """Build (or reuse) the image in `directory`; idempotent."""
     directory = directory or default_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -130,17 +137,23 @@ def build_image(directory: Path | None = None,
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)  # apt-get download runs as _apt where it can
-        subprocess.run(["apt-get", "download", "-q", package], cwd=work, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "download", "-q", package], cwd=work, check=True, stdout=subprocess.DEVNULL
+        )
         (deb,) = work.glob("*.deb")
         unpacked = work / "root"
         subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
         shutil.copy2(unpacked / "boot" / f"vmlinuz-{version}", kernel)
-        modroot = next((unpacked / p / version for p in ("lib/modules", "usr/lib/modules")
-                        if (unpacked / p / version).exists()))
+        modroot = next(
+            unpacked / p / version
+            for p in ("lib/modules", "usr/lib/modules")
+            if (unpacked / p / version).exists()
+        )
         loaded = _collect_modules(modroot, modules)
-    entries = [Entry.directory(d) for d in ("bin", "etc", "lib", "lib/modules", "proc",
-                                              "sys", "dev", "tmp")]
+    entries = [
+        Entry.directory(d)
+        for d in ("bin", "etc", "lib", "lib/modules", "proc", "sys", "dev", "tmp")
+    ]
     entries.append(Entry.executable("bin/busybox", BUSYBOX.read_bytes()))
     entries.append(Entry.symlink("bin/sh", "busybox"))
     entries.append(Entry.executable("init", INIT.encode()))

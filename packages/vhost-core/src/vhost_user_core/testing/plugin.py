@@ -25,9 +25,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def guest_image() -> GuestImage:
     if qemu_major() < MIN_QEMU_MAJOR:
-        pytest.fail(f"QEMU {MIN_QEMU_MAJOR}+ is required for guest tests; run "
-                    "`python3 xtask bootstrap` (it installs qemu-system-x86 from "
-                    "bookworm-backports)", pytrace=False)
+        pytest.fail(
+            f"QEMU {MIN_QEMU_MAJOR}+ is required for guest tests; run "
+            "`python3 xtask bootstrap` (it installs qemu-system-x86 from "
+            "bookworm-backports)",
+            pytrace=False,
+        )
     try:
         return build_image()
     except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:

@@ -43,13 +43,18 @@ class GuestResult:
         return body.replace("\r", "").strip("\n")
 
 
-def vhost_user_device(socket_path: str | os.PathLike[str], qemu_device: str,
-                      **props: object) -> list[str]:
+def vhost_user_device(
+    socket_path: str | os.PathLike[str], qemu_device: str, **props: object
+) -> list[str]:
     """QEMU arguments that attach a vhost-user device served at `socket_path`."""
     chardev = f"vhu{abs(hash(os.fspath(socket_path))) % 100000}"
     extra = "".join(f",{k.replace('_', '-')}={v}" for k, v in props.items())
-    return ["-chardev", f"socket,id={chardev},path={os.fspath(socket_path)}",
-            "-device", f"{qemu_device},chardev={chardev}{extra}"]
+    return [
+        "-chardev",
+        f"socket,id={chardev},path={os.fspath(socket_path)}",
+        "-device",
+        f"{qemu_device},chardev={chardev}{extra}",
+    ]
 
 
 class Guest:
@@ -59,55 +64,89 @@ class Guest:
         self.image = image
         self.workdir = workdir
 
-    def command(self, initramfs: Path, console: Path, out: Path, devices: list[str],
-                memory: str) -> list[str]:
+    def command(
+        self, initramfs: Path, console: Path, out: Path, devices: list[str], memory: str
+    ) -> list[str]:
         qemu = shutil.which("qemu-system-x86_64")
         if qemu is None:
             raise GuestError("qemu-system-x86_64 is not installed (python3 xtask bootstrap)")
         return [
-            qemu, "-nodefaults", "-display", "none", "-monitor", "none", "-no-reboot",
-            "-machine", "q35,accel=tcg,memory-backend=mem", "-cpu", "max", "-smp", "1",
-            "-m", memory,
-            "-object", f"memory-backend-memfd,id=mem,size={memory},share=on",
-            "-kernel", str(self.image.kernel), "-initrd", str(initramfs),
-            "-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
-            "-serial", f"file:{console}",
-            "-device", "virtio-serial-pci",
-            "-chardev", f"file,id=vhout,path={out}",
-            "-device", "virtserialport,chardev=vhout,name=out",
+            qemu,
+            "-nodefaults",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-machine",
+            "q35,accel=tcg,memory-backend=mem",
+            "-cpu",
+            "max",
+            "-smp",
+            "1",
+            "-m",
+            memory,
+            "-object",
+            f"memory-backend-memfd,id=mem,size={memory},share=on",
+            "-kernel",
+            str(self.image.kernel),
+            "-initrd",
+            str(initramfs),
+            "-append",
+            "console=ttyS0 quiet panic=-1 rdinit=/init",
+            "-serial",
+            f"file:{console}",
+            "-device",
+            "virtio-serial-pci",
+            "-chardev",
+            f"file,id=vhout,path={out}",
+            "-device",
+            "virtserialport,chardev=vhout,name=out",
             *devices,
         ]
 
-    def run(self, script: str, *, devices: list[str] | None = None, memory: str = "512M",
-            timeout: float = 120.0, extra_files: dict[str, bytes] | None = None) -> GuestResult:
+    def run(
+        self,
+        script: str,
+        *,
+        devices: list[str] | None = None,
+        memory: str = "512M",
+        timeout: float = 120.0,
+        extra_files: dict[str, bytes] | None = None,
+    ) -> GuestResult:
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             work = Path(tmp)
             entries = [Entry.executable("test.sh", script.encode())]
-            entries += [Entry.executable(name, data) for name, data in
-                        (extra_files or {}).items()]
+            entries += [Entry.executable(name, data) for name, data in (extra_files or {}).items()]
             initramfs = work / "initramfs.gz"
-            initramfs.write_bytes(self.image.initramfs.read_bytes()
-                                  + gzip.compress(write_newc(entries), compresslevel=1))
+            initramfs.write_bytes(
+                self.image.initramfs.read_bytes()
+                + gzip.compress(write_newc(entries), compresslevel=1)
+            )
             console, out = work / "console.log", work / "out.bin"
             cmd = self.command(initramfs, console, out, devices or [], memory)
             start = time.monotonic()
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
             try:
                 qemu_out, _ = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
                 tail = console.read_text(errors="replace")[-3000:] if console.exists() else ""
-                raise GuestError(f"guest did not finish in {timeout} s; console tail:\n"
-                                 f"{tail}") from None
+                raise GuestError(
+                    f"guest did not finish in {timeout} s; console tail:\n{tail}"
+                ) from None
             elapsed = time.monotonic() - start
             text = console.read_text(errors="replace") if console.exists() else ""
             data = out.read_bytes() if out.exists() else b""
         marker = text.rfind(EXIT_MARKER)
         if marker < 0:
-            raise GuestError(f"guest ended without running its script (QEMU status "
-                             f"{proc.returncode}): {qemu_out.decode(errors='replace')}\n"
-                             f"console:\n{text[-3000:]}")
-        rc = int(text[marker + len(EXIT_MARKER):].split()[0])
+            raise GuestError(
+                f"guest ended without running its script (QEMU status "
+                f"{proc.returncode}): {qemu_out.decode(errors='replace')}\n"
+                f"console:\n{text[-3000:]}"
+            )
+        rc = int(text[marker + len(EXIT_MARKER) :].split()[0])
         return GuestResult(rc, text, data, elapsed)

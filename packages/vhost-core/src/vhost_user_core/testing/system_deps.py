@@ -59,8 +59,9 @@ def _sudo() -> list[str]:
 
 def has_backports() -> bool:
     sources = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]
-    return any(p.is_file() and "bookworm-backports" in p.read_text(errors="replace")
-               for p in sources)
+    return any(
+        p.is_file() and "bookworm-backports" in p.read_text(errors="replace") for p in sources
+    )
 
 
 def ensure_system_packages(log=print) -> None:  # type: ignore[no-untyped-def]
@@ -74,8 +75,12 @@ def ensure_system_packages(log=print) -> None:  # type: ignore[no-untyped-def]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if _codename() == "bookworm" and not has_backports():
         log("adding bookworm-backports to apt sources")
-        subprocess.run([*sudo, "tee", str(BACKPORTS)], input=BACKPORTS_SOURCE.encode(),
-                       stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(
+            [*sudo, "tee", str(BACKPORTS)],
+            input=BACKPORTS_SOURCE.encode(),
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
     log(f"installing {', '.join(pkg for pkg, _ in missing)}")
     subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
     plain = [pkg for pkg, bp in missing if not bp]
@@ -84,8 +89,9 @@ def ensure_system_packages(log=print) -> None:  # type: ignore[no-untyped-def]
         subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *plain], check=True, env=env)
     if backports:
         target = ["-t", "bookworm-backports"] if _codename() == "bookworm" else []
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *target, *backports],
-                       check=True, env=env)
+        subprocess.run(
+            [*sudo, "apt-get", "install", "-y", "-qq", *target, *backports], check=True, env=env
+        )
     if qemu_major() < MIN_QEMU_MAJOR:
         raise SystemExit(f"QEMU {MIN_QEMU_MAJOR}+ is needed; found {qemu_major() or 'none'}")
 

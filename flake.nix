@@ -1,0 +1,113 @@
+{
+  description = "vhost-user device backends in Python (vhost-device-py)";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+
+  outputs = { self, nixpkgs }:
+    let
+      lib = nixpkgs.lib;
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+      # Adding a device is one line here: the directory of its pyproject.toml. Name, version
+      # and dependencies are read from that file.
+      devices = [
+        "packages/vhost-device-rng"
+      ];
+
+      pyprojectOf = dir: (lib.importTOML (./. + "/${dir}/pyproject.toml")).project;
+
+      # "vhost-user-core==0.1.0; python_version >= '3.11'" -> "vhost-user-core"
+      requirementName = req: lib.toLower (builtins.head (builtins.match "[[:space:]]*([A-Za-z0-9._-]+).*" req));
+
+      mkPackages = pkgs:
+        let
+          python = pkgs.python3;
+          ps = python.pkgs;
+          coreProject = pyprojectOf "packages/vhost-core";
+
+          vhost-user-core = ps.buildPythonPackage {
+            pname = coreProject.name;
+            version = coreProject.version;
+            pyproject = true;
+            src = lib.cleanSource ./packages/vhost-core;
+            # Cython extensions are built by the package's own hatch_build.py hook.
+            build-system = [ ps.hatchling ps.cython ps.setuptools ];
+            nativeCheckInputs = [ ps.pytestCheckHook ];
+            # Guest tests boot QEMU on a downloaded Debian kernel: not in the build sandbox.
+            disabledTestMarks = [ "guest" ];
+            pythonImportsCheck = [ "vhost_user_core" ];
+            meta = {
+              description = coreProject.description;
+              license = with lib.licenses; [ asl20 bsd3 ];
+              platforms = lib.platforms.linux;
+            };
+          };
+
+          # A workspace dependency maps to our own package, anything else to nixpkgs by name.
+          dependencyOf = req:
+            let name = requirementName req; in
+            if name == "vhost-user-core" then vhost-user-core else ps.${name};
+
+          mkDevice = dir:
+            let project = pyprojectOf dir; in
+            ps.buildPythonApplication {
+              pname = project.name;
+              version = project.version;
+              pyproject = true;
+              src = lib.cleanSource (./. + "/${dir}");
+              build-system = [ ps.hatchling ];
+              dependencies = map dependencyOf (project.dependencies or [ ]);
+              nativeCheckInputs = [ ps.pytestCheckHook ];
+              disabledTestMarks = [ "guest" ];
+              pythonImportsCheck = [ (builtins.replaceStrings [ "-" ] [ "_" ] project.name) ];
+              meta = {
+                description = project.description;
+                license = with lib.licenses; [ asl20 bsd3 ];
+                mainProgram = project.name;
+                platforms = lib.platforms.linux;
+              };
+            };
+
+          devicePackages = lib.listToAttrs (map
+            (dir: lib.nameValuePair (pyprojectOf dir).name (mkDevice dir))
+            devices);
+        in
+        devicePackages // { inherit vhost-user-core; };
+    in
+    {
+      packages = forAllSystems (pkgs:
+        let all = mkPackages pkgs; in
+        all // {
+          default = pkgs.symlinkJoin {
+            name = "vhost-device-py";
+            paths = lib.attrValues (removeAttrs all [ "vhost-user-core" ]);
+          };
+        });
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          packages = [
+            (pkgs.python3.withPackages (ps: [
+              ps.cython
+              ps.hatchling
+              ps.setuptools
+              ps.pytest
+              ps.mypy
+            ]))
+            pkgs.ruff
+            pkgs.gcc
+            pkgs.groff
+            pkgs.qemu
+            pkgs.busybox
+          ];
+          # xtask makes its own .venv from this Python; nothing to do on Debian-only steps.
+          shellHook = ''
+            echo "vhost-device-py: python3 xtask test | demo | manpages | bench"
+          '';
+        };
+      });
+
+      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+    };
+}

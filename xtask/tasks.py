@@ -1,0 +1,141 @@
+"""The tasks themselves; each returns a process exit status."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from xtask import environment, system
+from xtask.proc import TaskError, clean_env, run, say
+from xtask.workspace import ROOT, Package, discover, find
+
+PYTEST_NO_TESTS = 5
+
+
+def bootstrap(*, guest: bool = True, force: bool = False) -> Path:
+    """System packages, the venv, tools, and every workspace package; returns the venv's
+    python. `guest=False` skips QEMU and friends for tasks that never boot a guest."""
+    packages = discover()
+    system.ensure(guest=guest)
+    py = environment.ensure_venv()
+    environment.install_tools(py, packages)
+    environment.install_workspace(py, packages, force=force)
+    return py
+
+
+def build_guest_image(py: Path, args: list[str] | None = None) -> None:
+    say("guest image (kernel + initramfs)")
+    run([py, "-m", "vhost_user_core.testing.guest_image", *(args or [])], cwd=ROOT, env=clean_env())
+
+
+def _duplicate_test_modules(dirs: list[Path]) -> list[str]:
+    """pytest's default import mode needs unique basenames across rootless test dirs."""
+    seen: defaultdict[str, list[str]] = defaultdict(list)
+    for directory in dirs:
+        for path in sorted(directory.rglob("test_*.py")) + sorted(directory.rglob("*_test.py")):
+            seen[path.name].append(path.relative_to(ROOT).as_posix())
+    return [f"{name}: {', '.join(paths)}" for name, paths in seen.items() if len(paths) > 1]
+
+
+def _user_selected_paths(args: list[str]) -> list[str] | None:
+    """If the extra arguments name test files or dirs, run only those (made absolute,
+    since pytest runs from the repository root)."""
+    selected = False
+    out: list[str] = []
+    for arg in args:
+        path = arg.split("::", 1)[0]
+        if not arg.startswith("-") and path and Path(path).exists():
+            selected = True
+            out.append(str(Path(path).resolve()) + arg[len(path) :])
+        else:
+            out.append(arg)
+    return out if selected else None
+
+
+def test(args: list[str]) -> int:
+    py = bootstrap()
+    build_guest_image(py)
+    dirs = [p.tests for p in discover() if p.tests.is_dir()]
+    selected = _user_selected_paths(args)
+    if selected is None:
+        duplicates = _duplicate_test_modules(dirs)
+        if duplicates:
+            raise TaskError(
+                "test modules must have unique file names across packages "
+                "(pytest imports them by basename): " + "; ".join(duplicates)
+            )
+        argv = [*(d.relative_to(ROOT).as_posix() for d in dirs), *args]
+    else:
+        argv = selected
+    say(f"pytest {' '.join(argv)}")
+    rc = run([py, "-m", "pytest", *argv], cwd=ROOT, env=clean_env(), check=False)
+    if rc == PYTEST_NO_TESTS:
+        say("pytest ran no tests: that is a failure")
+        return 1
+    if selected is None:  # the whole suite: the style and type checks are part of it
+        rc = rc or _lint(py, [])
+    return rc
+
+
+def guest_image(args: list[str]) -> int:
+    build_guest_image(bootstrap(), args)
+    return 0
+
+
+def demo(device: str) -> int:
+    py = bootstrap()
+    build_guest_image(py)
+    return run([py, "-m", "xtask.demo", device], cwd=ROOT, env=clean_env(), check=False)
+
+
+def manpages(*, check: bool) -> int:
+    """Render man/<distribution>.1 for every package with `[tool.vhost-device] parser`."""
+    py = bootstrap(guest=False)
+    failed = 0
+    for package in discover():
+        if package.parser is None:
+            continue
+        cmd: list[str | Path] = [py, "-m", "vhost_user_core.manpage", "--package", package.path]
+        if check:
+            cmd.append("--check")
+        # The parser comes from the source tree, so the page matches the sources even
+        # before a reinstall; everything it imports resolves in the venv as usual.
+        env = clean_env(PYTHONPATH=str(package.path / "src"))
+        rel = package.manpage.relative_to(ROOT)
+        rc = run(cmd, cwd=ROOT, env=env, check=False)
+        if rc != 0:
+            failed += 1
+            say(f"{rel}: {'out of date (run `python3 xtask manpages`)' if check else 'failed'}")
+        else:
+            say(f"{rel}: {'up to date' if check else 'written'}")
+    return 1 if failed else 0
+
+
+def bench(device: str | None, args: list[str]) -> int:
+    py = bootstrap(guest=False)
+    packages = discover()
+    chosen: list[Package] = [find(device, packages)] if device else packages
+    scripts = [s for p in chosen for s in sorted(p.bench.glob("*.py"))]
+    if not scripts:
+        raise TaskError(f"no bench/*.py in {', '.join(p.rel for p in chosen)}")
+    status = 0
+    for script in scripts:
+        say(f"bench {script.relative_to(ROOT)}")
+        rc = run([py, script, *args], cwd=script.parent.parent, env=clean_env(), check=False)
+        status = status or rc
+    return status
+
+
+def lint(args: list[str]) -> int:
+    """ruff (lint and format) and mypy over the workspace, with the root pyproject's
+    settings. `xtask test` runs this too."""
+    return _lint(bootstrap(guest=False), args)
+
+
+def _lint(py: Path, args: list[str]) -> int:
+    bindir = py.parent
+    say("ruff check, ruff format --check, mypy")
+    status = run([bindir / "ruff", "check", *args, "."], cwd=ROOT, check=False)
+    status |= run([bindir / "ruff", "format", "--check", "."], cwd=ROOT, check=False)
+    status |= run([bindir / "mypy"], cwd=ROOT, env=clean_env(), check=False)
+    return 1 if status else 0
