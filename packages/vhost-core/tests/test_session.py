@@ -6,13 +6,14 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from echo_backend import EchoBackend
 
 from vhost_user_core.errors import ProtocolError
-from vhost_user_core.frontend import Frontend, FrontendQueue
+from vhost_user_core.frontend import Frontend, FrontendQueue, GuestRam
 from vhost_user_core.protocol import (
     HEADER,
     REQUEST_SPECS,
@@ -24,6 +25,11 @@ from vhost_user_core.protocol import (
     ReplyKind,
     Request,
     VringState,
+)
+from vhost_user_core.virtqueue import (
+    VIRTQ_DESC_F_INDIRECT,
+    VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE,
 )
 
 
@@ -115,8 +121,6 @@ def test_wrong_fd_count(echo: Frontend) -> None:
 
 def test_mem_table_with_fewer_fds_than_regions(echo: Frontend) -> None:
     echo.negotiate()
-    from vhost_user_core.frontend import GuestRam
-
     ram = GuestRam(1 << 20)
     try:
         region2 = type(ram.region())(1 << 30, 4096, 1 << 40, 0)
@@ -284,3 +288,48 @@ def test_short_payload_for_known_request(echo: Frontend) -> None:
     echo.negotiate()
     with pytest.raises(ProtocolError, match="rejected"):
         echo.request(Request.SET_VRING_BASE, struct.pack("<I", 0), need_reply=True)
+
+
+def _loop(queue: FrontendQueue, ram: GuestRam) -> int:
+    head = queue.driver.add([(ram.alloc(8), 8, True), (ram.alloc(8), 8, True)])
+    second = (head + 1) % queue.size
+    queue.driver.write_raw_descriptor(second, ram.alloc(8), 8, VIRTQ_DESC_F_NEXT, head)
+    return head
+
+
+def _nested_indirect(queue: FrontendQueue, ram: GuestRam) -> int:
+    inner = ram.alloc(16, 16)
+    ram.memory.write(inner, struct.pack("<QIHH", ram.alloc(8), 8, VIRTQ_DESC_F_WRITE, 0))
+    outer = ram.alloc(16, 16)
+    head = queue.driver.add_indirect(outer, [(0, 0, False)])
+    ram.memory.write(outer, struct.pack("<QIHH", inner, 16, VIRTQ_DESC_F_INDIRECT, 0))
+    return head
+
+
+def _bad_indirect_size(queue: FrontendQueue, ram: GuestRam) -> int:
+    head = queue.driver.add_indirect(ram.alloc(32, 16), [(ram.alloc(8), 8, True)])
+    queue.driver.write_raw_descriptor(head, ram.alloc(32, 16), 24, VIRTQ_DESC_F_INDIRECT, 0)
+    return head
+
+
+HOSTILE_CHAINS = {
+    "outside-memory": lambda q, ram: q.driver.add([(1 << 40, 64, True)]),
+    "straddles-end-of-memory": lambda q, ram: q.driver.add([(ram.size - 8, 64, True)]),
+    "length-wraps": lambda q, ram: q.driver.add([((1 << 64) - 16, 64, True)]),
+    "descriptor-loop": _loop,
+    "nested-indirect": _nested_indirect,
+    "indirect-bad-size": _bad_indirect_size,
+}
+
+
+@pytest.mark.parametrize("make_chain", HOSTILE_CHAINS.values(), ids=HOSTILE_CHAINS.keys())
+def test_daemon_answers_a_hostile_chain_and_keeps_serving(
+    echo: Frontend, make_chain: Callable[[FrontendQueue, GuestRam], int]
+) -> None:
+    (queue,) = echo.start_device(1, 64)[:1]
+    assert echo.ram is not None
+    head = make_chain(queue, echo.ram)
+    queue.publish()
+    assert queue.wait_used(1) == [(head, 0)]
+    assert echo_round_trip(echo, queue, b"still serving") == b"still serving"
+    assert not echo.get_status() & STATUS_NEEDS_RESET

@@ -10,7 +10,12 @@ from .memory import GuestMemory
 
 class DriverQueue:
     def __init__(
-        self, memory: GuestMemory, size: int, desc: int, avail: int, used: int,
+        self,
+        memory: GuestMemory,
+        size: int,
+        desc: int,
+        avail: int,
+        used: int,
         event_idx: bool = False,
     ) -> None:
         """Zeroes the three areas. `size` must be a power of two."""
@@ -29,7 +34,9 @@ class DriverQueue:
     def add_writable_batch(self, count: int, first_gpa: int, length: int, stride: int) -> int:
         """Post `count` single-descriptor device-writable chains (buffer i at
         first_gpa + i*stride); returns how many were posted (limited by free slots)."""
-    def write_raw_descriptor(self, index: int, addr: int, length: int, flags: int, next: int) -> None:
+    def write_raw_descriptor(
+        self, index: int, addr: int, length: int, flags: int, next: int
+    ) -> None:
         """Write a descriptor verbatim (hostile-input tests)."""
     def push_avail(self, head: int) -> None:
         """Put a raw head index on the avail ring (hostile-input tests)."""

@@ -22,6 +22,7 @@ from .errors import QueueError
 
 cdef class DriverQueue:
     cdef GuestMemory memory
+    cdef object pins              # keeps the rings mapped while this object lives
     cdef readonly uint16_t size
     cdef vring_desc* desc
     cdef uint16_t* avail
@@ -41,6 +42,7 @@ cdef class DriverQueue:
             raise QueueError(f"queue size {size} is not a power of two in 1..32768")
         d, a, u = DriverQueue.layout(size)
         self.memory = memory
+        self.pins = memory.pins
         self.size = size
         self.desc = <vring_desc*>memory.checked(desc, d)
         self.avail = <uint16_t*>memory.checked(avail, a)

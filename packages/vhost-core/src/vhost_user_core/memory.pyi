@@ -1,6 +1,6 @@
 """Guest memory: regions mapped from the VMM's fds, every access bounds-checked."""
 
-from collections.abc import Buffer
+from typing_extensions import Buffer
 
 MAX_REGIONS: int  # 509, like rust-vmm (GET_MAX_MEM_SLOTS answer)
 
@@ -26,6 +26,10 @@ class GuestMemory:
     """
 
     def __init__(self) -> None: ...
+    @property
+    def pins(self) -> tuple[object, ...]:
+        """The current regions' mappings. Holding this tuple keeps them mapped after
+        the regions are removed or the memory closed (batches and rings hold it)."""
     def add_region(
         self, guest_phys_addr: int, size: int, userspace_addr: int, mmap_offset: int, fd: int
     ) -> None:
@@ -35,11 +39,13 @@ class GuestMemory:
         overlap with an existing region, more than MAX_REGIONS regions, mmap failure.
         """
     def remove_region(self, guest_phys_addr: int, size: int) -> None:
-        """Unmap the region that starts at `guest_phys_addr` with `size`; error if none."""
+        """Drop the region that starts at `guest_phys_addr` with `size` (unmapped once
+        nothing pins it); GuestMemoryError if there is none."""
     def regions(self) -> list[MemoryRegion]: ...
     def __len__(self) -> int: ...
     def close(self) -> None:
-        """Unmap everything. Accessors raise GuestMemoryError afterwards."""
+        """Drop every region (unmapped once nothing pins it). Accessors raise
+        GuestMemoryError afterwards."""
     def vmm_to_guest(self, userspace_addr: int, length: int) -> int:
         """Translate a VMM virtual address (SET_VRING_ADDR) to a GPA, range-checked."""
     def check_range(self, gpa: int, length: int) -> bool: ...
@@ -47,7 +53,8 @@ class GuestMemory:
     def readinto(self, gpa: int, buffer: Buffer) -> None: ...
     def write(self, gpa: int, data: Buffer) -> None: ...
     def view(self, gpa: int, length: int) -> memoryview:
-        """A writable zero-copy view; the range must lie inside one region."""
+        """A writable zero-copy view; the range must lie inside one region. The view
+        keeps the mapping alive, so it never dangles."""
     def read_u16(self, gpa: int) -> int: ...
     def read_u32(self, gpa: int) -> int: ...
     def read_u64(self, gpa: int) -> int: ...

@@ -5,10 +5,14 @@ Regions live in a C array sorted by guest-physical address, so the hot paths
 (descriptor walking, copies) translate addresses without the GIL. A range is valid
 only if every byte of it lies in mapped memory; it may span regions only where they
 are contiguous in guest-physical space.
+
+Each region's mmap is a reference-counted `Mapping`. `pins` is the tuple of the current
+ones: whoever keeps host pointers past a memory update (a popped ChainBatch, a ring, a
+view) holds `pins`, so a SET_MEM_TABLE or REM_MEM_REG from the VMM never unmaps memory
+that a device is still reading or writing; the old mapping goes when its last holder does.
 """
 
-from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
-from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBuffer_FillInfo
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -35,6 +39,43 @@ cdef inline bint wraps(uint64_t start, uint64_t length) noexcept nogil:
     return length != 0 and start + length - 1 < start
 
 
+cdef class Mapping:
+    """One mmap of a region's fd; unmapped when the last reference goes."""
+
+    def __cinit__(self):
+        self.base = NULL
+        self.length = 0
+
+    def __dealloc__(self):
+        if self.base != NULL:
+            munmap(self.base, self.length)
+
+
+cdef class _PinnedBuffer:
+    """Exports [ptr, ptr+length) through the buffer protocol while holding `owner`
+    (the mappings behind the pointer), so a memoryview of it can never dangle."""
+    cdef object owner
+    cdef uint8_t* ptr
+    cdef Py_ssize_t length
+    cdef bint readonly
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        PyBuffer_FillInfo(buffer, self, <void*>self.ptr, self.length, self.readonly, flags)
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        pass
+
+
+cdef object pinned_view(object owner, uint8_t* ptr, uint64_t length, bint readonly=False):
+    """A memoryview of host memory that keeps `owner` alive."""
+    cdef _PinnedBuffer buf = _PinnedBuffer.__new__(_PinnedBuffer)
+    buf.owner = owner
+    buf.ptr = ptr
+    buf.length = <Py_ssize_t>length
+    buf.readonly = readonly
+    return memoryview(buf)
+
+
 cdef class MemoryRegion:
     cdef readonly uint64_t guest_phys_addr, size, userspace_addr, mmap_offset, host_addr
 
@@ -50,19 +91,20 @@ cdef class GuestMemory:
             raise MemoryError()
         self.count = 0
         self.closed = False
+        self._mappings = []
+        self.pins = ()
 
     def __dealloc__(self):
-        self._unmap_all()
         free(self._regions)
 
     cdef void _unmap_all(self) noexcept:
-        cdef int i
-        for i in range(self.count):
-            munmap(self._regions[i].map_base, self._regions[i].map_len)
         self.count = 0
+        self._mappings = []
+        self.pins = ()
 
     def close(self):
-        """Unmap everything; accessors raise GuestMemoryError afterwards."""
+        """Drop every region; accessors raise GuestMemoryError afterwards. A mapping
+        is unmapped once nothing else pins it."""
         self._unmap_all()
         self.closed = True
 
@@ -76,6 +118,7 @@ cdef class GuestMemory:
         cdef uint64_t page = <uint64_t>sysconf(_SC_PAGESIZE)
         cdef uint64_t aligned, delta
         cdef void* base
+        cdef Mapping mapping
         if self.closed:
             raise GuestMemoryError("guest memory is closed")
         if size == 0:
@@ -100,6 +143,9 @@ cdef class GuestMemory:
             raise GuestMemoryError(
                 f"cannot map memory region at {guest_phys_addr:#x} (size {size:#x}, fd {fd}): "
                 f"{strerror(errno).decode()}")
+        mapping = Mapping.__new__(Mapping)
+        mapping.base = base
+        mapping.length = size + delta
         pos = self.count
         while pos > 0 and self._regions[pos - 1].gpa > guest_phys_addr:
             self._regions[pos] = self._regions[pos - 1]
@@ -108,20 +154,22 @@ cdef class GuestMemory:
         self._regions[pos].size = size
         self._regions[pos].uaddr = userspace_addr
         self._regions[pos].mmap_offset = mmap_offset
-        self._regions[pos].map_base = base
-        self._regions[pos].map_len = size + delta
         self._regions[pos].host = <uint8_t*>base + delta
         self.count += 1
+        self._mappings.insert(pos, mapping)
+        self.pins = tuple(self._mappings)
 
     def remove_region(self, uint64_t guest_phys_addr, uint64_t size):
-        """Unmap the region starting at `guest_phys_addr` with `size` bytes."""
+        """Drop the region starting at `guest_phys_addr` with `size` bytes (unmapped
+        once nothing pins it)."""
         cdef int i, j
         for i in range(self.count):
             if self._regions[i].gpa == guest_phys_addr and self._regions[i].size == size:
-                munmap(self._regions[i].map_base, self._regions[i].map_len)
                 for j in range(i, self.count - 1):
                     self._regions[j] = self._regions[j + 1]
                 self.count -= 1
+                del self._mappings[i]
+                self.pins = tuple(self._mappings)
                 return
         raise GuestMemoryError(
             f"no memory region at {guest_phys_addr:#x} with size {size:#x} to remove")
@@ -269,9 +317,10 @@ cdef class GuestMemory:
                 done += segs[i].len
 
     def view(self, uint64_t gpa, uint64_t length):
-        """A writable zero-copy view of a range inside one region."""
+        """A writable zero-copy view of a range inside one region; it pins the
+        mapping, so it stays valid even after the region is removed."""
         cdef uint8_t* p = self.checked(gpa, length)
-        return PyMemoryView_FromMemory(<char*>p, length, PyBUF_WRITE)
+        return pinned_view(self.pins, p, length)
 
     def read_u16(self, uint64_t gpa):
         return (<uint16_t*>self.checked(gpa, 2))[0]

@@ -7,7 +7,9 @@ index moving more than the queue size, a head index outside the queue) marks the
 by raising QueueError.
 """
 
-from collections.abc import Buffer, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+
+from typing_extensions import Buffer
 
 from .memory import GuestMemory
 
@@ -32,8 +34,11 @@ class DescriptorChain:
         """Scatter `data` into the device-writable buffers starting at `offset`;
         returns bytes written (short if the buffers are smaller). Never touches
         device-readable buffers."""
-    def readable_views(self) -> list[memoryview]: ...
-    def writable_views(self) -> list[memoryview]: ...
+    def readable_views(self) -> list[memoryview]:
+        """Zero-copy, read-only views of the device-readable buffers; they keep the
+        guest memory they show mapped for as long as they live."""
+    def writable_views(self) -> list[memoryview]:
+        """Zero-copy, writable views of the device-writable buffers (likewise pinned)."""
 
 class ChainBatch(Sequence[DescriptorChain]):
     """Chains popped together; one Python object, not one per descriptor."""

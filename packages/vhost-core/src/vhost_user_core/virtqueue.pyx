@@ -4,15 +4,15 @@
 Chains are walked in C into a compact array of host segments, one ChainBatch object per
 pop. Every buffer is checked against guest memory; a malformed chain comes back with an
 error and no buffers, never an exception, and nothing outside guest memory is touched.
+A batch pins the memory mappings its segments point into (GuestMemory.pins), so it stays
+safe to use after the VMM changed the memory table.
 """
 
-from cpython.buffer cimport PyBUF_WRITE
-from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
-from .memory cimport GuestMemory, Segment
+from .memory cimport GuestMemory, Segment, pinned_view
 from .ring cimport (
     AVAIL_F_NO_INTERRUPT, F_INDIRECT, F_NEXT, F_WRITE, USED_F_NO_NOTIFY, vq_full_fence,
     vq_load16, vq_load_acquire16, vq_need_event, vq_store16, vq_store_release16, vring_desc,
@@ -62,7 +62,7 @@ cdef struct ChainInfo:
 
 
 cdef class ChainBatch:
-    cdef GuestMemory memory
+    cdef object pins
     cdef ChainInfo* chains
     cdef Segment* segs
     cdef int count
@@ -224,16 +224,17 @@ cdef class DescriptorChain:
                 s += 1
         return done
 
-    def _views(self, uint32_t first, uint32_t count):
+    def _views(self, uint32_t first, uint32_t count, bint readonly):
         cdef uint32_t s
-        return [PyMemoryView_FromMemory(<char*>self.batch.segs[s].ptr, self.batch.segs[s].len,
-                                        PyBUF_WRITE) for s in range(first, first + count)]
+        return [pinned_view(self.batch, self.batch.segs[s].ptr, self.batch.segs[s].len,
+                            readonly) for s in range(first, first + count)]
 
     def readable_views(self):
-        return self._views(self.info.first_seg, self.info.n_read)
+        """Read-only views: the device must not write what the driver gave it to read."""
+        return self._views(self.info.first_seg, self.info.n_read, True)
 
     def writable_views(self):
-        return self._views(self.info.first_seg + self.info.n_read, self.info.n_write)
+        return self._views(self.info.first_seg + self.info.n_read, self.info.n_write, False)
 
     def __repr__(self):
         return (f"DescriptorChain(head={self.head}, readable={self.readable_len}, "
@@ -245,6 +246,7 @@ cdef class Virtqueue:
     cdef readonly uint16_t max_size
     cdef uint16_t _size
     cdef GuestMemory memory
+    cdef object pins           # keeps the ring areas mapped (GuestMemory.pins)
     cdef uint64_t desc_gpa, avail_gpa, used_gpa
     cdef vring_desc* desc
     cdef uint16_t* avail       # flags, idx, ring[size], used_event
@@ -285,6 +287,7 @@ cdef class Virtqueue:
     def reset(self):
         """Forget addresses, indices and errors (GET_VRING_BASE / RESET_DEVICE)."""
         self.memory = None
+        self.pins = None
         self.desc = NULL
         self.avail = NULL
         self.used = NULL
@@ -315,8 +318,10 @@ cdef class Virtqueue:
         if d == NULL or a == NULL or u == NULL:
             self.desc = NULL
             self.memory = None
+            self.pins = None
             raise QueueError(f"queue {self.index}: ring areas are not inside guest memory")
         self.memory = memory
+        self.pins = memory.pins
         self.desc = <vring_desc*>d
         self.avail = <uint16_t*>a
         self.used = <uint16_t*>u
@@ -351,7 +356,7 @@ cdef class Virtqueue:
         cdef ChainBatch batch = ChainBatch.__new__(ChainBatch)
         cdef uint16_t n, i, head
         cdef int failed = 0
-        batch.memory = self.memory
+        batch.pins = self.pins
         if self.desc == NULL or self._broken:
             return batch
         n = self._pending()
