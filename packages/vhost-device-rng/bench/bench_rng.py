@@ -1,0 +1,251 @@
+"""Benchmark of vhost-device-rng through the core's Python frontend (run by hand).
+
+Starts the real daemon as a process, plays the guest driver with queue size 256 and
+prints, per request size and depth: requests/s, MB/s, p50/p99 latency, then the
+daemon's CPU time, its idle CPU use and its peak RSS.
+
+Each set runs twice: with the daemon and this frontend pinned to one CPU, and pinned to
+two different CPUs. A request at depth 1 costs two wake-ups (kick, then call); across
+CPUs on a VM each is an inter-processor interrupt through the hypervisor, so the bench
+also measures that floor with a bare eventfd ping-pong between two processes placed the
+same way, to tell the device's cost from the machine's.
+
+    python3 xtask bench rng          # or: .venv/bin/python bench/bench_rng.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vhost_user_core.frontend import Frontend, FrontendQueue
+
+QUEUE_SIZE = 256
+TICK = os.sysconf("SC_CLK_TCK")
+PING_PONGS = 20_000
+
+
+@dataclass(frozen=True)
+class Placement:
+    name: str
+    frontend_cpu: int
+    daemon_cpu: int
+
+
+def placements() -> list[Placement]:
+    cpus = sorted(os.sched_getaffinity(0))
+    chosen = [Placement("one CPU", cpus[0], cpus[0])]
+    if len(cpus) > 1:
+        chosen.append(Placement("two CPUs", cpus[0], cpus[1]))
+    return chosen
+
+
+@dataclass
+class Result:
+    size: int
+    depth: int
+    requests: int
+    seconds: float
+    latencies: list[float]
+
+    def row(self, placement: str) -> str:
+        p50, p99 = percentiles(self.latencies)
+        rate = self.requests / self.seconds
+        mbps = rate * self.size / 1e6
+        return (
+            f"| {placement:<8} | {self.size:>5} B | {self.depth:>3} | {rate:>12,.0f} "
+            f"| {mbps:>8,.1f} | {p50:>8.1f} | {p99:>8.1f} |"
+        )
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """(p50, p99) in microseconds."""
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered) * 1e6, p99 * 1e6
+
+
+def wakeup_floor(placement: Placement) -> tuple[float, float]:
+    """p50/p99 round trip of a bare eventfd ping-pong between two processes placed like
+    the frontend and the daemon: what two wake-ups cost on this machine, in µs."""
+    ping = os.eventfd(0, os.EFD_CLOEXEC)
+    pong = os.eventfd(0, os.EFD_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        os.sched_setaffinity(0, {placement.daemon_cpu})
+        for _ in range(PING_PONGS):
+            os.eventfd_read(ping)
+            os.eventfd_write(pong, 1)
+        os._exit(0)
+    samples = []
+    for _ in range(PING_PONGS):
+        t0 = time.perf_counter()
+        os.eventfd_write(ping, 1)
+        os.eventfd_read(pong)
+        samples.append(time.perf_counter() - t0)
+    os.waitpid(child, 0)
+    os.close(ping)
+    os.close(pong)
+    return percentiles(samples)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def reap_or_wait(queue: FrontendQueue) -> int:
+    """Reap used buffers as a guest driver does: if there are none, ask for an
+    interrupt, look once more (one may have landed meanwhile), then sleep on it."""
+    done, _ = queue.driver.reap()
+    if done:
+        return done
+    queue.driver.arm_interrupt()
+    done, _ = queue.driver.reap()
+    if not done and not queue.wait_call(5.0):
+        raise TimeoutError("the device did not answer in 5 s")
+    return done
+
+
+def run_depth_one(frontend: Frontend, queue: FrontendQueue, size: int, seconds: float) -> Result:
+    assert frontend.ram is not None
+    gpa = frontend.ram.alloc(size)
+    driver = queue.driver
+    latencies = []
+    end = time.perf_counter() + seconds
+    count = 0
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        driver.add_writable_batch(1, gpa, size, size)
+        queue.publish()
+        while not reap_or_wait(queue):
+            pass
+        latencies.append(time.perf_counter() - t0)
+        count += 1
+    return Result(size, 1, count, sum(latencies), latencies)
+
+
+def run_pipelined(
+    frontend: Frontend, queue: FrontendQueue, size: int, depth: int, seconds: float
+) -> Result:
+    """Keep `depth` requests in flight; a sample is the time from posting a round of
+    buffers to reaping it (so it bounds each request's latency from above)."""
+    assert frontend.ram is not None
+    base = frontend.ram.alloc(size * depth, 4096)
+    driver = queue.driver
+    latencies = []
+    count = 0
+    driver.add_writable_batch(depth, base, size, size)
+    posted_at = time.perf_counter()
+    queue.publish()
+    start = posted_at
+    end = start + seconds
+    while True:
+        done = reap_or_wait(queue)
+        if not done:
+            continue
+        now = time.perf_counter()
+        latencies.append(now - posted_at)
+        count += done
+        if now >= end:
+            break
+        driver.add_writable_batch(done, base, size, size)
+        posted_at = now
+        queue.publish()
+    # Drain what is still in flight.
+    while driver.free_descriptors < QUEUE_SIZE:
+        count += reap_or_wait(queue)
+    return Result(size, depth, count, time.perf_counter() - start, latencies)
+
+
+@dataclass
+class Run:
+    placement: Placement
+    results: list[Result]
+    floor: tuple[float, float]
+    busy_cpu: float
+    busy_wall: float
+    idle_cpu: float
+    rss_kib: int
+
+
+def measure(placement: Placement, seconds: float) -> Run:
+    """One daemon, started on `placement.daemon_cpu`, through every size and depth."""
+    os.sched_setaffinity(0, {placement.frontend_cpu})
+    floor = wakeup_floor(placement)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "rng.sock"
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "vhost_device_rng.main", "-s", str(base)]
+            + ["--log-level", "warning"],
+            # Set before exec, so every thread the daemon starts inherits it.
+            preexec_fn=lambda: os.sched_setaffinity(0, {placement.daemon_cpu}),
+        )
+        try:
+            results = []
+            with Frontend.connect(f"{base}0") as frontend:
+                (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
+                cpu0 = cpu_seconds(daemon.pid)
+                wall0 = time.perf_counter()
+                for size in (64, 4096):
+                    results.append(run_depth_one(frontend, queue, size, seconds))
+                    results.append(run_pipelined(frontend, queue, size, 256, seconds))
+                busy_wall = time.perf_counter() - wall0
+                busy_cpu = cpu_seconds(daemon.pid) - cpu0
+                idle0 = cpu_seconds(daemon.pid)
+                time.sleep(2.0)
+                idle_cpu = cpu_seconds(daemon.pid) - idle0
+                rss = peak_rss_kib(daemon.pid)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(10)
+    return Run(placement, results, floor, busy_cpu, busy_wall, idle_cpu, rss)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    opts = parser.parse_args()
+    runs = [measure(placement, opts.seconds) for placement in placements()]
+    print(
+        f"vhost-device-rng, queue size {QUEUE_SIZE}, {os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]}"
+    )
+    print()
+    print("| placement | size | in flight | requests/s | MB/s | p50 µs | p99 µs |")
+    print("|-----------|------|-----------|------------|------|--------|--------|")
+    for run in runs:
+        for result in run.results:
+            print(result.row(run.placement.name))
+    print()
+    for run in runs:
+        name = run.placement.name
+        print(
+            f"{name}: bare eventfd ping-pong between two processes (the machine's floor "
+            f"for one request at depth 1): p50 {run.floor[0]:.1f} µs, p99 {run.floor[1]:.1f} µs"
+        )
+        print(
+            f"{name}: daemon CPU while loaded {run.busy_cpu:.2f} s over {run.busy_wall:.2f} s "
+            f"({100 * run.busy_cpu / run.busy_wall:.0f} % of one core); while idle for 2 s "
+            f"{run.idle_cpu:.2f} s; peak RSS {run.rss_kib / 1024:.1f} MiB"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
