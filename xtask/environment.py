@@ -136,11 +136,12 @@ def install_workspace(py: Path, packages: list[Package], *, force: bool = False)
     for package in stale:  # forget them first: a failed build must not look installed
         state.pop(package.name, None)
     STATE.write_text(json.dumps(state, indent=1, sort_keys=True))
-    pip_install(
-        py, "--no-build-isolation", "--no-deps", "--force-reinstall", *[str(p.path) for p in stale]
-    )
-    state.update({p.name: prints[p.name] for p in stale})
-    STATE.write_text(json.dumps(state, indent=1, sort_keys=True))
+    # One at a time, in dependency order: a package's build may import an earlier one
+    # (device packages take their Cython build hook from vhost-user-core).
+    for package in stale:
+        pip_install(py, "--no-build-isolation", "--no-deps", "--force-reinstall", str(package.path))
+        state[package.name] = prints[package.name]
+        STATE.write_text(json.dumps(state, indent=1, sort_keys=True))
     check = subprocess.run(
         [str(py), "-m", "pip", "check", "--disable-pip-version-check"],
         capture_output=True,

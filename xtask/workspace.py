@@ -121,12 +121,14 @@ def _candidates() -> list[Path]:
 
 
 def discover() -> list[Package]:
-    """Every workspace package, those that depend on no other workspace package first."""
+    """Every workspace package, each after the workspace packages it needs to build or
+    run (vhost-user-core first)."""
     packages = [Package(path) for path in _candidates()]
     names = {canonical(p.name) for p in packages}
 
     def local_deps(package: Package) -> int:
-        return sum(requirement_name(d) in names for d in package.dependencies)
+        needs = package.dependencies + package.build_requirements
+        return len({requirement_name(d) for d in needs} & names)
 
     return sorted(packages, key=local_deps)  # sort is stable: path order otherwise
 

@@ -13,8 +13,11 @@ from .errors import BackendError
 from .protocol import STANDARD_FEATURES, ProtocolFeature
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .memory import GuestMemory
     from .vring import Vring
+    from .worker import Worker
 
 #: Protocol features the framework implements for every device on its own.
 FRAMEWORK_PROTOCOL_FEATURES = (
@@ -59,6 +62,11 @@ class VhostUserBackend:
 
     def set_config(self, offset: int, data: bytes) -> None:
         raise BackendError("this device's config space is read-only")
+
+    def attach(self, workers: Sequence[Worker]) -> None:
+        """The worker threads of this connection, one per `queues_per_thread()` mask,
+        before any request is handled: watch device fds or arm timers on the thread that
+        owns the queues they concern (callbacks run there under the session lock)."""
 
     def acked_features(self, features: int) -> None:
         """The driver's feature choice (SET_FEATURES)."""

@@ -95,6 +95,7 @@ class Session:
         }
         for worker in self.workers:
             worker.start()
+        backend.attach(self.workers)
 
     # -- what we offer ---------------------------------------------------------------
 

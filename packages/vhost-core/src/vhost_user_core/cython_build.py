@@ -1,0 +1,133 @@
+"""The hatchling build hook that compiles a workspace package's Cython modules.
+
+Our own small hook rather than hatch-cython (which compiles every .py and ships the
+generated C). A package lists its extensions in pyproject.toml:
+
+    [tool.hatch.build.targets.wheel.hooks.custom]
+    path = "hatch_build.py"
+    package = "src/vhost_device_sound"
+    extensions = ["_pcmring", { name = "_pipewire", pkg-config = ["libpipewire-0.3"] }]
+
+and its hatch_build.py imports `CythonBuildHook` from here (vhost-user-core's own
+hatch_build.py loads this file by path, since the package is not installed while it
+builds). Wheels get the compiled modules; editable installs build them in place.
+Standard library, Cython and setuptools only.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+
+@dataclass(frozen=True)
+class ExtensionSpec:
+    """One Cython module and the C libraries it links (found with pkg-config)."""
+
+    name: str
+    pkg_config: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def parse(cls, item: str | dict[str, Any]) -> ExtensionSpec:
+        if isinstance(item, str):
+            return cls(item)
+        return cls(str(item["name"]), tuple(item.get("pkg-config", ())))
+
+
+def pkg_config(packages: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(compile flags, link flags) of `packages`; a missing one is a clear error."""
+    if not packages:
+        return [], []
+    try:
+        cflags = subprocess.run(
+            ["pkg-config", "--cflags", *packages], capture_output=True, text=True, check=True
+        ).stdout
+        libs = subprocess.run(
+            ["pkg-config", "--libs", *packages], capture_output=True, text=True, check=True
+        ).stdout
+    except FileNotFoundError as exc:
+        raise RuntimeError(f"pkg-config is needed to build against {packages}") from exc
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(
+            f"pkg-config cannot find {' '.join(packages)} (install its -dev package): "
+            f"{exc.stderr.strip()}"
+        ) from exc
+    return shlex.split(cflags), shlex.split(libs)
+
+
+def compile_extensions(
+    root: Path, package: str, specs: list[ExtensionSpec], out_dir: Path
+) -> list[Path]:
+    """cythonize + build_ext every module of `package` (a path under `root`, its last
+    part the import name) into `out_dir`; returns the built files."""
+    from Cython.Build import cythonize
+    from setuptools import Distribution, Extension  # type: ignore[import-untyped]
+    from setuptools.command.build_ext import build_ext  # type: ignore[import-untyped]
+
+    src = root / package
+    import_name = src.name
+    extensions = []
+    for spec in specs:
+        cflags, libs = pkg_config(spec.pkg_config)
+        extensions.append(
+            Extension(
+                f"{import_name}.{spec.name}",
+                [str(src / f"{spec.name}.pyx")],
+                extra_compile_args=["-O2", "-g0", *cflags],
+                extra_link_args=libs,
+            )
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        modules = cythonize(  # type: ignore[no-untyped-call]
+            extensions,
+            compiler_directives={"language_level": 3},
+            build_dir=tmp,
+            include_path=[str(src.parent)],
+            quiet=True,
+        )
+        dist = Distribution({"name": import_name, "ext_modules": modules})
+        cmd = build_ext(dist)
+        cmd.build_lib = str(Path(tmp) / "lib")
+        cmd.build_temp = str(Path(tmp) / "temp")
+        cmd.ensure_finalized()
+        cmd.run()
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        built = []
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for spec in specs:
+            artefact = Path(tmp) / "lib" / import_name / f"{spec.name}{suffix}"
+            target = out_dir / artefact.name
+            shutil.copy2(artefact, target)
+            built.append(target)
+    return built
+
+
+class CythonBuildHook(BuildHookInterface):  # type: ignore[type-arg]
+    PLUGIN_NAME = "custom"
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        if self.target_name != "wheel":
+            return
+        root = Path(self.root)
+        package = str(self.config["package"])
+        specs = [ExtensionSpec.parse(item) for item in self.config["extensions"]]
+        build_data["pure_python"] = False
+        build_data["infer_tag"] = True
+        if version == "editable":
+            compile_extensions(root, package, specs, root / package)
+            return
+        out = Path(self.directory) / "cython-build"
+        import_name = Path(package).name
+        for path in compile_extensions(root, package, specs, out):
+            build_data["force_include"][str(path)] = f"{import_name}/{path.name}"
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        shutil.rmtree(Path(self.directory) / "cython-build", ignore_errors=True)
