@@ -13,7 +13,7 @@ USAGE = """\
 usage: python3 xtask <task> [args...]
 
 tasks:
-  bootstrap [--no-guest] [--reinstall]
+  bootstrap [--reinstall]
                       system packages, .venv, tools and every workspace package
   test [pytest args]  bootstrap, build the guest image, run every package's tests
   demo [device]       boot a QEMU guest that uses the device (default: rng)
@@ -28,13 +28,10 @@ tasks:
 def _bootstrap(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="xtask bootstrap")
     parser.add_argument(
-        "--no-guest", action="store_true", help="skip QEMU and the guest image tools"
-    )
-    parser.add_argument(
         "--reinstall", action="store_true", help="rebuild every workspace package even if unchanged"
     )
     args = parser.parse_args(argv)
-    tasks.bootstrap(guest=not args.no_guest, force=args.reinstall)
+    tasks.bootstrap(force=args.reinstall)
     return 0
 
 

@@ -1,8 +1,11 @@
 """System packages: what pip cannot provide, installed with apt on Debian.
 
-Each need is checked by what it is for (can this interpreter make a venv, is there a C
-compiler and Python.h) rather than by package name, so an already-capable machine, a pyenv
-Python included, installs nothing.
+The interpreter's needs are checked by what they are for (can it make a venv, is there a C
+compiler and Python.h), so a capable machine, a pyenv Python included, installs nothing for
+them. Everything else is each workspace package's `[tool.vhost-device] debian` list (QEMU
+for the core's guest tests, PipeWire for sound, ...). On bookworm all of it comes from
+bookworm-backports where that has it: QEMU 10 is only there, and it pulls backports'
+libpipewire, so PipeWire's headers and daemon must come from there as well.
 """
 
 from __future__ import annotations
@@ -10,15 +13,23 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 from types import ModuleType
 
-from xtask.proc import TaskError, run, say
-from xtask.workspace import ROOT
+from xtask.proc import TaskError, output, run, say
+from xtask.workspace import ROOT, Package
 
 SYSTEM_DEPS = ROOT / "packages/vhost-core/src/vhost_user_core/testing/system_deps.py"
+BACKPORTS = Path("/etc/apt/sources.list.d/vhost-device-py-backports.sources")
+BACKPORTS_SOURCE = """Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
 
 _updated = False
 
@@ -36,17 +47,43 @@ def _root_prefix() -> list[str]:
     raise TaskError("installing system packages needs root or sudo")
 
 
+def _codename() -> str:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip('"')
+    return ""
+
+
+def _has_backports() -> bool:
+    sources = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]
+    return any(
+        p.is_file() and "bookworm-backports" in p.read_text(errors="replace") for p in sources
+    )
+
+
 def apt_install(packages: list[str]) -> None:
-    """`apt-get install`, running `apt-get update` first once per xtask run (a fresh CI
-    machine has no package lists)."""
+    """`apt-get install` (from bookworm-backports where it has them, on bookworm),
+    running `apt-get update` first once per xtask run (a fresh CI machine has no lists)."""
     global _updated
     prefix = [*_root_prefix(), "env", "DEBIAN_FRONTEND=noninteractive"]
+    target: list[str] = []
+    if _codename() == "bookworm":
+        if not _has_backports():
+            say(f"adding bookworm-backports to apt sources ({BACKPORTS})")
+            subprocess.run(
+                [*_root_prefix(), "tee", str(BACKPORTS)],
+                input=BACKPORTS_SOURCE.encode(),
+                stdout=subprocess.DEVNULL,
+                check=True,
+            )
+            _updated = False
+        target = ["-t", "bookworm-backports"]
     if not _updated:
         say("apt-get update")
         run([*prefix, "apt-get", "update", "-qq"])
         _updated = True
     say(f"apt-get install {' '.join(packages)}")
-    run([*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages])
+    run([*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *target, *packages])
 
 
 def _debian_python() -> bool:
@@ -81,11 +118,9 @@ def missing_build_packages() -> list[str]:
     return wanted
 
 
-def _load_system_deps() -> ModuleType | None:
+def _load_system_deps() -> ModuleType:
     """vhost_user_core.testing.system_deps, imported by file path: it is stdlib-only and
-    must run before the venv (where the installed package lives) exists."""
-    if not SYSTEM_DEPS.is_file():
-        return None
+    runs before the venv (where the installed package lives) exists."""
     spec = importlib.util.spec_from_file_location("_vhost_system_deps", SYSTEM_DEPS)
     if spec is None or spec.loader is None:
         raise TaskError(f"cannot import {SYSTEM_DEPS}")
@@ -94,22 +129,46 @@ def _load_system_deps() -> ModuleType | None:
     return module
 
 
-def ensure(*, guest: bool) -> None:
-    """Install what is missing; `guest` adds QEMU and the guest image's tools."""
+def _installed_debs(names: list[str]) -> set[str]:
+    """Which of `names` dpkg reports as installed."""
+    fmt = "${Package} ${db:Status-Status}\n"
+    # dpkg-query fails as a whole if one name is unknown, so ask one by one then.
+    listed = output(["dpkg-query", "-W", "-f", fmt, *names]) if names else ""
+    if listed is None:
+        listed = "".join(output(["dpkg-query", "-W", "-f", fmt, n]) or "" for n in names)
+    return {
+        line.split()[0].split(":")[0] for line in listed.splitlines() if line.endswith(" installed")
+    }
+
+
+def package_debs(packages: list[Package]) -> list[str]:
+    """Every workspace package's `[tool.vhost-device] debian` list (what it needs to
+    build, run and be tested: headers, libraries, daemons, QEMU), without duplicates."""
+    wanted: list[str] = []
+    for package in packages:
+        for name in package.tool.get("debian", []):
+            if str(name) not in wanted:
+                wanted.append(str(name))
+    return wanted
+
+
+def ensure(packages: list[Package]) -> None:
+    """Install whatever the interpreter and the workspace packages miss."""
+    debs = package_debs(packages)
     if not is_debian():
         say(
-            "not a Debian system: install a C compiler, Python headers, groff"
-            + (", QEMU and busybox" if guest else "")
-            + " yourself"
+            "not a Debian system: install a C compiler, Python headers, groff and the "
+            f"equivalents of {' '.join(debs)} yourself"
         )
         return
+    installed = _installed_debs(debs)
     wanted = missing_build_packages()
+    wanted += [d for d in debs if d not in installed and d not in wanted]
     if wanted:
         apt_install(wanted)
-    if guest:
-        module = _load_system_deps()
-        if module is None:
-            say(f"warning: {SYSTEM_DEPS.relative_to(ROOT)} is missing; guest tests will fail")
-            return
-        say("checking guest test packages (QEMU, busybox)")
-        module.ensure_system_packages(log=say)
+    deps = _load_system_deps()
+    if "qemu-system-x86" in debs and deps.qemu_major() < deps.MIN_QEMU_MAJOR:
+        raise TaskError(
+            f"QEMU {deps.MIN_QEMU_MAJOR}+ is needed for the guest tests; found "
+            f"{deps.qemu_major() or 'none'} (on bookworm it comes from bookworm-backports)"
+        )

@@ -12,11 +12,11 @@ from xtask.workspace import ROOT, Package, discover, find
 PYTEST_NO_TESTS = 5
 
 
-def bootstrap(*, guest: bool = True, force: bool = False) -> Path:
+def bootstrap(*, force: bool = False) -> Path:
     """System packages, the venv, tools, and every workspace package; returns the venv's
-    python. `guest=False` skips QEMU and friends for tasks that never boot a guest."""
+    python."""
     packages = discover()
-    system.ensure(guest=guest)
+    system.ensure(packages)
     py = environment.ensure_venv()
     environment.install_tools(py, packages)
     environment.install_workspace(py, packages, force=force)
@@ -90,7 +90,7 @@ def demo(device: str) -> int:
 
 def manpages(*, check: bool) -> int:
     """Render man/<distribution>.1 for every package with `[tool.vhost-device] parser`."""
-    py = bootstrap(guest=False)
+    py = bootstrap()
     failed = 0
     for package in discover():
         if package.parser is None:
@@ -98,11 +98,10 @@ def manpages(*, check: bool) -> int:
         cmd: list[str | Path] = [py, "-m", "vhost_user_core.manpage", "--package", package.path]
         if check:
             cmd.append("--check")
-        # The parser comes from the source tree, so the page matches the sources even
-        # before a reinstall; everything it imports resolves in the venv as usual.
-        env = clean_env(PYTHONPATH=str(package.path / "src"))
+        # bootstrap() has just reinstalled every changed package, so the installed
+        # parser is the one in the sources (and its compiled modules are built).
         rel = package.manpage.relative_to(ROOT)
-        rc = run(cmd, cwd=ROOT, env=env, check=False)
+        rc = run(cmd, cwd=ROOT, env=clean_env(), check=False)
         if rc != 0:
             failed += 1
             say(f"{rel}: {'out of date (run `python3 xtask manpages`)' if check else 'failed'}")
@@ -112,7 +111,7 @@ def manpages(*, check: bool) -> int:
 
 
 def bench(device: str | None, args: list[str]) -> int:
-    py = bootstrap(guest=False)
+    py = bootstrap()
     packages = discover()
     chosen: list[Package] = [find(device, packages)] if device else packages
     scripts = [s for p in chosen for s in sorted(p.bench.glob("*.py"))]
@@ -129,7 +128,7 @@ def bench(device: str | None, args: list[str]) -> int:
 def lint(args: list[str]) -> int:
     """ruff (lint and format) and mypy over the workspace, with the root pyproject's
     settings. `xtask test` runs this too."""
-    return _lint(bootstrap(guest=False), args)
+    return _lint(bootstrap(), args)
 
 
 def _lint(py: Path, args: list[str]) -> int:

@@ -83,7 +83,8 @@ class Package:
 
     @property
     def tool(self) -> dict[str, Any]:
-        """Our own `[tool.vhost-device]` table (parser = "module:factory", man-date)."""
+        """Our own `[tool.vhost-device]` table: parser = "module:factory", man-date,
+        debian = [Debian packages to build, run and test it]."""
         table = self.pyproject.get("tool", {}).get("vhost-device", {})
         return table if isinstance(table, dict) else {}
 

@@ -25,13 +25,18 @@ def positive_int(text: str) -> int:
 
 
 def add_socket_args(
-    parser: argparse.ArgumentParser, *, count: bool = True, fd: bool = True
+    parser: argparse.ArgumentParser,
+    *,
+    count: bool = True,
+    fd: bool = True,
+    path_flags: tuple[str, ...] = ("-s", "--socket-path"),
 ) -> None:
-    """`-s/--socket-path`, optionally `-c/--socket-count` and `--socket-fd`."""
+    """`-s/--socket-path` (or the device's own spelling, e.g. sound's `--socket`),
+    optionally `-c/--socket-count` and `--socket-fd`."""
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument(
-        "-s",
-        "--socket-path",
+        *path_flags,
+        dest="socket_path",
         metavar="PATH",
         help="vhost-user Unix socket to listen on"
         + ("; with --socket-count N > 1, sockets PATH0 .. PATH<N-1>" if count else ""),

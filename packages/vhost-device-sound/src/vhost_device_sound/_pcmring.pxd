@@ -1,0 +1,33 @@
+# The PCM ring shared by the device's worker thread and a host audio thread (the
+# PipeWire realtime callback, the ALSA thread). C-level entry points never take the GIL.
+from libc.stdint cimport uint8_t, uint64_t
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t*, void*)
+    int pthread_mutex_destroy(pthread_mutex_t*)
+    int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_trylock(pthread_mutex_t*)
+    int pthread_mutex_unlock(pthread_mutex_t*)
+
+cdef struct pcm_ring:
+    uint8_t* data
+    uint64_t capacity
+    uint64_t read_pos      # bytes consumed since creation (atomic)
+    uint64_t write_pos     # bytes produced since creation (atomic)
+    int* gate              # the direction's switch: 0 = disabled (atomic)
+    int notify_fd          # eventfd written after the host side moved data
+    pthread_mutex_t read_lock
+
+cdef class Switch:
+    cdef int on
+
+cdef class PcmRing:
+    cdef pcm_ring ring
+    cdef Switch _switch
+
+cdef bint gate_open(pcm_ring* r) noexcept nogil
+cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil
+cdef size_t produce_rt(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil
+cdef void notify(pcm_ring* r) noexcept nogil

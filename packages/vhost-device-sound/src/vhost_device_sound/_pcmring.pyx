@@ -1,0 +1,286 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""A byte ring between the device and a host audio thread, and the switch that gates it.
+
+Playback: the worker writes the guest's samples in; the host side (PipeWire's realtime
+callback, the ALSA thread) consumes them, or, while the output is disabled or the backend
+has no clock of its own, the worker's period timer discards them. Capture: the host side
+produces samples in; the worker moves them into the guest's buffers.
+
+The realtime entry points (`consume_rt`, `produce_rt`) are C functions that never take
+the GIL and never block: the consumer side is serialised by a mutex that the realtime
+thread only ever *tries*; if the worker holds it for a moment, that period is silence.
+Both check the direction's Switch on every call, so a disabled direction stops moving
+host audio at the next period, whatever the other threads are doing.
+"""
+
+import os
+
+from libc.stdint cimport uint8_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+from posix.unistd cimport close, write
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_CLOEXEC
+    int EFD_NONBLOCK
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    static inline uint64_t ring_load(const uint64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    static inline void ring_store(uint64_t *p, uint64_t v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    static inline int gate_load(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void gate_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    """
+    uint64_t ring_load(const uint64_t* p) noexcept nogil
+    void ring_store(uint64_t* p, uint64_t v) noexcept nogil
+    int gate_load(const int* p) noexcept nogil
+    void gate_store(int* p, int v) noexcept nogil
+
+
+cdef class Switch:
+    """One direction's enable flag: an atomic int that C code reads without the GIL."""
+
+    def __cinit__(self, bint on=False):
+        gate_store(&self.on, on)
+
+    @property
+    def enabled(self):
+        return bool(gate_load(&self.on))
+
+    @enabled.setter
+    def enabled(self, bint value):
+        gate_store(&self.on, value)
+
+    def __repr__(self):
+        return f"Switch(enabled={self.enabled})"
+
+
+cdef inline bint gate_open(pcm_ring* r) noexcept nogil:
+    return gate_load(r.gate) != 0
+
+
+cdef inline void _copy_out(pcm_ring* r, uint64_t pos, uint8_t* dst, size_t n) noexcept nogil:
+    cdef uint64_t at = pos % r.capacity
+    cdef size_t first = n if n < r.capacity - at else <size_t>(r.capacity - at)
+    memcpy(dst, r.data + at, first)
+    if n > first:
+        memcpy(dst + first, r.data, n - first)
+
+
+cdef inline void _copy_in(pcm_ring* r, uint64_t pos, const uint8_t* src, size_t n) noexcept nogil:
+    cdef uint64_t at = pos % r.capacity
+    cdef size_t first = n if n < r.capacity - at else <size_t>(r.capacity - at)
+    memcpy(r.data + at, src, first)
+    if n > first:
+        memcpy(r.data, src + first, n - first)
+
+
+cdef void notify(pcm_ring* r) noexcept nogil:
+    cdef uint64_t one = 1
+    write(r.notify_fd, &one, 8)  # EAGAIN (counter saturated) needs no second wake-up
+
+
+cdef size_t _consume(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
+    """Move up to n bytes out (dst NULL: discard them); the read lock is held."""
+    cdef uint64_t rpos = ring_load(&r.read_pos)
+    cdef uint64_t avail = ring_load(&r.write_pos) - rpos
+    if n > avail:
+        n = <size_t>avail
+    if n and dst != NULL:
+        _copy_out(r, rpos, dst, n)
+    ring_store(&r.read_pos, rpos + n)
+    return n
+
+
+cdef size_t _produce(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil:
+    """Move up to n bytes in (src NULL: silence); single producer."""
+    cdef uint64_t wpos = ring_load(&r.write_pos)
+    cdef uint64_t room = r.capacity - (wpos - ring_load(&r.read_pos))
+    cdef uint64_t at
+    cdef size_t first
+    if n > room:
+        n = <size_t>room
+    if n:
+        if src != NULL:
+            _copy_in(r, wpos, src, n)
+        else:
+            at = wpos % r.capacity
+            first = n if n < r.capacity - at else <size_t>(r.capacity - at)
+            memset(r.data + at, 0, first)
+            if n > first:
+                memset(r.data, 0, n - first)
+    ring_store(&r.write_pos, wpos + n)
+    return n
+
+
+cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
+    """Realtime consumer: copy up to n queued bytes to dst and notify the worker.
+
+    Returns 0 without consuming when the direction is disabled or the worker holds the
+    read lock this instant; the caller fills what it did not get with silence."""
+    cdef size_t got
+    if not gate_open(r):
+        return 0
+    if pthread_mutex_trylock(&r.read_lock) != 0:
+        return 0
+    got = _consume(r, dst, n)
+    pthread_mutex_unlock(&r.read_lock)
+    if got:
+        notify(r)
+    return got
+
+
+cdef size_t produce_rt(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil:
+    """Realtime producer: queue up to n captured bytes and notify the worker. Nothing
+    is queued while the direction is disabled: host audio never enters the ring then."""
+    cdef size_t put
+    if not gate_open(r):
+        return 0
+    put = _produce(r, src, n)
+    notify(r)
+    return put
+
+
+cdef class PcmRing:
+    """A bounded byte FIFO of `capacity` bytes gated by `switch` (see module doc)."""
+
+    def __cinit__(self, uint64_t capacity, Switch switch not None):
+        if capacity == 0:
+            raise ValueError("ring capacity must be positive")
+        self.ring.data = <uint8_t*>malloc(capacity)
+        if self.ring.data == NULL:
+            raise MemoryError()
+        self.ring.capacity = capacity
+        self.ring.read_pos = 0
+        self.ring.write_pos = 0
+        self._switch = switch
+        self.ring.gate = &switch.on
+        self.ring.notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+        if self.ring.notify_fd < 0:
+            free(self.ring.data)
+            self.ring.data = NULL
+            raise OSError("eventfd failed")
+        pthread_mutex_init(&self.ring.read_lock, NULL)
+
+    def __dealloc__(self):
+        if self.ring.data != NULL:
+            pthread_mutex_destroy(&self.ring.read_lock)
+            close(self.ring.notify_fd)
+            free(self.ring.data)
+            self.ring.data = NULL
+
+    @property
+    def capacity(self):
+        return self.ring.capacity
+
+    @property
+    def switch(self):
+        return self._switch
+
+    @property
+    def notify_fd(self):
+        """Readable (eventfd) after the host side moved data; the worker watches it."""
+        return self.ring.notify_fd
+
+    @property
+    def read_pos(self):
+        return ring_load(&self.ring.read_pos)
+
+    @property
+    def write_pos(self):
+        return ring_load(&self.ring.write_pos)
+
+    @property
+    def fill(self):
+        """Bytes queued and not yet consumed."""
+        return ring_load(&self.ring.write_pos) - ring_load(&self.ring.read_pos)
+
+    @property
+    def room(self):
+        return self.ring.capacity - self.fill
+
+    def write(self, data):
+        """Producer (the worker, for playback): queue what fits of `data`; returns the
+        byte count. Not gated: the worker decides what a disabled direction gets."""
+        cdef const uint8_t[::1] src = data
+        cdef size_t n = src.shape[0], put
+        if n == 0:
+            return 0
+        with nogil:
+            put = _produce(&self.ring, &src[0], n)
+        return put
+
+    def write_silence(self, size_t n):
+        """Producer: queue up to n zero bytes; returns the byte count."""
+        cdef size_t put
+        with nogil:
+            put = _produce(&self.ring, NULL, n)
+        return put
+
+    def read_into(self, buffer):
+        """Consumer (the worker, for capture): move up to len(buffer) bytes out."""
+        cdef uint8_t[::1] dst = buffer
+        cdef size_t n = dst.shape[0], got
+        if n == 0:
+            return 0
+        with nogil:
+            pthread_mutex_lock(&self.ring.read_lock)
+            got = _consume(&self.ring, &dst[0], n)
+            pthread_mutex_unlock(&self.ring.read_lock)
+        return got
+
+    def discard(self, size_t n):
+        """Consumer: drop up to n queued bytes (a disabled output played by the clock,
+        stale capture); returns the byte count."""
+        cdef size_t got
+        with nogil:
+            pthread_mutex_lock(&self.ring.read_lock)
+            got = _consume(&self.ring, NULL, n)
+            pthread_mutex_unlock(&self.ring.read_lock)
+        return got
+
+    def clear(self):
+        """Drop everything queued; returns the byte count."""
+        return self.discard(self.ring.capacity)
+
+    def consume_into(self, buffer):
+        """A host thread written in Python (ALSA) as consumer: like the realtime path,
+        gated by the switch, but it may wait for the lock. Returns bytes copied; the
+        caller plays silence for the rest."""
+        cdef uint8_t[::1] dst = buffer
+        cdef size_t n = dst.shape[0], got = 0
+        if n == 0:
+            return 0
+        with nogil:
+            if gate_open(&self.ring):
+                pthread_mutex_lock(&self.ring.read_lock)
+                got = _consume(&self.ring, &dst[0], n)
+                pthread_mutex_unlock(&self.ring.read_lock)
+                if got:
+                    notify(&self.ring)
+        return got
+
+    def produce(self, data):
+        """A host thread written in Python (ALSA) as producer: gated like produce_rt."""
+        cdef const uint8_t[::1] src = data
+        cdef size_t n = src.shape[0], put = 0
+        if n == 0:
+            return 0
+        with nogil:
+            put = produce_rt(&self.ring, &src[0], n)
+        return put
+
+    def drain_notifications(self):
+        """Reset the eventfd after a wake-up; returns how many notifications came."""
+        cdef uint64_t count = 0
+        try:
+            count = os.eventfd_read(self.ring.notify_fd)
+        except BlockingIOError:
+            pass
+        return count

@@ -1,0 +1,91 @@
+"""PCM stream parameters: what a backend can do, and what the guest chose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .protocol import SAMPLE_BYTES, Chmap, Direction, Format, Rate, bitmap
+
+#: Upstream's topology: stream 0 plays, stream 1 captures.
+STREAM_DIRECTIONS = (Direction.OUTPUT, Direction.INPUT)
+
+#: Channel positions for 1..6 channels (ALSA's usual layouts), used for both the chmap
+#: the guest is told about and the positions handed to the backend.
+DEFAULT_POSITIONS: dict[int, tuple[Chmap, ...]] = {
+    1: (Chmap.MONO,),
+    2: (Chmap.FL, Chmap.FR),
+    3: (Chmap.FL, Chmap.FR, Chmap.LFE),
+    4: (Chmap.FL, Chmap.FR, Chmap.RL, Chmap.RR),
+    5: (Chmap.FL, Chmap.FR, Chmap.RL, Chmap.RR, Chmap.FC),
+    6: (Chmap.FL, Chmap.FR, Chmap.RL, Chmap.RR, Chmap.FC, Chmap.LFE),
+}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can play or record: answered in PCM_INFO, checked at SET_PARAMS."""
+
+    formats: frozenset[Format]
+    rates: frozenset[Rate]
+    channels_min: int = 1
+    channels_max: int = 6
+
+    @property
+    def format_mask(self) -> int:
+        return bitmap(self.formats)
+
+    @property
+    def rate_mask(self) -> int:
+        return bitmap(self.rates)
+
+
+#: The baseline every backend offers: U8/S16/S24/S32, 8–48 kHz, 1–6 channels.
+BASE_FORMATS = frozenset({Format.U8, Format.S16, Format.S24, Format.S32})
+BASE_RATES = frozenset(
+    {
+        Rate.R8000,
+        Rate.R11025,
+        Rate.R16000,
+        Rate.R22050,
+        Rate.R32000,
+        Rate.R44100,
+        Rate.R48000,
+    }
+)
+HIGH_RATES = frozenset({Rate.R64000, Rate.R88200, Rate.R96000, Rate.R176400, Rate.R192000})
+BASE_CAPABILITIES = Capabilities(BASE_FORMATS, BASE_RATES)
+
+
+@dataclass(frozen=True)
+class PcmParams:
+    """A stream's parameters after PCM_SET_PARAMS."""
+
+    format: Format
+    rate: Rate
+    channels: int
+    buffer_bytes: int
+    period_bytes: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return SAMPLE_BYTES[self.format] * self.channels
+
+    @property
+    def bytes_per_second(self) -> int:
+        return self.frame_bytes * self.rate.hz
+
+    @property
+    def period_seconds(self) -> float:
+        return self.period_bytes / self.bytes_per_second
+
+    @property
+    def period_frames(self) -> int:
+        return self.period_bytes // self.frame_bytes
+
+    @property
+    def positions(self) -> tuple[Chmap, ...]:
+        return DEFAULT_POSITIONS[self.channels]
+
+
+#: Upstream's defaults until the guest sets its own: mono S16 at 44.1 kHz.
+DEFAULT_PARAMS = PcmParams(Format.S16, Rate.R44100, 1, 8192, 4096)
