@@ -45,3 +45,7 @@ class PcmRing:
     def produce(self, data: Buffer) -> int:
         """Host producer in Python: gated by the switch; nothing queued while it is off."""
     def drain_notifications(self) -> int: ...
+
+def scale_samples(buffer: Buffer, fmt: int, gain: float) -> None:
+    """Multiply every little-endian sample of `buffer` in place by `gain` (0..1), for
+    backends without a mixer. Formats (VIRTIO_SND_PCM_FMT_*): U8, S16, S24, S32, FLOAT."""

@@ -284,3 +284,58 @@ cdef class PcmRing:
         except BlockingIOError:
             pass
         return count
+
+
+# -- software gain ------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    static inline int32_t clamp_i32(int64_t v, int64_t lo, int64_t hi) {
+        return (int32_t)(v < lo ? lo : (v > hi ? hi : v));
+    }
+    """
+    int clamp_i32(long long v, long long lo, long long hi) noexcept nogil
+
+from libc.stdint cimport int16_t, int32_t, int64_t
+
+# VIRTIO_SND_PCM_FMT_* values scale_samples understands.
+cdef enum:
+    _FMT_U8 = 4
+    _FMT_S16 = 5
+    _FMT_S24 = 15
+    _FMT_S32 = 17
+    _FMT_FLOAT = 19
+
+
+def scale_samples(buffer, int fmt, double gain):
+    """Multiply every sample of `buffer` (little-endian, in place) by `gain` in 0..1,
+    for backends with no mixer of their own. Formats: U8, S16, S24 (in 32 bits), S32,
+    FLOAT; anything else raises ValueError. gain 0 gives exact silence."""
+    cdef uint8_t[::1] data = buffer
+    cdef Py_ssize_t n = data.shape[0], i
+    cdef int64_t g = <int64_t>(gain * 65536.0 + 0.5)
+    cdef float fg = <float>gain
+    if not 0.0 <= gain <= 1.0:
+        raise ValueError(f"gain {gain} is outside 0..1")
+    if fmt not in (_FMT_U8, _FMT_S16, _FMT_S24, _FMT_S32, _FMT_FLOAT):
+        raise ValueError(f"no software gain for sample format {fmt}")
+    if n == 0 or g == 65536:
+        return
+    with nogil:
+        if fmt == _FMT_U8:
+            for i in range(n):
+                data[i] = <uint8_t>(128 + (((<int64_t>data[i] - 128) * g) >> 16))
+        elif fmt == _FMT_S16:
+            for i in range(n // 2):
+                (<int16_t*>&data[0])[i] = <int16_t>(((<int16_t*>&data[0])[i] * g) >> 16)
+        elif fmt == _FMT_S24:
+            for i in range(n // 4):
+                (<int32_t*>&data[0])[i] = clamp_i32(
+                    ((<int32_t*>&data[0])[i] * g) >> 16, -8388608, 8388607)
+        elif fmt == _FMT_S32:
+            for i in range(n // 4):
+                (<int32_t*>&data[0])[i] = <int32_t>(((<int32_t*>&data[0])[i] * g) >> 16)
+        else:
+            for i in range(n // 4):
+                (<float*>&data[0])[i] = (<float*>&data[0])[i] * fg
