@@ -78,6 +78,11 @@ class VhostUserBackend:
         """The guest kicked `vring` (or the ring just started with work pending)."""
         raise NotImplementedError
 
+    def queue_stopped(self, vring: Vring) -> None:
+        """GET_VRING_BASE is stopping `vring` (the VMM pauses or resets the device).
+        Buffers the device still holds can be completed here, while the ring is still
+        mapped; afterwards they are lost with it."""
+
     def reset(self) -> None:
         """RESET_DEVICE / RESET_OWNER: forget driver-visible state."""
 

@@ -299,6 +299,8 @@ class Session:
 
     def _stop(self, vring: Vring) -> None:
         """GET_VRING_BASE / reset: the ring stops and forgets its fds and addresses."""
+        if vring.ready:
+            self.backend.queue_stopped(vring)
         vring.started = False
         self._update_registration(vring)
         vring.close_fds()

@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+
+from vhost_user_core.cli import main_guard, open_listeners, run_daemon, setup_logging
+
+from .args import build_parser
+from .backends import backend_class
+from .control_socket import ControlServer
+from .device import SoundDevice
+from .protocol import Direction
+from .switches import Switches
+
+log = logging.getLogger(__name__)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    backend = backend_class(args.backend)
+    # Fail at start, with the backend's own message, rather than on the first guest.
+    backend().close()
+    switches = Switches(args.initial_streams)
+    log.info(
+        "backend %s; %s",
+        args.backend,
+        ", ".join(f"{d.label} {'on' if switches.enabled(d) else 'off'}" for d in Direction),
+    )
+    listeners = open_listeners(args, suffix=False)
+    control = None
+    try:
+        if args.control_socket:
+            control = ControlServer(args.control_socket, switches)
+        return run_daemon(
+            lambda: SoundDevice(backend(), switches, controls=args.controls), listeners
+        )
+    finally:
+        if control is not None:
+            control.close()
+        for listener in listeners:
+            listener.close()
 
 
 def main() -> int:
-    raise SystemExit("vhost-device-sound: the device is not written yet")
+    return main_guard(lambda: run(sys.argv[1:]))()
 
 
 if __name__ == "__main__":

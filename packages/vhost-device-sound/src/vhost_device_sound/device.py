@@ -1,0 +1,174 @@
+"""The virtio-snd device (ID 25): four queues, two streams, the switches, the controls.
+
+Queue 0 carries control requests (answered at once), queue 1 event buffers (kept: the
+device has no jacks and raises no events), queues 2 and 3 the playback and capture
+buffers, held by their stream until played or filled in real time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from vhost_user_core import VhostUserBackend
+from vhost_user_core.protocol import STANDARD_FEATURES, ProtocolFeature
+from vhost_user_core.virtqueue import DescriptorChain
+from vhost_user_core.vring import Vring
+from vhost_user_core.worker import Worker
+
+from .backends.base import AudioBackend
+from .controls import ELEMENTS, MasterControls
+from .params import STREAM_DIRECTIONS
+from .pcm_state import ACCEPTS_IO
+from .protocol import (
+    QUEUE_SIZE,
+    VIRTIO_SND_F_CTLS,
+    Config,
+    Direction,
+    PcmXfer,
+    Queue,
+    Status,
+)
+from .requests import ControlRequests
+from .stream_io import STATUS_SIZE, XFER_SIZE, IoMessage, StreamIO, reject
+from .switches import Switches
+
+log = logging.getLogger(__name__)
+
+#: Longest control request read (CTL_WRITE: 8-byte header + 512-byte value).
+MAX_REQUEST = 1024
+
+
+class SoundDevice(VhostUserBackend):
+    name = "vhost-device-sound"
+    num_queues = len(Queue)
+    max_queue_size = QUEUE_SIZE
+    protocol_features = ProtocolFeature.MQ
+
+    def __init__(
+        self, backend: AudioBackend, switches: Switches, *, controls: bool = False
+    ) -> None:
+        self.backend = backend
+        self.switches = switches
+        self.offers_controls = controls
+        self.features = STANDARD_FEATURES | (VIRTIO_SND_F_CTLS if controls else 0)
+        self.master = MasterControls()
+        self._acked_controls = False
+        self.streams: list[StreamIO] = []
+        self.requests: ControlRequests | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._worker: Worker | None = None
+
+    # -- framework hooks ----------------------------------------------------------------
+
+    def attach(self, workers: Sequence[Worker]) -> None:
+        (self._worker,) = workers
+        self.streams = [
+            StreamIO(i, d, self.switches.switch(d), self.backend, self._worker)
+            for i, d in enumerate(STREAM_DIRECTIONS)
+        ]
+        self.requests = ControlRequests(
+            self.streams, self.backend, self.master, lambda: self._acked_controls
+        )
+        self._unsubscribe = self.switches.subscribe(self._switch_flipped)
+
+    def config_space(self) -> bytes:
+        controls = len(ELEMENTS) if self.offers_controls else 0
+        return Config(jacks=0, streams=len(STREAM_DIRECTIONS), chmaps=2, controls=controls).encode()
+
+    def acked_features(self, features: int) -> None:
+        self._acked_controls = bool(features & VIRTIO_SND_F_CTLS)
+
+    def handle_queue(self, vring: Vring) -> None:
+        if vring.index == Queue.CONTROL:
+            self._control(vring)
+        elif vring.index in (Queue.TX, Queue.RX):
+            self._io(vring)
+        # Queue.EVENT: its buffers stay with the device until there is an event to send.
+
+    def queue_stopped(self, vring: Vring) -> None:
+        if vring.index in (Queue.TX, Queue.RX):
+            direction = Direction.OUTPUT if vring.index == Queue.TX else Direction.INPUT
+            for stream in self.streams:
+                if stream.direction is direction:
+                    stream.queue_stopped()
+
+    def reset(self) -> None:
+        for stream in self.streams:
+            stream.shutdown()
+        self.master = MasterControls()
+        if self.requests is not None:
+            self.requests.controls = self.master
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for stream in self.streams:
+            stream.shutdown()
+        self.backend.close()
+
+    # -- queues -------------------------------------------------------------------------
+
+    def _control(self, vring: Vring) -> None:
+        assert self.requests is not None
+        for batch in vring.batches():
+            lengths = []
+            for chain in batch:
+                if chain.error or chain.writable_len < 4:
+                    log.warning(
+                        "control request %d unusable: %s",
+                        chain.head,
+                        chain.error or "no room for a status",
+                    )
+                    lengths.append(0)
+                    continue
+                response = self.requests.answer(chain.read(MAX_REQUEST), chain.writable_len)
+                lengths.append(chain.write(response))
+            vring.complete(batch, lengths)
+
+    def _io(self, vring: Vring) -> None:
+        direction = Direction.OUTPUT if vring.index == Queue.TX else Direction.INPUT
+        for batch in vring.batches():
+            for chain in batch:
+                self._route(vring, chain, direction)
+
+    def _route(self, vring: Vring, chain: DescriptorChain, direction: Direction) -> None:
+        """Hand a tx/rx buffer to its stream, or complete it at once with an error."""
+        if chain.error or chain.readable_len < XFER_SIZE or chain.writable_len < STATUS_SIZE:
+            log.warning(
+                "I/O buffer %d malformed: %s",
+                chain.head,
+                chain.error or "too short for its header or status",
+            )
+            reject(vring, chain, Status.BAD_MSG)
+            return
+        stream_id = PcmXfer.decode(chain.read(XFER_SIZE)).stream_id
+        if not 0 <= stream_id < len(self.streams):
+            reject(vring, chain, Status.BAD_MSG)
+            return
+        stream = self.streams[stream_id]
+        if stream.direction is not direction or stream.state not in ACCEPTS_IO:
+            log.info(
+                "stream %d: buffer refused (%s queue, state %s)",
+                stream_id,
+                direction.label,
+                stream.state.value,
+            )
+            reject(vring, chain, Status.BAD_MSG)
+            return
+        stream.enqueue(IoMessage.of(vring, chain, direction))
+
+    # -- switches -----------------------------------------------------------------------
+
+    def _switch_flipped(self, direction: Direction, enabled: bool) -> None:
+        """From the control socket's thread: take it to the worker that owns the streams."""
+        worker = self._worker
+        if worker is None:
+            return
+
+        def apply() -> None:
+            for stream in self.streams:
+                if stream.direction is direction:
+                    stream.switch_changed(enabled)
+
+        worker.call_soon(apply)

@@ -1,0 +1,312 @@
+"""One PCM stream's data path, run on the device's worker thread.
+
+Playback: the guest's tx buffers queue up; their samples are copied into the stream's
+PcmRing as room allows, and a buffer is completed only once its last byte has been
+consumed, by the backend's audio thread or, while the output is disabled (or the backend
+has no clock), by a period timer that discards them. Either way the guest plays in real
+time, and completions carry the ring fill as latency.
+
+Capture: the backend produces host samples into the ring and the worker moves them into
+the guest's rx buffers, checking the direction's switch before every chunk; while the
+input is disabled (or the backend has no clock) the timer fills the buffers with silence
+in real time instead, and the ring is emptied so no stale host audio survives a switch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from vhost_user_core.errors import QueueError
+from vhost_user_core.virtqueue import DescriptorChain
+from vhost_user_core.vring import Vring
+from vhost_user_core.worker import TimerHandle, Worker
+
+from ._pcmring import PcmRing, Switch
+from .backends.base import AudioBackend, StreamSetup
+from .params import DEFAULT_PARAMS, PcmParams
+from .pcm_state import INITIAL_STATE, PcmState
+from .protocol import Direction, PcmStatus, PcmXfer, Status
+
+log = logging.getLogger(__name__)
+
+STATUS_SIZE = PcmStatus.FORMAT.size
+XFER_SIZE = PcmXfer.FORMAT.size
+#: Ring size: a few periods, so the host thread always finds one ready, bounded so a
+#: guest cannot make us allocate much whatever period it asks for.
+RING_PERIODS = 3
+RING_MIN, RING_MAX = 16 * 1024, 1024 * 1024
+#: A timer this many periods late starts afresh instead of catching up in a burst.
+MAX_CLOCK_LAG = 4
+
+
+@dataclass
+class IoMessage:
+    """A guest tx or rx buffer held until it is played or filled."""
+
+    vring: Vring
+    chain: DescriptorChain
+    #: Playback: the samples after the xfer header. Capture: the room before the status.
+    data: list[memoryview]
+    size: int
+    done: int = 0
+    #: Playback: the ring position of this buffer's last byte once it is all queued.
+    end_pos: int | None = None
+
+    @classmethod
+    def of(cls, vring: Vring, chain: DescriptorChain, direction: Direction) -> IoMessage:
+        if direction is Direction.OUTPUT:
+            views = _trim(chain.readable_views(), XFER_SIZE, 0)
+        else:
+            views = _trim(chain.writable_views(), 0, STATUS_SIZE)
+        return cls(vring, chain, views, sum(len(v) for v in views))
+
+    @property
+    def remaining(self) -> int:
+        return self.size - self.done
+
+
+def _trim(views: list[memoryview], head: int, tail: int) -> list[memoryview]:
+    """`views` without their first `head` and last `tail` bytes (across segments)."""
+    out: list[memoryview] = []
+    total = sum(len(v) for v in views)
+    start, end, pos = head, total - tail, 0
+    for view in views:
+        lo, hi = max(start - pos, 0), min(end - pos, len(view))
+        if lo < hi:
+            out.append(view[lo:hi])
+        pos += len(view)
+    return out
+
+
+def complete(msg: IoMessage, status: Status, latency: int, written: int) -> None:
+    """Write the pcm_status into the buffer's last bytes and return it to the guest.
+
+    A ring that was stopped meanwhile (GET_VRING_BASE) takes nothing back: the buffer is
+    dropped with it."""
+    chain = msg.chain
+    chain.write(PcmStatus(status, latency).encode(), chain.writable_len - STATUS_SIZE)
+    if not msg.vring.ready:
+        return
+    try:
+        msg.vring.complete_one(chain.head, written + STATUS_SIZE)
+    except QueueError as exc:
+        log.warning("cannot complete an I/O buffer: %s", exc)
+
+
+def reject(vring: Vring, chain: DescriptorChain, status: Status) -> None:
+    """Complete a buffer the device will not use (bad header, wrong stream or state)."""
+    if chain.writable_len >= STATUS_SIZE:
+        complete(IoMessage(vring, chain, [], 0), status, 0, 0)
+    else:  # no room for a status: give it back empty
+        vring.complete_one(chain.head, 0)
+
+
+@dataclass
+class StreamIO:
+    """State and data path of one stream (0: output, 1: input)."""
+
+    stream_id: int
+    direction: Direction
+    switch: Switch
+    backend: AudioBackend
+    worker: Worker
+    state: PcmState = INITIAL_STATE
+    params: PcmParams = DEFAULT_PARAMS
+    ring: PcmRing | None = None
+    pending: deque[IoMessage] = field(default_factory=deque)
+    _clock: TimerHandle | None = None
+    _deadline: float = 0.0
+
+    # -- lifecycle (control requests) ----------------------------------------------------
+
+    def prepare(self) -> None:
+        """Fresh ring and host stream for the current parameters. Buffers still held
+        from before (a driver preparing again after an xrun) are given back first."""
+        self.flush()
+        self._drop_ring()
+        capacity = min(max(RING_PERIODS * self.params.period_bytes, RING_MIN), RING_MAX)
+        self.ring = PcmRing(capacity, self.switch)
+        self.worker.add_reader(self.ring.notify_fd, self._host_moved_data)
+        self.backend.prepare(
+            StreamSetup(
+                self.stream_id, self.direction, self.params, self.params.positions, self.ring
+            )
+        )
+
+    def start(self) -> None:
+        self.backend.start(self.stream_id)
+        self.backend.set_active(self.direction, self.switch.enabled)
+        self._feed()
+        self._repace()
+
+    def stop(self) -> None:
+        self._stop_clock()
+        self.backend.stop(self.stream_id)
+
+    def release(self) -> None:
+        """Close the host stream and give every held buffer back (the driver waits for
+        them before it goes on)."""
+        self._stop_clock()
+        self.backend.release(self.stream_id)
+        self.flush()
+        self._drop_ring()
+
+    def shutdown(self) -> None:
+        """Reset or end of connection: the guest's rings are gone, so held buffers are
+        forgotten rather than completed."""
+        self._stop_clock()
+        if self.state in (PcmState.PREPARE, PcmState.START, PcmState.STOP):
+            self.backend.release(self.stream_id)
+        self.pending.clear()
+        self._drop_ring()
+        self.state = INITIAL_STATE
+
+    def queue_stopped(self) -> None:
+        """The frontend stopped the data ring (VM paused or reset): return what we hold
+        while it can still be returned, and stop pacing until the next START."""
+        self._stop_clock()
+        self.flush()
+
+    # -- buffers -------------------------------------------------------------------------
+
+    def enqueue(self, msg: IoMessage) -> None:
+        self.pending.append(msg)
+        if self.direction is Direction.OUTPUT:
+            self._feed()
+
+    def flush(self) -> None:
+        """Give back every held buffer now (played or not)."""
+        latency = self.ring.fill if self.ring is not None else 0
+        while self.pending:
+            msg = self.pending.popleft()
+            written = msg.done if self.direction is Direction.INPUT else 0
+            complete(msg, Status.OK, latency, written)
+
+    def switch_changed(self, enabled: bool) -> None:
+        """The direction's switch flipped (the ring's gate already follows it)."""
+        if self.direction is Direction.INPUT and not enabled and self.ring is not None:
+            self.ring.clear()  # captured while enabled but not yet delivered: drop it
+        if self.state is PcmState.START:
+            self.backend.set_active(self.direction, enabled)
+            self._repace()
+
+    # -- the data path -------------------------------------------------------------------
+
+    def _host_moved_data(self) -> None:
+        """The backend's audio thread consumed (playback) or produced (capture) data."""
+        if self.ring is None:
+            return
+        self.ring.drain_notifications()
+        if self.direction is Direction.OUTPUT:
+            self._complete_played()
+            self._feed()
+        else:
+            self._deliver_captured()
+
+    def _feed(self) -> None:
+        """Copy queued playback samples into the ring while it has room."""
+        ring = self.ring
+        if ring is None:
+            return
+        for msg in self.pending:
+            if msg.end_pos is not None:
+                continue
+            while msg.remaining and ring.room:
+                view, offset = _locate(msg.data, msg.done)
+                msg.done += ring.write(view[offset:])
+            if msg.remaining:
+                return
+            msg.end_pos = ring.write_pos
+
+    def _complete_played(self) -> None:
+        ring = self.ring
+        assert ring is not None
+        while self.pending and self.pending[0].end_pos is not None:
+            if self.pending[0].end_pos > ring.read_pos:
+                return
+            complete(self.pending.popleft(), Status.OK, ring.fill, 0)
+
+    def _deliver_captured(self) -> None:
+        """Move captured host samples into the guest's buffers, one chunk at a time, each
+        only if the input is enabled at that moment."""
+        ring = self.ring
+        assert ring is not None
+        while self.pending and ring.fill:
+            if not self.switch.enabled:
+                ring.clear()
+                return
+            msg = self.pending[0]
+            view, offset = _locate(msg.data, msg.done)
+            msg.done += ring.read_into(view[offset:])
+            if not msg.remaining:
+                complete(self.pending.popleft(), Status.OK, ring.fill, msg.size)
+
+    def _fill_silence(self, count: int) -> None:
+        """Capture paced by the timer: `count` bytes of silence into the guest's buffers."""
+        while count and self.pending:
+            msg = self.pending[0]
+            view, offset = _locate(msg.data, msg.done)
+            n = min(count, len(view) - offset)
+            view[offset : offset + n] = bytes(n)
+            msg.done += n
+            count -= n
+            if not msg.remaining:
+                complete(self.pending.popleft(), Status.OK, 0, msg.size)
+
+    # -- pacing --------------------------------------------------------------------------
+
+    def _repace(self) -> None:
+        """The timer paces the stream while it runs without a host clock: a backend that
+        has none, or a disabled direction (the host stream is inactive then)."""
+        host_clock = self.backend.drives_clock and self.switch.enabled
+        if self.state is PcmState.START and not host_clock:
+            if self._clock is None:
+                self._deadline = time.monotonic()
+                self._schedule()
+        else:
+            self._stop_clock()
+
+    def _schedule(self) -> None:
+        period = self.params.period_seconds
+        self._deadline += period
+        now = time.monotonic()
+        if self._deadline < now - MAX_CLOCK_LAG * period:
+            self._deadline = now + period
+        self._clock = self.worker.call_later(self._deadline - now, self._tick)
+
+    def _tick(self) -> None:
+        self._clock = None
+        period = self.params.period_bytes
+        if self.direction is Direction.OUTPUT:
+            self._feed()
+            if self.ring is not None:
+                self.ring.discard(period)
+                self._complete_played()
+            self._feed()
+        else:
+            if self.ring is not None:
+                self.ring.clear()
+            self._fill_silence(period)
+        self._schedule()
+
+    def _stop_clock(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+
+    def _drop_ring(self) -> None:
+        if self.ring is not None:
+            self.worker.remove_reader(self.ring.notify_fd)
+            self.ring = None
+
+
+def _locate(views: list[memoryview], position: int) -> tuple[memoryview, int]:
+    """The view holding byte `position` of a buffer, and the offset within it."""
+    for view in views:
+        if position < len(view):
+            return view, position
+        position -= len(view)
+    raise IndexError("position beyond the buffer")

@@ -1,0 +1,129 @@
+"""The vhost-device-sound command: flags, start-up errors, the control socket, SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vhost_device_sound.args import build_parser
+from vhost_device_sound.protocol import Direction
+from vhost_device_sound.testing import SoundDriver
+from vhost_user_core.frontend import Frontend
+from vhost_user_core.manpage import PackagePage
+from vhost_user_core.testing.harness import wait_for_socket
+
+PACKAGE = Path(__file__).resolve().parents[1]
+DAEMON = [sys.executable, "-m", "vhost_device_sound.main"]
+
+
+def test_defaults() -> None:
+    args = build_parser().parse_args(["--socket", "/tmp/snd.sock"])
+    assert args.socket_path == "/tmp/snd.sock"
+    assert args.backend == "null"
+    assert args.initial_streams == frozenset({Direction.OUTPUT})
+    assert args.control_socket is None and not args.controls
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("output", {Direction.OUTPUT}),
+        ("input", {Direction.INPUT}),
+        ("output,input", {Direction.OUTPUT, Direction.INPUT}),
+        ("input, output", {Direction.OUTPUT, Direction.INPUT}),
+        ("none", set()),
+        ("NONE", set()),
+    ],
+)
+def test_initial_streams(text: str, expected: set[Direction]) -> None:
+    args = build_parser().parse_args(["--socket-fd", "3", "--initial-streams", text])
+    assert args.initial_streams == expected
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "required"),
+        (["--socket", "x", "--socket-fd", "3"], "not allowed with"),
+        (["--socket", "x", "--backend", "gstreamer"], "invalid choice"),
+        (["--socket", "x", "--initial-streams", "speakers"], "expected output, input"),
+        (["--socket", "x", "--initial-streams", "none,output"], "expected output, input"),
+        (["--socket", "x", "--initial-streams", ""], "expected output, input"),
+    ],
+)
+def test_rejected(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_man_page_matches_the_parser() -> None:
+    page = PackagePage.of(PACKAGE)
+    assert page.diff() == "", "run `python3 xtask manpages`"
+    for text in ("initial\\-streams", "control\\-socket", "QUERY"):
+        assert text in page.page
+
+
+def ask(path: Path, line: str) -> str:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(line.encode() + b"\n")
+        return sock.makefile().readline().strip()
+
+
+def test_daemon_with_a_control_socket(tmp_path: Path) -> None:
+    sock, control = tmp_path / "snd.sock", tmp_path / "control.sock"
+    proc = subprocess.Popen(
+        [
+            *DAEMON,
+            "--socket",
+            str(sock),
+            "--control-socket",
+            str(control),
+            "--initial-streams",
+            "none",
+        ]
+    )
+    try:
+        wait_for_socket(sock)
+        wait_for_socket(control)
+        assert stat.S_IMODE(control.stat().st_mode) == 0o600
+        assert ask(control, "QUERY") == "output off input off"
+        assert ask(control, "SET output on") == "OK"
+        with Frontend.connect(sock) as frontend:
+            driver = SoundDriver(frontend)
+            driver.start_stream(0)
+            driver.post_playback(bytes(1920))
+            assert driver.reap(driver.tx, 1)[0].status == 0x8000
+        assert ask(control, "QUERY") == "output on input off"  # kept across connections
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+    assert not sock.exists() and not control.exists()
+
+
+def test_control_socket_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "control.sock").write_text("not a socket")
+    result = subprocess.run(
+        [
+            *DAEMON,
+            "--socket",
+            str(tmp_path / "snd.sock"),
+            "--control-socket",
+            str(tmp_path / "control.sock"),
+        ],
+        capture_output=True,
+        timeout=20,
+    )
+    assert result.returncode == 1
+    assert b"not a socket" in result.stderr
+    assert not (tmp_path / "snd.sock").exists()
