@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,15 @@ def test_cpio_round_trip_through_busybox(tmp_path: Path) -> None:
 
 @pytest.mark.guest
 def test_guest_runs_script_and_reports_status(guest: Guest) -> None:
-    result = guest.run('echo hello from the guest; printf "\\001\\002bin" > "$OUTPORT"; exit 7')
+    fired: list[float] = []
+    result = guest.run(
+        'echo hello from the guest; printf "\\001\\002bin" > "$OUTPORT"; sleep 1; exit 7',
+        on_console={"hello from the guest": lambda: fired.append(time.monotonic())},
+    )
+    ended = time.monotonic()
     assert result.rc == 7
     assert result.script_output == "hello from the guest"
     assert result.output_bytes == b"\x01\x02bin"
     assert result.elapsed < 60
+    # The host action ran once, while the guest was still in its script (the sleep).
+    assert len(fired) == 1 and ended - fired[0] > 0.5

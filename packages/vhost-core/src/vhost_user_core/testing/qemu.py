@@ -12,7 +12,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,49 @@ def vhost_user_device(
         "-device",
         f"{qemu_device},chardev={chardev}{extra}",
     ]
+
+
+class ConsoleWatcher:
+    """Tails the guest's console file while QEMU runs and fires each action once when
+    its marker text appears. An action that raises fails the run after the guest ends."""
+
+    POLL = 0.01
+
+    def __init__(
+        self,
+        console: Path,
+        actions: dict[str, Callable[[], None]],
+        proc: subprocess.Popen[bytes],
+    ) -> None:
+        self.console = console
+        self.pending = dict(actions)
+        self.proc = proc
+        self.errors: list[BaseException] = []
+        self.thread: threading.Thread | None = None
+        if self.pending:
+            self.thread = threading.Thread(target=self._watch, name="console-watch", daemon=True)
+            self.thread.start()
+
+    def _watch(self) -> None:
+        seen = ""
+        while self.pending and self.proc.poll() is None:
+            try:
+                seen = self.console.read_text(errors="replace")
+            except FileNotFoundError:
+                pass
+            for marker in [m for m in self.pending if m in seen]:
+                action = self.pending.pop(marker)
+                try:
+                    action()
+                except BaseException as exc:  # reported by join()
+                    self.errors.append(exc)
+            time.sleep(self.POLL)
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.errors:
+            raise GuestError(f"a console action failed: {self.errors[0]!r}") from self.errors[0]
 
 
 class Guest:
@@ -113,7 +158,12 @@ class Guest:
         memory: str = "512M",
         timeout: float = 120.0,
         extra_files: dict[str, bytes] | None = None,
+        on_console: dict[str, Callable[[], None]] | None = None,
     ) -> GuestResult:
+        """Boot, run `script` as /test.sh, power off. `extra_files` land in / as
+        executables. `on_console` maps console text to a host action, run once (on a
+        helper thread) as soon as the guest prints that text: how a script asks the host
+        to do something at a given point, e.g. flip a switch while it plays."""
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             work = Path(tmp)
             entries = [Entry.executable("test.sh", script.encode())]
@@ -129,6 +179,7 @@ class Guest:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
+            watcher = ConsoleWatcher(console, on_console or {}, proc)
             try:
                 qemu_out, _ = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -138,6 +189,8 @@ class Guest:
                 raise GuestError(
                     f"guest did not finish in {timeout} s; console tail:\n{tail}"
                 ) from None
+            finally:
+                watcher.join()
             elapsed = time.monotonic() - start
             text = console.read_text(errors="replace") if console.exists() else ""
             data = out.read_bytes() if out.exists() else b""
