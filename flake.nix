@@ -13,7 +13,17 @@
       # and dependencies are read from that file.
       devices = [
         "packages/vhost-device-rng"
+        "packages/vhost-device-sound"
       ];
+
+      # What a device needs beyond its pyproject dependencies: C libraries its Cython
+      # modules link, and the tools to find them.
+      deviceExtras = pkgs: {
+        "vhost-device-sound" = {
+          nativeBuildInputs = [ pkgs.pkg-config ];
+          buildInputs = [ pkgs.pipewire pkgs.alsa-lib ];
+        };
+      };
 
       pyprojectOf = dir: (lib.importTOML (./. + "/${dir}/pyproject.toml")).project;
 
@@ -50,13 +60,23 @@
             if name == "vhost-user-core" then vhost-user-core else ps.${name};
 
           mkDevice = dir:
-            let project = pyprojectOf dir; in
+            let
+              pyproject = lib.importTOML (./. + "/${dir}/pyproject.toml");
+              project = pyproject.project;
+              extras = (deviceExtras pkgs).${project.name} or { };
+              # hatchling is the build backend itself; the rest (Cython, setuptools, and
+              # vhost-user-core for its build hook) come from build-system.requires.
+              buildRequires = builtins.filter (r: requirementName r != "hatchling")
+                pyproject.build-system.requires;
+            in
             ps.buildPythonApplication {
               pname = project.name;
               version = project.version;
               pyproject = true;
               src = lib.cleanSource (./. + "/${dir}");
-              build-system = [ ps.hatchling ];
+              build-system = [ ps.hatchling ] ++ map dependencyOf buildRequires;
+              nativeBuildInputs = extras.nativeBuildInputs or [ ];
+              buildInputs = extras.buildInputs or [ ];
               dependencies = map dependencyOf (project.dependencies or [ ]);
               nativeCheckInputs = [ ps.pytestCheckHook ];
               disabledTestMarks = [ "guest" ];
