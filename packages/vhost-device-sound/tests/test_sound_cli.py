@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from vhost_device_sound.args import build_parser
-from vhost_device_sound.protocol import Direction
-from vhost_device_sound.testing import SoundDriver
+from vhost_device_sound.protocol import Code, Direction, Status
+from vhost_device_sound.testing import SoundDriver, tone
 from vhost_user_core.frontend import Frontend
 from vhost_user_core.manpage import PackagePage
 from vhost_user_core.testing.harness import wait_for_socket
@@ -127,3 +129,59 @@ def test_control_socket_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> 
     assert result.returncode == 1
     assert b"not a socket" in result.stderr
     assert not (tmp_path / "snd.sock").exists()
+
+
+def test_alsa_backend_through_the_daemon(tmp_path: Path) -> None:
+    """--backend alsa --alsa-device: what the guest plays reaches that PCM (a `file`
+    PCM here: the host has no sound card), and plays in real time."""
+    out = tmp_path / "out.raw"
+    conf = tmp_path / "asound.conf"
+    conf.write_text(
+        f'pcm.guest_out {{ type file slave.pcm {{ type null }} file "{out}" format raw }}\n'
+    )
+    sock = tmp_path / "snd.sock"
+    env = {**os.environ, "ALSA_CONFIG_PATH": str(conf)}
+    proc = subprocess.Popen(
+        [*DAEMON, "--socket", str(sock), "--backend", "alsa", "--alsa-device", "guest_out"],
+        env=env,
+    )
+    try:
+        wait_for_socket(sock)
+        pcm = tone(1000, 0.3)
+        with Frontend.connect(sock) as frontend:
+            driver = SoundDriver(frontend)
+            driver.start_stream(0, period_bytes=1920, buffer_bytes=1920 * 30)
+            t0 = time.monotonic()
+            for i in range(30):
+                driver.post_playback(pcm[i * 1920 : (i + 1) * 1920], publish=False)
+            driver.tx.publish()
+            done = driver.reap(driver.tx, 30)
+            assert 0.25 <= done[-1].at - t0 <= 0.45
+            assert driver.pcm(Code.PCM_STOP, 0) is Status.OK
+            assert driver.pcm(Code.PCM_RELEASE, 0) is Status.OK
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+    assert pcm in out.read_bytes()
+
+
+def test_unknown_alsa_device_is_reported_at_prepare(tmp_path: Path) -> None:
+    sock = tmp_path / "snd.sock"
+    proc = subprocess.Popen(
+        [*DAEMON, "--socket", str(sock), "--backend", "alsa", "--alsa-device", "no_such_pcm"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_socket(sock)
+        with Frontend.connect(sock) as frontend:
+            driver = SoundDriver(frontend)
+            assert driver.set_params(0) is Status.OK
+            assert driver.pcm(Code.PCM_PREPARE, 0) is Status.IO_ERR
+            assert driver.pcm(Code.PCM_START, 0) is Status.BAD_MSG  # back to RELEASE
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert b"no_such_pcm" in err
+    finally:
+        proc.kill()

@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where audio goes and comes from (default: %(default)s)",
     )
     parser.add_argument(
+        "--alsa-device",
+        metavar="PCM",
+        default="default",
+        help="ALSA PCM used by --backend alsa for both streams (default: %(default)s; "
+        "`aplay -L` lists the names)",
+    )
+    parser.add_argument(
         "--initial-streams",
         metavar="LIST",
         type=initial_streams,

@@ -8,7 +8,7 @@ import sys
 from vhost_user_core.cli import main_guard, open_listeners, run_daemon, setup_logging
 
 from .args import build_parser
-from .backends import backend_class
+from .backends import AudioBackend, backend_class
 from .control_socket import ControlServer
 from .device import SoundDevice
 from .protocol import Direction
@@ -20,7 +20,12 @@ log = logging.getLogger(__name__)
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    backend = backend_class(args.backend)
+    backend_type = backend_class(args.backend)
+    options = {"alsa": {"device": args.alsa_device}}.get(args.backend, {})
+
+    def backend() -> AudioBackend:
+        return backend_type(**options)
+
     # Fail at start, with the backend's own message, rather than on the first guest.
     backend().close()
     switches = Switches(args.initial_streams)
