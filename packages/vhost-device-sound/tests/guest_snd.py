@@ -214,3 +214,13 @@ def parse_report(text: str, cmd: str | None = None) -> SndReport:
     if not found or (cmd is None and len(found) > 1):
         raise ValueError(f"expected one snd-test report{f' for {cmd}' if cmd else ''}: {text!r}")
     return found[-1]
+
+
+def by_cmd(reports: list[SndReport], cmd: str) -> list[SndReport]:
+    """The reports of one subcommand, in the order the script ran them."""
+    return [r for r in reports if r.cmd == cmd]
+
+
+def within(value: float, expected: float, tolerance: float = 0.10) -> bool:
+    """`value` is `expected` give or take `tolerance` (a fraction of it)."""
+    return abs(value - expected) <= tolerance * expected

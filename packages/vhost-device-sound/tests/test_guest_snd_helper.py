@@ -35,7 +35,7 @@ import pytest
 from guest_snd import (
     GUEST_PATH,
     SOURCE,
-    SndReport,
+    by_cmd,
     cache_dir,
     cache_key,
     compile_snd_test,
@@ -43,6 +43,7 @@ from guest_snd import (
     parse_report,
     parse_reports,
     snd_test_binary,
+    within,
 )
 
 from vhost_user_core.testing.qemu import Guest
@@ -55,14 +56,6 @@ def qemu_wav_device(path: Path, rate: int = 48000) -> list[str]:
     stream's rate too, so that the mixing engine does not resample)."""
     audiodev = f"wav,id=snd0,path={path},out.frequency={rate}"
     return ["-audiodev", audiodev, "-device", "virtio-sound-pci,audiodev=snd0"]
-
-
-def within(value: float, expected: float, tolerance: float = 0.10) -> bool:
-    return abs(value - expected) <= tolerance * expected
-
-
-def by_cmd(reports: list[SndReport], cmd: str) -> list[SndReport]:
-    return [r for r in reports if r.cmd == cmd]
 
 
 def expected_tone(frames: int, rate: int, freq: float, channels: int) -> list[int]:

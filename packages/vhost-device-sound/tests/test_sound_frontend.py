@@ -319,6 +319,21 @@ def test_capture_delivers_silence_in_real_time_with_the_null_backend(driver: Sou
     assert all(c.status == Status.OK and c.data == bytes(PERIOD) for c in done)
 
 
+def test_capture_buffers_queued_before_start(driver: SoundDriver) -> None:
+    """Linux queues the whole capture buffer before it sends START."""
+    assert driver.set_params(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 4) is Status.OK
+    assert driver.pcm(Code.PCM_PREPARE, 1) is Status.OK
+    for _ in range(4):
+        driver.post_capture(PERIOD)
+    time.sleep(0.05)
+    assert driver.rx.driver.get_used() == []  # prepared, not started: held
+    t0 = time.monotonic()
+    assert driver.pcm(Code.PCM_START, 1) is Status.OK
+    done = driver.reap(driver.rx, 4)
+    assert 0.03 <= done[-1].at - t0 <= 0.08
+    assert all(c.status == Status.OK and c.data == bytes(PERIOD) for c in done)
+
+
 def test_release_gives_back_every_held_buffer(driver: SoundDriver) -> None:
     driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 30)
     data = tone(440, 0.3)

@@ -174,8 +174,7 @@ class StreamIO:
 
     def enqueue(self, msg: IoMessage) -> None:
         self.pending.append(msg)
-        if self.direction is Direction.OUTPUT:
-            self._feed()
+        self._feed()
 
     def flush(self) -> None:
         """Give back every held buffer now (played or not)."""
@@ -209,7 +208,7 @@ class StreamIO:
     def _feed(self) -> None:
         """Copy queued playback samples into the ring while it has room."""
         ring = self.ring
-        if ring is None:
+        if ring is None or self.direction is not Direction.OUTPUT:
             return
         for msg in self.pending:
             if msg.end_pos is not None:

@@ -1,0 +1,153 @@
+"""vhost-device-sound serving a real Linux guest (virtio_snd, kernel 6.12) through QEMU's
+vhost-user-snd-pci, under TCG. The guest plays and records with snd-test (raw ALSA
+ioctls), so what is checked is what the kernel driver saw of our device."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from guest_snd import GUEST_PATH, by_cmd, guest_files, parse_reports, within
+
+from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.qemu import Guest, vhost_user_device
+
+pytestmark = pytest.mark.guest
+
+
+@dataclass
+class Daemon:
+    socket: Path
+    control: Path
+
+    def ask(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.control))
+            sock.sendall(line.encode() + b"\n")
+            return sock.makefile().readline().strip()
+
+    def devices(self, *, controls: bool = False) -> list[str]:
+        extra = {"controls": "on"} if controls else {}
+        return vhost_user_device(self.socket, "vhost-user-snd-pci", **extra)
+
+
+@contextmanager
+def sound_daemon(
+    tmp_path: Path, *flags: str, env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    daemon = Daemon(tmp_path / "snd.sock", tmp_path / "snd.ctl")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vhost_device_sound.main",
+            "--socket",
+            str(daemon.socket),
+            "--control-socket",
+            str(daemon.control),
+            *flags,
+        ],
+        env=env,
+    )
+    try:
+        wait_for_socket(daemon.socket)
+        wait_for_socket(daemon.control)
+        yield daemon
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert not daemon.socket.exists() and not daemon.control.exists()
+
+
+NULL_SCRIPT = f"""
+T={GUEST_PATH}
+cat /proc/asound/cards
+$T pcm-info; echo status=$?
+$T pcm-info --capture; echo status=$?
+$T ctl-list; echo status=$?
+$T ctl-set "Master Playback Volume" 40; echo status=$?
+$T ctl-set "Master Playback Switch" off; echo status=$?
+$T play 2; echo status=$?
+$T capture 1 > "$OUTPORT"; echo status=$?
+$T play 1 --stall 400; echo status=$?
+echo TOGGLE-OUTPUT-SOON
+$T play 2; echo status=$?
+"""
+
+
+def test_null_backend_in_a_guest(guest: Guest, tmp_path: Path) -> None:
+    """Probe, controls, 2 s of playback in real time, 1 s of (disabled) capture, an
+    underrun recovered, and the output switched off and on mid-playback."""
+    with sound_daemon(tmp_path, "--controls") as daemon:
+        toggles: list[str] = []
+
+        def toggle() -> None:
+            def flip(state: str) -> None:
+                toggles.append(daemon.ask(f"SET output {state}"))
+
+            threading.Timer(0.6, flip, ("off",)).start()
+            threading.Timer(1.3, flip, ("on",)).start()
+
+        result = guest.run(
+            NULL_SCRIPT,
+            devices=daemon.devices(controls=True),
+            extra_files=guest_files(),
+            on_console={"TOGGLE-OUTPUT-SOON": toggle},
+        )
+        assert daemon.ask("QUERY") == "output on input off"
+    assert result.rc == 0, result.console_output
+    out = result.script_output
+    assert "VirtIO SoundCard" in out, out
+    reports = parse_reports(out)
+
+    playback_info, capture_info = by_cmd(reports, "pcm-info")
+    for info in (playback_info, capture_info):
+        assert info["status"] == "0", info
+        assert {"u8", "s16", "s32"} <= set(info.as_list("formats"))
+        assert {"8000", "11025", "16000", "22050", "32000", "44100", "48000"} <= set(
+            info.as_list("rates")
+        )
+        assert info.as_range("channels") == (1, 6)
+
+    (ctl_list,) = by_cmd(reports, "ctl-list")
+    mixer = {r["name"] for r in ctl_list.records if r["iface"] == "MIXER"}
+    assert mixer == {"Master Playback Volume", "Master Playback Switch"}, ctl_list
+    volume_set, switch_set = by_cmd(reports, "ctl-set")
+    assert volume_set["status"] == "0" and volume_set.values("Master Playback Volume") == [40]
+    assert switch_set["status"] == "0" and switch_set.values("Master Playback Switch") == [0]
+
+    played, stalled, toggled = by_cmd(reports, "play")
+    for play in (played, toggled):
+        assert play["status"] == "0" and play.as_int("xruns") == 0, play
+        assert within(play.as_float("elapsed"), play.as_float("expected")), play
+    assert toggles == ["OK", "OK"]  # the switch flipped twice while the guest played
+
+    # Underrun: the driver stops, releases (we return every buffer), prepares, restarts.
+    assert stalled["status"] == "0" and stalled.as_int("xruns") == 1, stalled
+
+    (capture,) = by_cmd(reports, "capture")
+    assert capture["status"] == "0" and capture.as_int("xruns") == 0, capture
+    assert capture.as_int("frames") == 48000
+    assert within(capture.as_float("elapsed"), 1.0), capture
+    assert capture.as_int("nonzero") == 0  # input disabled: silence
+    assert result.output_bytes == bytes(48000 * 4)
+
+
+def test_guest_reconnects_to_the_same_daemon(guest: Guest, tmp_path: Path) -> None:
+    """A second QEMU (a guest rebooted elsewhere) gets a fresh device from the daemon."""
+    script = f"{GUEST_PATH} play 0.5; echo status=$?"
+    with sound_daemon(tmp_path) as daemon:
+        for _ in range(2):
+            result = guest.run(script, devices=daemon.devices(), extra_files=guest_files())
+            assert result.rc == 0, result.console_output
+            (play,) = by_cmd(parse_reports(result.script_output), "play")
+            assert play["status"] == "0" and play.as_int("xruns") == 0, play
