@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
+from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
 QUEUE_SIZE = 256
-TICK = os.sysconf("SC_CLK_TCK")
 PING_PONGS = 20_000
 
 
@@ -95,18 +95,6 @@ def wakeup_floor(placement: Placement) -> tuple[float, float]:
     os.close(ping)
     os.close(pong)
     return percentiles(samples)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM")
 
 
 def reap_or_wait(queue: FrontendQueue) -> int:

@@ -63,10 +63,11 @@ class VhostUserBackend:
     def set_config(self, offset: int, data: bytes) -> None:
         raise BackendError("this device's config space is read-only")
 
-    def attach(self, workers: Sequence[Worker]) -> None:
-        """The worker threads of this connection, one per `queues_per_thread()` mask,
-        before any request is handled: watch device fds or arm timers on the thread that
-        owns the queues they concern (callbacks run there under the session lock)."""
+    def attach(self, workers: Sequence[Worker], vrings: Sequence[Vring]) -> None:
+        """This connection's worker threads (one per `queues_per_thread()` mask) and
+        rings (one per queue), before any request is handled: watch device fds or arm
+        timers on the thread that owns the queues they concern (callbacks run there
+        under the session lock); keep the rings to poll them (`Vring.poll`)."""
 
     def acked_features(self, features: int) -> None:
         """The driver's feature choice (SET_FEATURES)."""

@@ -95,7 +95,7 @@ class Session:
         }
         for worker in self.workers:
             worker.start()
-        backend.attach(self.workers)
+        backend.attach(self.workers, self.vrings)
 
     # -- what we offer ---------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .errors import QueueError
-from .virtqueue import ChainBatch, Virtqueue
+from .virtqueue import ChainBatch, DescriptorChain, Virtqueue
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -77,6 +77,21 @@ class Vring:
         finally:
             if self.active:
                 queue.enable_notification()
+
+    def poll(self) -> Sequence[DescriptorChain]:
+        """Pop what the driver has posted, leaving its kicks off: for a device that
+        wakes on its own schedule while busy (a playing sound stream takes new buffers
+        at each period) and so saves a wake-up per buffer. `batches()` turns kicks
+        back on when the device goes idle again."""
+        if not self.active:
+            return ()
+        self.queue.disable_notification()
+        try:
+            return self.queue.pop()
+        except QueueError as exc:
+            log.error("queue %d: %s; the ring is stopped until reset", self.index, exc)
+            self.report_error()
+            return ()
 
     def complete(self, batch: ChainBatch, lengths: Sequence[int]) -> None:
         self.queue.add_used_batch(batch, lengths)

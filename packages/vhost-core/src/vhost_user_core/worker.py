@@ -83,14 +83,21 @@ class Worker:
     def call_soon(self, callback: Callback) -> None:
         """Run `callback` on this worker's thread (thread-safe)."""
         self._soon.append(callback)
-        os.eventfd_write(self._wake, 1)
+        self._wake_up()
 
     def call_later(self, delay: float, callback: Callback) -> TimerHandle:
         """Run `callback` on this worker after `delay` seconds (thread-safe)."""
         handle = TimerHandle(time.monotonic() + max(delay, 0.0), callback)
         heapq.heappush(self._timers, (handle.deadline, next(self._seq), handle))
-        os.eventfd_write(self._wake, 1)
+        self._wake_up()
         return handle
+
+    def _wake_up(self) -> None:
+        """Make the loop look at its queues again. From its own thread there is no need
+        (it does before it next sleeps), and skipping it saves a wake-up per timer: a
+        sound stream arms one every period."""
+        if threading.get_ident() != self._thread.ident:
+            os.eventfd_write(self._wake, 1)
 
     def _timeout(self) -> float:
         while self._timers and self._timers[0][2].cancelled:
