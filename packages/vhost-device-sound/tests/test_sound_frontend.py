@@ -287,6 +287,25 @@ def test_playback_takes_real_time(driver: SoundDriver) -> None:
     assert times[0] < 0.05 and times[14] > 0.12  # spread out, not in one burst
 
 
+@pytest.mark.parametrize("periods, per_wakeup", [(2, 1), (3, 1), (4, 2), (8, 2)])
+def test_timer_plays_several_short_periods_per_wakeup(
+    driver: SoundDriver, periods: int, per_wakeup: int
+) -> None:
+    """10 ms periods: the timer wakes every 20 ms when the guest's buffer holds at least
+    four periods, never completing more than half of it at once."""
+    driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * periods)
+    times = played(driver, 24)
+    assert 0.21 <= times[-1] <= 0.3
+    wakeups = [[times[0]]]
+    for t in times[1:]:
+        if t - wakeups[-1][-1] < 0.004:
+            wakeups[-1].append(t)
+        else:
+            wakeups.append([t])
+    steady = [len(w) for w in wakeups[2:]]  # the first fill the ring
+    assert max(steady) == per_wakeup, wakeups
+
+
 def test_disabled_output_still_completes_in_real_time(
     driver: SoundDriver, switches: Switches
 ) -> None:

@@ -123,7 +123,10 @@ cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
     """Realtime consumer: copy up to n queued bytes to dst and notify the worker.
 
     Returns 0 without consuming when the direction is disabled or the worker holds the
-    read lock this instant; the caller fills what it did not get with silence."""
+    read lock this instant; the caller fills what it did not get with silence. The
+    worker is notified on every period the gate is open, even an empty one: while a
+    stream runs it takes new guest buffers only when woken (the guest's kicks are off),
+    so an underrun must still wake it."""
     cdef size_t got
     if not gate_open(r):
         return 0
@@ -131,8 +134,7 @@ cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
         return 0
     got = _consume(r, dst, n)
     pthread_mutex_unlock(&r.read_lock)
-    if got:
-        notify(r)
+    notify(r)
     return got
 
 
@@ -251,8 +253,8 @@ cdef class PcmRing:
 
     def consume_into(self, buffer):
         """A host thread written in Python (ALSA) as consumer: like the realtime path,
-        gated by the switch, but it may wait for the lock. Returns bytes copied; the
-        caller plays silence for the rest."""
+        gated by the switch and notifying the worker every call, but it may wait for
+        the lock. Returns bytes copied; the caller plays silence for the rest."""
         cdef uint8_t[::1] dst = buffer
         cdef size_t n = dst.shape[0], got = 0
         if n == 0:
@@ -262,8 +264,7 @@ cdef class PcmRing:
                 pthread_mutex_lock(&self.ring.read_lock)
                 got = _consume(&self.ring, &dst[0], n)
                 pthread_mutex_unlock(&self.ring.read_lock)
-                if got:
-                    notify(&self.ring)
+                notify(&self.ring)
         return got
 
     def produce(self, data):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from vhost_user_core import VhostUserBackend
 from vhost_user_core.protocol import STANDARD_FEATURES, ProtocolFeature
@@ -19,13 +20,12 @@ from vhost_user_core.worker import Worker
 from .backends.base import AudioBackend
 from .controls import ELEMENTS, MasterControls
 from .params import STREAM_DIRECTIONS
-from .pcm_state import ACCEPTS_IO
+from .pcm_state import ACCEPTS_IO, PcmState
 from .protocol import (
     QUEUE_SIZE,
     VIRTIO_SND_F_CTLS,
     Config,
     Direction,
-    PcmXfer,
     Queue,
     Status,
 )
@@ -61,12 +61,17 @@ class SoundDevice(VhostUserBackend):
 
     # -- framework hooks ----------------------------------------------------------------
 
-    def attach(self, workers: Sequence[Worker]) -> None:
+    def attach(self, workers: Sequence[Worker], vrings: Sequence[Vring]) -> None:
         (self._worker,) = workers
-        self.streams = [
-            StreamIO(i, d, self.switches.switch(d), self.backend, self._worker)
-            for i, d in enumerate(STREAM_DIRECTIONS)
-        ]
+        self.streams = []
+        for stream_id, direction in enumerate(STREAM_DIRECTIONS):
+            stream = StreamIO(
+                stream_id, direction, self.switches.switch(direction), self.backend, self._worker
+            )
+            vring = vrings[Queue.TX if direction is Direction.OUTPUT else Queue.RX]
+            stream.pull = partial(self._take, vring)
+            stream.resume_kicks = partial(self._io, vring)
+            self.streams.append(stream)
         self.requests = ControlRequests(
             self.streams, self.backend, self.master, lambda: self._acked_controls
         )
@@ -127,10 +132,21 @@ class SoundDevice(VhostUserBackend):
             vring.complete(batch, lengths)
 
     def _io(self, vring: Vring) -> None:
+        """A kick on tx or rx. While the queue's stream runs, the stream's own period
+        wake-ups take the buffers (`_take`) and kicks stay off: one wake-up per period
+        instead of two."""
         direction = Direction.OUTPUT if vring.index == Queue.TX else Direction.INPUT
+        if any(s.direction is direction and s.state is PcmState.START for s in self.streams):
+            self._take(vring)
+            return
         for batch in vring.batches():
             for chain in batch:
                 self._route(vring, chain, direction)
+
+    def _take(self, vring: Vring) -> None:
+        direction = Direction.OUTPUT if vring.index == Queue.TX else Direction.INPUT
+        for chain in vring.poll():
+            self._route(vring, chain, direction)
 
     def _route(self, vring: Vring, chain: DescriptorChain, direction: Direction) -> None:
         """Hand a tx/rx buffer to its stream, or complete it at once with an error."""
@@ -142,7 +158,7 @@ class SoundDevice(VhostUserBackend):
             )
             reject(vring, chain, Status.BAD_MSG)
             return
-        stream_id = PcmXfer.decode(chain.read(XFER_SIZE)).stream_id
+        stream_id = int.from_bytes(chain.read(XFER_SIZE), "little")  # struct virtio_snd_pcm_xfer
         if not 0 <= stream_id < len(self.streams):
             reject(vring, chain, Status.BAD_MSG)
             return
@@ -156,7 +172,7 @@ class SoundDevice(VhostUserBackend):
             )
             reject(vring, chain, Status.BAD_MSG)
             return
-        stream.enqueue(IoMessage.of(vring, chain, direction))
+        stream.enqueue(IoMessage(vring, chain, direction))
 
     # -- switches -----------------------------------------------------------------------
 

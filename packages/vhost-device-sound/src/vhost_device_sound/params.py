@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .protocol import SAMPLE_BYTES, Chmap, Direction, Format, Rate, bitmap
 
@@ -66,16 +67,17 @@ class PcmParams:
     buffer_bytes: int
     period_bytes: int
 
-    @property
+    @cached_property
     def frame_bytes(self) -> int:
         return SAMPLE_BYTES[self.format] * self.channels
 
-    @property
+    @cached_property
     def bytes_per_second(self) -> int:
         return self.frame_bytes * self.rate.hz
 
-    @property
+    @cached_property
     def period_seconds(self) -> float:
+        """Read every period by the pacing timer: computed once."""
         return self.period_bytes / self.bytes_per_second
 
     @property

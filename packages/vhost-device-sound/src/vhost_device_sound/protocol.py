@@ -138,7 +138,10 @@ class Rate(enum.IntEnum):
 
     @property
     def hz(self) -> int:
-        return int(self.name[1:])
+        return _RATE_HZ[self]
+
+
+_RATE_HZ = {rate: int(rate.name[1:]) for rate in Rate}
 
 
 class Chmap(enum.IntEnum):

@@ -15,8 +15,10 @@ in real time instead, and the ring is emptied so no stale host audio survives a 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vhost_user_core.errors import QueueError
@@ -32,7 +34,8 @@ from .protocol import Direction, PcmStatus, PcmXfer, Status
 
 log = logging.getLogger(__name__)
 
-STATUS_SIZE = PcmStatus.FORMAT.size
+_STATUS = PcmStatus.FORMAT
+STATUS_SIZE = _STATUS.size
 XFER_SIZE = PcmXfer.FORMAT.size
 #: Ring size: a few periods, so the host thread always finds one ready, bounded so a
 #: guest cannot make us allocate much whatever period it asks for.
@@ -40,66 +43,60 @@ RING_PERIODS = 3
 RING_MIN, RING_MAX = 16 * 1024, 1024 * 1024
 #: A timer this many periods late starts afresh instead of catching up in a burst.
 MAX_CLOCK_LAG = 4
+#: The pacing timer wakes at most this often: several short periods per wake-up when
+#: the guest's buffer allows it (a wake-up costs more than the work it does).
+MIN_TICK_SECONDS = 0.02
 
 
-@dataclass
 class IoMessage:
-    """A guest tx or rx buffer held until it is played or filled."""
+    """A guest tx or rx buffer held until it is played or filled.
 
-    vring: Vring
-    chain: DescriptorChain
-    #: Playback: the samples after the xfer header. Capture: the room before the status.
-    data: list[memoryview]
-    size: int
-    done: int = 0
-    #: Playback: the ring position of this buffer's last byte once it is all queued.
-    end_pos: int | None = None
+    Playback copies the samples out once, when the buffer arrives (a period is a few
+    KiB); capture fills `data` and writes it into the guest's buffer once, when full.
+    Either is cheaper than keeping views of guest memory and walking them per period."""
 
-    @classmethod
-    def of(cls, vring: Vring, chain: DescriptorChain, direction: Direction) -> IoMessage:
+    __slots__ = ("vring", "chain", "data", "size", "done", "end_pos")
+
+    def __init__(self, vring: Vring, chain: DescriptorChain, direction: Direction) -> None:
+        self.vring = vring
+        self.chain = chain
+        self.data: bytes | bytearray
         if direction is Direction.OUTPUT:
-            views = _trim(chain.readable_views(), XFER_SIZE, 0)
+            self.data = chain.read()[XFER_SIZE:]
         else:
-            views = _trim(chain.writable_views(), 0, STATUS_SIZE)
-        return cls(vring, chain, views, sum(len(v) for v in views))
-
-    @property
-    def remaining(self) -> int:
-        return self.size - self.done
-
-
-def _trim(views: list[memoryview], head: int, tail: int) -> list[memoryview]:
-    """`views` without their first `head` and last `tail` bytes (across segments)."""
-    out: list[memoryview] = []
-    total = sum(len(v) for v in views)
-    start, end, pos = head, total - tail, 0
-    for view in views:
-        lo, hi = max(start - pos, 0), min(end - pos, len(view))
-        if lo < hi:
-            out.append(view[lo:hi])
-        pos += len(view)
-    return out
+            self.data = bytearray(max(chain.writable_len - STATUS_SIZE, 0))
+        self.size = len(self.data)
+        self.done = 0
+        #: Playback: the ring position of this buffer's last byte once it is all queued.
+        self.end_pos: int | None = None
 
 
-def complete(msg: IoMessage, status: Status, latency: int, written: int) -> None:
+def complete(vring: Vring, chain: DescriptorChain, status: int, latency: int, written: int) -> None:
     """Write the pcm_status into the buffer's last bytes and return it to the guest.
 
     A ring that was stopped meanwhile (GET_VRING_BASE) takes nothing back: the buffer is
     dropped with it."""
-    chain = msg.chain
-    chain.write(PcmStatus(status, latency).encode(), chain.writable_len - STATUS_SIZE)
-    if not msg.vring.ready:
+    chain.write(_STATUS.pack(status, latency), chain.writable_len - STATUS_SIZE)
+    if not vring.ready:
         return
     try:
-        msg.vring.complete_one(chain.head, written + STATUS_SIZE)
+        vring.complete_one(chain.head, written + STATUS_SIZE)
     except QueueError as exc:
         log.warning("cannot complete an I/O buffer: %s", exc)
+
+
+def finish(msg: IoMessage, direction: Direction, latency: int) -> None:
+    """Return a held buffer: captured data first (what was filled of it), then status."""
+    written = 0
+    if direction is Direction.INPUT and msg.done:
+        written = msg.chain.write(memoryview(msg.data)[: msg.done])
+    complete(msg.vring, msg.chain, Status.OK, latency, written)
 
 
 def reject(vring: Vring, chain: DescriptorChain, status: Status) -> None:
     """Complete a buffer the device will not use (bad header, wrong stream or state)."""
     if chain.writable_len >= STATUS_SIZE:
-        complete(IoMessage(vring, chain, [], 0), status, 0, 0)
+        complete(vring, chain, status, 0, 0)
     else:  # no room for a status: give it back empty
         vring.complete_one(chain.head, 0)
 
@@ -117,8 +114,14 @@ class StreamIO:
     params: PcmParams = DEFAULT_PARAMS
     ring: PcmRing | None = None
     pending: deque[IoMessage] = field(default_factory=deque)
+    #: The device's hooks on this stream's queue: take what the guest posted since the
+    #: last wake-up (called at every period while started: the guest's kicks are off
+    #: then), and wait for kicks again once the stream leaves START.
+    pull: Callable[[], None] = lambda: None
+    resume_kicks: Callable[[], None] = lambda: None
     _clock: TimerHandle | None = None
     _deadline: float = 0.0
+    _ticks: int = 1
 
     # -- lifecycle (control requests) ----------------------------------------------------
 
@@ -145,6 +148,7 @@ class StreamIO:
     def stop(self) -> None:
         self._stop_clock()
         self.backend.stop(self.stream_id)
+        self.resume_kicks()
 
     def release(self) -> None:
         """Close the host stream and give every held buffer back (the driver waits for
@@ -153,6 +157,7 @@ class StreamIO:
         self.backend.release(self.stream_id)
         self.flush()
         self._drop_ring()
+        self.resume_kicks()
 
     def shutdown(self) -> None:
         """Reset or end of connection: the guest's rings are gone, so held buffers are
@@ -180,9 +185,7 @@ class StreamIO:
         """Give back every held buffer now (played or not)."""
         latency = self.ring.fill if self.ring is not None else 0
         while self.pending:
-            msg = self.pending.popleft()
-            written = msg.done if self.direction is Direction.INPUT else 0
-            complete(msg, Status.OK, latency, written)
+            finish(self.pending.popleft(), self.direction, latency)
 
     def switch_changed(self, enabled: bool) -> None:
         """The direction's switch flipped (the ring's gate already follows it)."""
@@ -199,6 +202,8 @@ class StreamIO:
         if self.ring is None:
             return
         self.ring.drain_notifications()
+        if self.state is PcmState.START:
+            self.pull()
         if self.direction is Direction.OUTPUT:
             self._complete_played()
             self._feed()
@@ -213,20 +218,22 @@ class StreamIO:
         for msg in self.pending:
             if msg.end_pos is not None:
                 continue
-            while msg.remaining and ring.room:
-                view, offset = _locate(msg.data, msg.done)
-                msg.done += ring.write(view[offset:])
-            if msg.remaining:
-                return
+            if msg.done < msg.size:
+                msg.done += ring.write(memoryview(msg.data)[msg.done :])
+                if msg.done < msg.size:
+                    return  # the ring is full
             msg.end_pos = ring.write_pos
 
     def _complete_played(self) -> None:
         ring = self.ring
         assert ring is not None
-        while self.pending and self.pending[0].end_pos is not None:
-            if self.pending[0].end_pos > ring.read_pos:
+        read_pos = ring.read_pos
+        pending = self.pending
+        while pending:
+            end = pending[0].end_pos
+            if end is None or end > read_pos:
                 return
-            complete(self.pending.popleft(), Status.OK, ring.fill, 0)
+            finish(pending.popleft(), Direction.OUTPUT, ring.fill)
 
     def _deliver_captured(self) -> None:
         """Move captured host samples into the guest's buffers, one chunk at a time, each
@@ -238,22 +245,19 @@ class StreamIO:
                 ring.clear()
                 return
             msg = self.pending[0]
-            view, offset = _locate(msg.data, msg.done)
-            msg.done += ring.read_into(view[offset:])
-            if not msg.remaining:
-                complete(self.pending.popleft(), Status.OK, ring.fill, msg.size)
+            msg.done += ring.read_into(memoryview(msg.data)[msg.done :])
+            if msg.done == msg.size:
+                finish(self.pending.popleft(), Direction.INPUT, ring.fill)
 
     def _fill_silence(self, count: int) -> None:
         """Capture paced by the timer: `count` bytes of silence into the guest's buffers."""
         while count and self.pending:
             msg = self.pending[0]
-            view, offset = _locate(msg.data, msg.done)
-            n = min(count, len(view) - offset)
-            view[offset : offset + n] = bytes(n)
-            msg.done += n
+            n = min(count, msg.size - msg.done)
+            msg.done += n  # the buffer starts zeroed: silence needs no writing
             count -= n
-            if not msg.remaining:
-                complete(self.pending.popleft(), Status.OK, 0, msg.size)
+            if msg.done == msg.size:
+                finish(self.pending.popleft(), Direction.INPUT, 0)
 
     # -- pacing --------------------------------------------------------------------------
 
@@ -263,13 +267,24 @@ class StreamIO:
         host_clock = self.backend.drives_clock and self.switch.enabled
         if self.state is PcmState.START and not host_clock:
             if self._clock is None:
+                self._ticks = self.periods_per_tick
                 self._deadline = time.monotonic()
                 self._schedule()
         else:
             self._stop_clock()
 
+    @property
+    def periods_per_tick(self) -> int:
+        """Periods the timer plays or records per wake-up: enough to wake at most every
+        MIN_TICK_SECONDS, but never more than half the guest's buffer, so the guest's
+        hardware pointer never catches up with what it has written (an xrun in ALSA)."""
+        params = self.params
+        in_buffer = max(params.buffer_bytes // params.period_bytes, 1)
+        wanted = math.ceil(MIN_TICK_SECONDS / params.period_seconds - 1e-9)
+        return max(1, min(in_buffer // 2, wanted))
+
     def _schedule(self) -> None:
-        period = self.params.period_seconds
+        period = self.params.period_seconds * self._ticks
         self._deadline += period
         now = time.monotonic()
         if self._deadline < now - MAX_CLOCK_LAG * period:
@@ -278,7 +293,8 @@ class StreamIO:
 
     def _tick(self) -> None:
         self._clock = None
-        period = self.params.period_bytes
+        self.pull()
+        period = self.params.period_bytes * self._ticks
         if self.direction is Direction.OUTPUT:
             self._feed()
             if self.ring is not None:
@@ -301,11 +317,3 @@ class StreamIO:
             self.worker.remove_reader(self.ring.notify_fd)
             self.ring = None
 
-
-def _locate(views: list[memoryview], position: int) -> tuple[memoryview, int]:
-    """The view holding byte `position` of a buffer, and the offset within it."""
-    for view in views:
-        if position < len(view):
-            return view, position
-        position -= len(view)
-    raise IndexError("position beyond the buffer")

@@ -1,0 +1,160 @@
+"""Benchmark of vhost-device-sound through the core's Python frontend (run by hand).
+
+Starts the real daemon as a process and plays the guest driver's part the way Linux
+does: 48 kHz stereo S16 in 10 ms periods, keeping a buffer of periods queued, posting
+the next period as soon as one comes back. Prints, per backend:
+
+- the daemon's CPU time per second of audio (all its threads, from /proc);
+- the pace: seconds of wall time per second of audio (1.00 is real time);
+- the latency the device reports in each buffer's status (audio queued inside the
+  device, ahead of the host), p50 and p99;
+- wake-ups: how many buffers come back together, and the jitter of the intervals
+  between those wake-ups.
+
+    python3 xtask bench sound                 # null, and pipewire in a private session
+    .venv/bin/python bench/bench_sound.py --backend null --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vhost_device_sound.testing import SoundDriver, tone
+from vhost_user_core.frontend import Frontend
+from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.procstat import cpu_seconds
+
+RATE, CHANNELS, FRAME = 48000, 2, 4
+PERIOD = RATE // 100 * FRAME  # 10 ms: 1920 bytes
+BYTES_PER_SECOND = RATE * FRAME
+
+
+@dataclass
+class Result:
+    backend: str
+    seconds: float
+    periods: int
+    wall: float
+    cpu: float
+    latencies_ms: list[float]
+    stamps: list[float]
+
+    def row(self) -> str:
+        lat = sorted(self.latencies_ms)
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        wakeups = wakeup_times(self.stamps)
+        per_wakeup = len(self.stamps) / len(wakeups)
+        intervals = [(b - a) * 1000 for a, b in zip(wakeups, wakeups[1:], strict=False)]
+        audio = self.periods * PERIOD / BYTES_PER_SECOND
+        return (
+            f"| {self.backend:<8} | {audio:>6.1f} s | {100 * self.cpu / audio:>6.2f} % "
+            f"| {self.wall / audio:>5.3f} | {statistics.median(lat):>6.1f} | {p99:>6.1f} "
+            f"| {per_wakeup:>4.2f} | {statistics.median(intervals):>6.2f} "
+            f"| {statistics.pstdev(intervals):>5.2f} |"
+        )
+
+
+def wakeup_times(stamps: list[float]) -> list[float]:
+    """Completion times with those less than 2 ms apart merged: one per device wake-up."""
+    merged = [stamps[0]]
+    for t in stamps[1:]:
+        if t - merged[-1] >= 0.002:
+            merged.append(t)
+    return merged
+
+
+def play(
+    driver: SoundDriver, seconds: float, queued: int
+) -> tuple[int, float, list[float], list[float]]:
+    """Keep `queued` periods in flight for `seconds`; returns (periods played, wall
+    time, reported latencies in ms, completion times in the steady state)."""
+    pcm = tone(440, 1.0)
+    periods = int(seconds * 100)
+    posted = 0
+
+    def post() -> None:
+        nonlocal posted
+        offset = posted % 100 * PERIOD
+        driver.post_playback(pcm[offset : offset + PERIOD], publish=False)
+        posted += 1
+
+    driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * queued)
+    t0 = time.monotonic()
+    for _ in range(queued):
+        post()
+    driver.tx.publish()
+    latencies: list[float] = []
+    stamps: list[float] = []
+    done = 0
+    while done < periods:
+        for completed in driver.reap(driver.tx, 1, timeout=5):
+            done += 1
+            stamps.append(completed.at)
+            latencies.append(completed.latency / BYTES_PER_SECOND * 1000)
+            if posted < periods:
+                post()
+        driver.tx.publish()
+    wall = time.monotonic() - t0
+    return done, wall, latencies, stamps[queued:]  # the first fill the ring
+
+
+def measure(backend: str, seconds: float, queued: int, env: dict[str, str]) -> Result:
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = Path(tmp) / "snd.sock"
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "vhost_device_sound.main", "--socket", str(sock),
+             "--backend", backend, "--log-level", "warning"],
+            env=env,
+        )  # fmt: skip
+        try:
+            wait_for_socket(sock)
+            with Frontend.connect(sock) as frontend:
+                driver = SoundDriver(frontend)
+                cpu0 = cpu_seconds(daemon.pid)
+                periods, wall, latencies, stamps = play(driver, seconds, queued)
+                cpu = cpu_seconds(daemon.pid) - cpu0
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(10)
+    return Result(backend, seconds, periods, wall, cpu, latencies, stamps)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio per backend")
+    parser.add_argument("--queued", type=int, default=4, help="periods kept in flight")
+    parser.add_argument(
+        "--backend", action="append", choices=["null", "pipewire", "alsa"],
+        help="backend(s) to measure (default: null)",
+    )  # fmt: skip
+    opts = parser.parse_args()
+    results = [
+        measure(backend, opts.seconds, opts.queued, dict(os.environ))
+        for backend in opts.backend or ["null"]
+    ]
+    print(
+        f"vhost-device-sound, 48 kHz stereo S16, 10 ms periods, {opts.queued} in flight, "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    )
+    print()
+    print(
+        "| backend | audio | daemon CPU | pace | latency p50 ms | p99 ms "
+        "| periods per wake-up | wake-up interval ms | jitter ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for result in results:
+        print(result.row())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
