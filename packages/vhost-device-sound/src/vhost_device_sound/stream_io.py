@@ -316,4 +316,3 @@ class StreamIO:
         if self.ring is not None:
             self.worker.remove_reader(self.ring.notify_fd)
             self.ring = None
-
