@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from guest_snd import GUEST_PATH, by_cmd, guest_files, parse_reports, within
+from pipewire_harness import PcmFormat, PipeWireSession, analyse, channel, tone
 
 from vhost_user_core.testing.harness import wait_for_socket
 from vhost_user_core.testing.qemu import Guest, vhost_user_device
@@ -155,3 +156,75 @@ def test_guest_reconnects_to_the_same_daemon(guest: Guest, tmp_path: Path) -> No
             assert result.rc == 0, result.console_output
             (play,) = by_cmd(parse_reports(result.script_output), "play")
             assert play["status"] == "0" and play.as_int("xruns") == 0, play
+
+
+PIPEWIRE_SCRIPT = f"""
+T={GUEST_PATH}
+$T play 2 --freq 1000; echo status=$?
+echo MIC-TONE-STARTS
+sleep 0.4
+$T capture 1 --out /dev/null; echo status=$?
+echo MIC-OFF
+sleep 0.5
+$T capture 1 --out /dev/null; echo status=$?
+echo OUTPUT-OFF-SOON
+$T play 2 --freq 1000; echo status=$?
+"""
+
+
+def test_pipewire_backend_in_a_guest(
+    guest: Guest, tmp_path: Path, pipewire_session: PipeWireSession
+) -> None:
+    """Through PipeWire: the guest's tone reaches the sink; the microphone's signal
+    reaches the guest while input is on and silence does after SET input off (the host
+    keeps playing into it); SET output off mid-playback keeps the guest in real time
+    and turns what PipeWire receives into silence."""
+    session = pipewire_session
+    monitor = PcmFormat("f32", 48000, 2)
+    mic = PcmFormat("s16", 48000, 2)
+    with sound_daemon(
+        tmp_path, "--backend", "pipewire", "--initial-streams", "output,input", env=session.env
+    ) as daemon:
+        answers: list[str] = []
+
+        def later(delay: float, action: object) -> None:
+            threading.Timer(delay, action).start()  # type: ignore[arg-type]
+
+        actions = {
+            "MIC-TONE-STARTS": lambda: later(0, lambda: session.play(tone(500, 3.5, mic), mic)),
+            "MIC-OFF": lambda: answers.append(daemon.ask("SET input off")),
+            "OUTPUT-OFF-SOON": lambda: later(
+                0.8, lambda: answers.append(daemon.ask("SET output off"))
+            ),
+        }
+        with session.recording(monitor) as recording:
+            result = guest.run(
+                PIPEWIRE_SCRIPT,
+                devices=daemon.devices(),
+                extra_files=guest_files(),
+                on_console=actions,
+            )
+        assert daemon.ask("QUERY") == "output off input off"
+    assert result.rc == 0, result.console_output
+    assert answers == ["OK", "OK"]
+    reports = parse_reports(result.script_output)
+
+    first, toggled = by_cmd(reports, "play")
+    for play in (first, toggled):
+        assert play["status"] == "0" and play.as_int("xruns") == 0, play
+        assert within(play.as_float("elapsed"), play.as_float("expected")), play
+
+    heard, muted = by_cmd(reports, "capture")
+    for capture in (heard, muted):
+        assert capture["status"] == "0" and capture.as_int("xruns") == 0, capture
+        assert within(capture.as_float("elapsed"), 1.0), capture
+    # 500 Hz crosses zero about 1000 times a second; the tone is half scale.
+    assert heard.as_float("peak") > 8000, heard
+    assert 800 <= heard.as_int("crossings") <= 1200, heard
+    assert muted.as_int("nonzero") == 0, muted
+
+    # The sink heard the 1 kHz tone: all of the first 2 s, then only until the output
+    # was switched off about 0.8 s into the second playback (not its last 1.2 s).
+    report = analyse(channel(recording.data, monitor), 1000, monitor.rate)
+    assert report.purity > 0.9, report
+    assert 2.5 <= report.active_seconds <= 3.3, report

@@ -185,3 +185,26 @@ def test_unknown_alsa_device_is_reported_at_prepare(tmp_path: Path) -> None:
         assert b"no_such_pcm" in err
     finally:
         proc.kill()
+
+
+def test_pipewire_missing_at_start_is_a_warning_not_an_exit(tmp_path: Path) -> None:
+    sock = tmp_path / "snd.sock"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path), "PIPEWIRE_RUNTIME_DIR": str(tmp_path)}
+    env.pop("PIPEWIRE_REMOTE", None)
+    proc = subprocess.Popen(
+        [*DAEMON, "--socket", str(sock), "--backend", "pipewire"],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_socket(sock)
+        with Frontend.connect(sock) as frontend:
+            driver = SoundDriver(frontend)
+            assert driver.set_params(0) is Status.OK
+            assert driver.pcm(Code.PCM_PREPARE, 0) is Status.IO_ERR
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert b"cannot connect to PipeWire" in err and b"PREPARE fails until" in err
+    finally:
+        proc.kill()

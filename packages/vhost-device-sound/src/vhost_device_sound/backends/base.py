@@ -37,6 +37,11 @@ class AudioBackend(abc.ABC):
     #: True if a host audio thread consumes/produces ring data at the host's pace.
     drives_clock: ClassVar[bool]
 
+    def check_host(self) -> None:
+        """Raise BackendError if the host side is not reachable right now (called once
+        at start-up, to warn early; PREPARE reports it again, as IO_ERR)."""
+        return None
+
     def capabilities(self, direction: Direction) -> Capabilities:
         """Formats, rates and channel counts offered to the guest for `direction`."""
         return BASE_CAPABILITIES

@@ -113,6 +113,10 @@ class PipeWireBackend(AudioBackend):
         # The worker and the switch listeners (control socket thread) both call in.
         self._lock = threading.RLock()
 
+    def check_host(self) -> None:
+        with self._lock:
+            self._connection()
+
     def capabilities(self, direction: Direction) -> Capabilities:
         return CAPABILITIES
 
