@@ -9,10 +9,19 @@ the next period as soon as one comes back. Prints, per backend:
 - the latency the device reports in each buffer's status (audio queued inside the
   device, ahead of the host), p50 and p99;
 - wake-ups: how many buffers come back together, and the jitter of the intervals
-  between those wake-ups.
+  between those wake-ups;
+- with PipeWire, the round trip of a click: the guest plays it, PipeWire's sink
+  monitor is looped into its microphone, and the daemon captures it back into the
+  guest's rx buffers. Minus the guest's own buffering (the periods queued ahead of
+  the click, and where in its capture period the click landed) that is the latency
+  the host path adds: the daemon both ways, PipeWire's graph and the loopback.
 
     python3 xtask bench sound                 # null, and pipewire in a private session
     .venv/bin/python bench/bench_sound.py --backend null --seconds 20
+
+The pipewire run starts its own headless PipeWire (the tests' harness: pipewire,
+wireplumber and a null sink in a temporary directory), so it measures the daemon and
+PipeWire's graph, not a desktop's.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +118,19 @@ def play(
     return done, wall, latencies, stamps[queued:]  # the first fill the ring
 
 
+@contextmanager
+def environment(backend: str) -> Iterator[dict[str, str]]:
+    """The daemon's environment: for pipewire, a private PipeWire session's."""
+    if backend != "pipewire":
+        yield dict(os.environ)
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from pipewire_harness import PipeWireSession
+
+    with tempfile.TemporaryDirectory() as tmp, PipeWireSession(Path(tmp)) as session:
+        yield session.env
+
+
 def measure(backend: str, seconds: float, queued: int, env: dict[str, str]) -> Result:
     with tempfile.TemporaryDirectory() as tmp:
         sock = Path(tmp) / "snd.sock"
@@ -128,19 +152,92 @@ def measure(backend: str, seconds: float, queued: int, env: dict[str, str]) -> R
     return Result(backend, seconds, periods, wall, cpu, latencies, stamps)
 
 
+CLICK_EVERY = 50  # periods: a click every 0.5 s
+CLICK = 30000  # S16 amplitude of the click's first frame; everything else is silence
+
+
+def round_trip(driver: SoundDriver, seconds: float, queued: int) -> list[tuple[float, float]]:
+    """Play clicks and capture them back; returns (round trip, guest buffering) per
+    click, in seconds."""
+    silence = bytes(PERIOD)
+    click = CLICK.to_bytes(2, "little", signed=True) * CHANNELS + bytes(PERIOD - FRAME)
+    driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * queued)
+    driver.start_stream(1, period_bytes=PERIOD, buffer_bytes=PERIOD * queued)
+    periods = int(seconds * 100)
+    posted: list[float] = []  # when each click was handed to the device
+    heard: list[float] = []  # when each click's first frame was captured
+    for _ in range(queued):
+        driver.post_playback(silence, publish=False)
+        driver.post_capture(PERIOD, publish=False)
+    driver.tx.publish()
+    driver.rx.publish()
+    played = 0
+    while played < periods:
+        played += len(driver.reap(driver.tx, 1, timeout=5))
+        sent = played + queued - 1
+        driver.post_playback(click if sent % CLICK_EVERY == 0 else silence)
+        if sent % CLICK_EVERY == 0:
+            posted.append(time.monotonic())
+        for capture in driver.ready(driver.rx):
+            driver.post_capture(PERIOD)
+            samples = memoryview(capture.data).cast("h")
+            loud = next((i for i, v in enumerate(samples) if abs(v) > CLICK // 2), None)
+            if loud is not None and (not heard or capture.at - heard[-1] > 0.25):
+                frames_after = (len(samples) - loud) // CHANNELS
+                heard.append(capture.at - frames_after / RATE)
+    ahead = (queued - 1) * PERIOD / BYTES_PER_SECOND  # guest periods queued before a click
+    return [(h - p, ahead) for p, h in zip(posted, heard, strict=False) if h > p]
+
+
+def latency(seconds: float, queued: int) -> None:
+    """The click round trip through a private PipeWire session with its sink looped
+    into its microphone."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from pipewire_harness import PipeWireSession
+
+    with tempfile.TemporaryDirectory() as tmp, PipeWireSession(Path(tmp)) as session:
+        session.loop_sink_into_source()
+        sock = Path(tmp) / "snd.sock"
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "vhost_device_sound.main", "--socket", str(sock),
+             "--backend", "pipewire", "--initial-streams", "output,input",
+             "--log-level", "warning"],
+            env=session.env,
+        )  # fmt: skip
+        try:
+            wait_for_socket(sock)
+            with Frontend.connect(sock) as frontend:
+                trips = round_trip(SoundDriver(frontend), seconds, queued)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(10)
+    if not trips:
+        print("round trip: no click came back")
+        return
+    rtt = statistics.median(t for t, _ in trips) * 1000
+    added = statistics.median(t - ahead for t, ahead in trips) * 1000
+    worst = max(t - ahead for t, ahead in trips) * 1000
+    print(
+        f"pipewire round trip (guest -> PipeWire -> guest, {len(trips)} clicks): "
+        f"{rtt:.1f} ms median, of which the guest's own output queue is "
+        f"{trips[0][1] * 1000:.0f} ms; the host path adds {added:.1f} ms median, "
+        f"{worst:.1f} ms worst"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="audio per backend")
     parser.add_argument("--queued", type=int, default=4, help="periods kept in flight")
     parser.add_argument(
         "--backend", action="append", choices=["null", "pipewire", "alsa"],
-        help="backend(s) to measure (default: null)",
+        help="backend(s) to measure (default: null and pipewire)",
     )  # fmt: skip
     opts = parser.parse_args()
-    results = [
-        measure(backend, opts.seconds, opts.queued, dict(os.environ))
-        for backend in opts.backend or ["null"]
-    ]
+    results = []
+    for backend in opts.backend or ["null", "pipewire"]:
+        with environment(backend) as env:
+            results.append(measure(backend, opts.seconds, opts.queued, env))
     print(
         f"vhost-device-sound, 48 kHz stereo S16, 10 ms periods, {opts.queued} in flight, "
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
@@ -153,6 +250,9 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(result.row())
+    if "pipewire" in (opts.backend or ["null", "pipewire"]):
+        print()
+        latency(opts.seconds, opts.queued)
     return 0
 
 

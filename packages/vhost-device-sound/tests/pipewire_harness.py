@@ -350,6 +350,18 @@ class PipeWireSession:
         if proc.returncode != 0:
             raise HarnessError(f"pw-play failed ({proc.returncode}): {err.decode()}")
 
+    def loop_sink_into_source(self) -> None:
+        """Link the sink's monitor into the microphone's feed: whatever plays into the
+        sink is then captured from the source (a round trip through the graph)."""
+        for channel_name in ("FL", "FR"):
+            self._run(
+                [
+                    "pw-link",
+                    f"{SINK}:monitor_{channel_name}",
+                    f"{SOURCE_FEED}:playback_{channel_name}",
+                ]
+            )
+
     def _linked(self, node_name: str) -> bool:
         objects = self.dump()
         ids = {

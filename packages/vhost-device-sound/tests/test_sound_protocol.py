@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from vhost_device_sound.params import PcmParams
 from vhost_device_sound.pcm_state import TRANSITIONS, InvalidTransition, PcmState, next_state
 from vhost_device_sound.protocol import (
     ChmapInfo,
@@ -13,6 +14,7 @@ from vhost_device_sound.protocol import (
     Config,
     CtlInfo,
     Event,
+    Format,
     Header,
     ItemHeader,
     JackInfo,
@@ -20,6 +22,7 @@ from vhost_device_sound.protocol import (
     PcmStatus,
     PcmXfer,
     QueryInfo,
+    Rate,
     SetParams,
     ctl_notify_event,
     ctl_values,
@@ -101,3 +104,14 @@ def test_every_transition(state: PcmState, command: Code) -> None:
     else:
         with pytest.raises(InvalidTransition):
             next_state(state, command)
+
+
+@pytest.mark.parametrize(
+    "period_ms, periods, per_wakeup",
+    [(10, 2, 1), (10, 3, 1), (10, 4, 2), (10, 16, 2), (5, 16, 4), (5, 4, 2), (21, 4, 1), (1, 2, 1)],
+)
+def test_periods_per_wakeup(period_ms: int, periods: int, per_wakeup: int) -> None:
+    period = 48 * period_ms * 4  # 48 kHz stereo S16
+    params = PcmParams(Format.S16, Rate.R48000, 2, period * periods, period)
+    assert params.periods_per_wakeup == per_wakeup
+    assert params.wakeup_frames == 48 * period_ms * per_wakeup

@@ -18,6 +18,8 @@ cdef struct pcm_ring:
     uint64_t write_pos     # bytes produced since creation (atomic)
     int* gate              # the direction's switch: 0 = disabled (atomic)
     int notify_fd          # eventfd written after the host side moved data
+    uint64_t notify_every  # ... once this many bytes moved (0: after every call)
+    uint64_t moved         # bytes moved since the last notification (host side only)
     pthread_mutex_t read_lock
 
 cdef class Switch:

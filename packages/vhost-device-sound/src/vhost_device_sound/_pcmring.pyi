@@ -18,6 +18,10 @@ class PcmRing:
     def capacity(self) -> int: ...
     @property
     def switch(self) -> Switch: ...
+    notify_every: int
+    """Bytes the host side moves between notifications of the worker (0: every call);
+    it also notifies when a playback ring could not feed two more calls like the
+    last one, or a capture ring is full."""
     @property
     def notify_fd(self) -> int:
         """An eventfd, readable after the host side moved data."""

@@ -86,6 +86,16 @@ cdef void notify(pcm_ring* r) noexcept nogil:
     write(r.notify_fd, &one, 8)  # EAGAIN (counter saturated) needs no second wake-up
 
 
+cdef inline void _moved(pcm_ring* r, uint64_t n, bint urgent) noexcept nogil:
+    """Wake the worker once `notify_every` bytes have moved since it last was, or now
+    if `urgent` (a playback ring that needs refilling, a capture ring that is full).
+    Host side only, one thread at a time: no atomics needed."""
+    r.moved += n
+    if urgent or r.moved >= r.notify_every:
+        r.moved = 0
+        notify(r)
+
+
 cdef size_t _consume(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
     """Move up to n bytes out (dst NULL: discard them); the read lock is held."""
     cdef uint64_t rpos = ring_load(&r.read_pos)
@@ -124,9 +134,10 @@ cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
 
     Returns 0 without consuming when the direction is disabled or the worker holds the
     read lock this instant; the caller fills what it did not get with silence. The
-    worker is notified on every period the gate is open, even an empty one: while a
-    stream runs it takes new guest buffers only when woken (the guest's kicks are off),
-    so an underrun must still wake it."""
+    worker is notified once `notify_every` bytes have gone, or at once when what is
+    left could not feed two more calls like this one: while a stream runs it takes new
+    guest buffers only when woken (the guest's kicks are off), so it must come while a
+    buffer the guest re-posts late can still make it in time."""
     cdef size_t got
     if not gate_open(r):
         return 0
@@ -134,18 +145,19 @@ cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
         return 0
     got = _consume(r, dst, n)
     pthread_mutex_unlock(&r.read_lock)
-    notify(r)
+    _moved(r, got, ring_load(&r.write_pos) - ring_load(&r.read_pos) < 2 * n)
     return got
 
 
 cdef size_t produce_rt(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil:
-    """Realtime producer: queue up to n captured bytes and notify the worker. Nothing
-    is queued while the direction is disabled: host audio never enters the ring then."""
+    """Realtime producer: queue up to n captured bytes and notify the worker once
+    `notify_every` bytes have come (at once if the ring is full). Nothing is queued
+    while the direction is disabled: host audio never enters the ring then."""
     cdef size_t put
     if not gate_open(r):
         return 0
     put = _produce(r, src, n)
-    notify(r)
+    _moved(r, put, put < n)
     return put
 
 
@@ -161,6 +173,8 @@ cdef class PcmRing:
         self.ring.capacity = capacity
         self.ring.read_pos = 0
         self.ring.write_pos = 0
+        self.ring.notify_every = 0
+        self.ring.moved = 0
         self._switch = switch
         self.ring.gate = &switch.on
         self.ring.notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
@@ -184,6 +198,16 @@ cdef class PcmRing:
     @property
     def switch(self):
         return self._switch
+
+    @property
+    def notify_every(self):
+        """Bytes the host side moves between two notifications of the worker (0: every
+        call). Set before the host side starts: a stream's host period."""
+        return self.ring.notify_every
+
+    @notify_every.setter
+    def notify_every(self, uint64_t value):
+        self.ring.notify_every = value
 
     @property
     def notify_fd(self):
@@ -252,9 +276,9 @@ cdef class PcmRing:
         return self.discard(self.ring.capacity)
 
     def consume_into(self, buffer):
-        """A host thread written in Python (ALSA) as consumer: like the realtime path,
-        gated by the switch and notifying the worker every call, but it may wait for
-        the lock. Returns bytes copied; the caller plays silence for the rest."""
+        """A host thread written in Python (ALSA) as consumer: like the realtime path
+        (gated by the switch, notifying as `consume_rt` does), but it may wait for the
+        lock. Returns bytes copied; the caller plays silence for the rest."""
         cdef uint8_t[::1] dst = buffer
         cdef size_t n = dst.shape[0], got = 0
         if n == 0:
@@ -264,7 +288,11 @@ cdef class PcmRing:
                 pthread_mutex_lock(&self.ring.read_lock)
                 got = _consume(&self.ring, &dst[0], n)
                 pthread_mutex_unlock(&self.ring.read_lock)
-                notify(&self.ring)
+                _moved(
+                    &self.ring,
+                    got,
+                    ring_load(&self.ring.write_pos) - ring_load(&self.ring.read_pos) < 2 * n,
+                )
         return got
 
     def produce(self, data):

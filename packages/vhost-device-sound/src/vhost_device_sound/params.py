@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -9,6 +10,8 @@ from .protocol import SAMPLE_BYTES, Chmap, Direction, Format, Rate, bitmap
 
 #: Upstream's topology: stream 0 plays, stream 1 captures.
 STREAM_DIRECTIONS = (Direction.OUTPUT, Direction.INPUT)
+#: Short periods are moved several at a time, at most this often (see periods_per_wakeup).
+MIN_WAKEUP_SECONDS = 0.02
 
 #: Channel positions for 1..6 channels (ALSA's usual layouts), used for both the chmap
 #: the guest is told about and the positions handed to the backend.
@@ -83,6 +86,21 @@ class PcmParams:
     @property
     def period_frames(self) -> int:
         return self.period_bytes // self.frame_bytes
+
+    @cached_property
+    def periods_per_wakeup(self) -> int:
+        """Periods to move per wake-up of the device (its pacing timer) or of the host
+        (PipeWire's quantum): enough to wake at most every MIN_WAKEUP_SECONDS, since a
+        wake-up costs more than the work it does, but never more than half the guest's
+        buffer, so the guest's hardware pointer cannot catch up with what it has
+        written (an xrun in ALSA)."""
+        in_buffer = max(self.buffer_bytes // self.period_bytes, 1)
+        wanted = math.ceil(MIN_WAKEUP_SECONDS / self.period_seconds - 1e-9)
+        return max(1, min(in_buffer // 2, wanted))
+
+    @property
+    def wakeup_frames(self) -> int:
+        return self.period_frames * self.periods_per_wakeup
 
     @property
     def positions(self) -> tuple[Chmap, ...]:

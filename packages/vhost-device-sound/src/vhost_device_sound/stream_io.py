@@ -15,7 +15,6 @@ in real time instead, and the ring is emptied so no stale host audio survives a 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,9 +42,6 @@ RING_PERIODS = 3
 RING_MIN, RING_MAX = 16 * 1024, 1024 * 1024
 #: A timer this many periods late starts afresh instead of catching up in a burst.
 MAX_CLOCK_LAG = 4
-#: The pacing timer wakes at most this often: several short periods per wake-up when
-#: the guest's buffer allows it (a wake-up costs more than the work it does).
-MIN_TICK_SECONDS = 0.02
 
 
 class IoMessage:
@@ -132,6 +128,9 @@ class StreamIO:
         self._drop_ring()
         capacity = min(max(RING_PERIODS * self.params.period_bytes, RING_MIN), RING_MAX)
         self.ring = PcmRing(capacity, self.switch)
+        # Wake the worker once per host period (a few short guest periods) when the
+        # guest's buffer has slack, not every realtime cycle (see consume_rt).
+        self.ring.notify_every = self.params.wakeup_frames * self.params.frame_bytes
         self.worker.add_reader(self.ring.notify_fd, self._host_moved_data)
         self.backend.prepare(
             StreamSetup(
@@ -267,21 +266,11 @@ class StreamIO:
         host_clock = self.backend.drives_clock and self.switch.enabled
         if self.state is PcmState.START and not host_clock:
             if self._clock is None:
-                self._ticks = self.periods_per_tick
+                self._ticks = self.params.periods_per_wakeup
                 self._deadline = time.monotonic()
                 self._schedule()
         else:
             self._stop_clock()
-
-    @property
-    def periods_per_tick(self) -> int:
-        """Periods the timer plays or records per wake-up: enough to wake at most every
-        MIN_TICK_SECONDS, but never more than half the guest's buffer, so the guest's
-        hardware pointer never catches up with what it has written (an xrun in ALSA)."""
-        params = self.params
-        in_buffer = max(params.buffer_bytes // params.period_bytes, 1)
-        wanted = math.ceil(MIN_TICK_SECONDS / params.period_seconds - 1e-9)
-        return max(1, min(in_buffer // 2, wanted))
 
     def _schedule(self) -> None:
         period = self.params.period_seconds * self._ticks

@@ -137,28 +137,35 @@ class SoundDriver:
             self.rx.publish()
         return head
 
+    def ready(self, queue: FrontendQueue) -> list[Completed]:
+        """The buffers of `queue` the device has returned by now (no waiting)."""
+        now = time.monotonic()
+        done = []
+        for head, length in queue.driver.get_used():
+            # The status is always the writable area's last 8 bytes; `length` counts
+            # the data written before it (partial when a stream is released).
+            status_at, data_at, size = self._io[queue.index].pop(head)
+            status, latency = struct.unpack("<II", self.ram.memory.read(status_at, 8))
+            data = self.ram.memory.read(data_at, max(length - 8, 0)) if size else b""
+            done.append(Completed(head, status, latency, data, now))
+        return done
+
     def reap(self, queue: FrontendQueue, count: int, timeout: float = 5.0) -> list[Completed]:
         """Wait for `count` buffers of `queue`, timestamped as each batch arrives."""
         done: list[Completed] = []
         deadline = time.monotonic() + timeout
         while len(done) < count:
-            used = queue.driver.get_used()
+            used = self.ready(queue)
             if not used:
+                # Like a guest driver: ask for the next interrupt, then look once more.
                 queue.driver.arm_interrupt()
-                used = queue.driver.get_used()
-            now = time.monotonic()
-            for head, length in used:
-                # The status is always the writable area's last 8 bytes; `length` counts
-                # the data written before it (partial when a stream is released).
-                status_at, data_at, size = self._io[queue.index].pop(head)
-                raw = self.ram.memory.read(status_at, 8)
-                status, latency = struct.unpack("<II", raw)
-                data = self.ram.memory.read(data_at, max(length - 8, 0)) if size else b""
-                done.append(Completed(head, status, latency, data, now))
+                used = self.ready(queue)
+            done += used
             if len(done) < count and not used:
-                if now > deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise TimeoutError(f"{len(done)} of {count} I/O buffers came back")
-                queue.wait_call(deadline - now)
+                queue.wait_call(remaining)
         return done
 
     def config(self) -> tuple[int, int, int, int]:

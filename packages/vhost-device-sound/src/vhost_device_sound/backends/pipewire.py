@@ -285,8 +285,9 @@ class PipeWireBackend(AudioBackend):
             "application.name": "vhost-device-sound",
         }
         if params.period_frames > 0:
-            # The guest's period sets PipeWire's quantum when it is the smallest request.
-            props["node.latency"] = f"{params.period_frames}/{params.rate.hz}"
+            # The guest's period (several of them if they are short) sets PipeWire's
+            # quantum when it is the smallest request: one wake-up of the daemon each.
+            props["node.latency"] = f"{params.wakeup_frames}/{params.rate.hz}"
         return props
 
     def _prepared(self, stream_id: int) -> _Stream:
