@@ -171,13 +171,18 @@ def round_trip(driver: SoundDriver, seconds: float, queued: int) -> list[tuple[f
         driver.post_capture(PERIOD, publish=False)
     driver.tx.publish()
     driver.rx.publish()
-    played = 0
-    while played < periods:
-        played += len(driver.reap(driver.tx, 1, timeout=5))
-        sent = played + queued - 1
-        driver.post_playback(click if sent % CLICK_EVERY == 0 else silence)
-        if sent % CLICK_EVERY == 0:
-            posted.append(time.monotonic())
+    sent = queued
+    while sent < periods:
+        # One new period per period played, so `queued` stay in flight: that many are
+        # ahead of a click when it is posted, less the one just played.
+        for _ in driver.reap(driver.tx, 1, timeout=5):
+            if sent % CLICK_EVERY == 0:
+                driver.post_playback(click, publish=False)
+                posted.append(time.monotonic())
+            else:
+                driver.post_playback(silence, publish=False)
+            sent += 1
+        driver.tx.publish()
         for capture in driver.ready(driver.rx):
             driver.post_capture(PERIOD)
             samples = memoryview(capture.data).cast("h")
