@@ -8,6 +8,7 @@ the daemon's flags, the QEMU device, and a guest shell script that uses the Linu
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from vhost_user_core.testing.guest_image import build_image
 from vhost_user_core.testing.qemu import Guest, vhost_user_device
-from xtask.workspace import VENV
+from xtask.workspace import ROOT, VENV
 
 SOCKET_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -33,8 +34,14 @@ class Demo:
     qemu_device: str
     #: Shell script (busybox) run in the guest; its output is the demo.
     script: str
-    #: Extra daemon flags besides --socket-path.
+    #: Extra daemon flags besides the socket's.
     flags: list[str] = field(default_factory=list)
+    #: The daemon's socket flag, and what it appends to the path (upstream's naming:
+    #: multi-socket devices listen on <path>0 .. <path><count-1>; sound on <path>).
+    socket_flag: str = "--socket-path"
+    socket_suffix: str = "0"
+    #: Programs the guest script runs, put at the root of its initramfs.
+    files: Callable[[], dict[str, bytes]] = dict
 
 
 RNG_SCRIPT = """\
@@ -47,8 +54,36 @@ head -c 64 /tmp/rng.bin | hexdump -C
 echo "read: $(wc -c < /tmp/rng.bin) bytes, gzip -9: $(gzip -9 -c /tmp/rng.bin | wc -c) bytes"
 """
 
+SOUND_SCRIPT = """\
+cat /proc/asound/cards
+echo "--- 2 s of a 440 Hz tone, played through vhost-device-sound (null backend):"
+/snd-test play 2
+echo "--- 1 s of capture (the input is off by default: silence, in real time):"
+/snd-test capture 1 --out /dev/null
+"""
+
+
+def _sound_files() -> dict[str, bytes]:
+    """The guest's ALSA test program, built by the sound package's test helper."""
+    helper = ROOT / "packages/vhost-device-sound/tests/guest_snd.py"
+    spec = importlib.util.spec_from_file_location("guest_snd", helper)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    files: dict[str, bytes] = module.guest_files()
+    return files
+
+
 DEMOS: dict[str, Demo] = {
     "rng": Demo(qemu_device="vhost-user-rng-pci", script=RNG_SCRIPT),
+    "sound": Demo(
+        qemu_device="vhost-user-snd-pci",
+        script=SOUND_SCRIPT,
+        socket_flag="--socket",
+        socket_suffix="",
+        files=_sound_files,
+    ),
 }
 
 
@@ -81,14 +116,16 @@ def run_demo(name: str, demo: Demo, say: Callable[[str], None]) -> int:
     daemon_bin = VENV / "bin" / f"vhost-device-{name}"
     with tempfile.TemporaryDirectory(prefix=f"xtask-demo-{name}-") as tmp:
         base = Path(tmp) / f"{name}.sock"
-        socket = Path(f"{base}0")  # upstream naming: <path>0 .. <path><count-1>
-        say(f"starting {daemon_bin.name} --socket-path {base}")
-        daemon = subprocess.Popen([str(daemon_bin), "--socket-path", str(base), *demo.flags])
+        socket = Path(f"{base}{demo.socket_suffix}")
+        say(f"starting {daemon_bin.name} {demo.socket_flag} {base}")
+        daemon = subprocess.Popen([str(daemon_bin), demo.socket_flag, str(base), *demo.flags])
         try:
             _wait_for(socket, daemon)
             say(f"booting a QEMU guest with {demo.qemu_device} on {socket}")
             devices = vhost_user_device(socket, demo.qemu_device)
-            result = Guest(build_image()).run(demo.script, devices=devices)
+            result = Guest(build_image()).run(
+                demo.script, devices=devices, extra_files=demo.files()
+            )
             console = result.console_output.replace("\r", "")
             print(console, end="" if console.endswith("\n") else "\n", flush=True)
             problems = [] if result.rc == 0 else [f"the guest script exited with {result.rc}"]
