@@ -29,11 +29,14 @@ def build_guest_image(py: Path, args: list[str] | None = None) -> None:
 
 
 def _duplicate_test_modules(dirs: list[Path]) -> list[str]:
-    """pytest's default import mode needs unique basenames across rootless test dirs."""
+    """pytest's default import mode puts every test dir on sys.path, so test modules
+    and the helpers they import are found by bare name: those must be unique across
+    packages. (conftest.py is pytest's own business; never import from it.)"""
     seen: defaultdict[str, list[str]] = defaultdict(list)
     for directory in dirs:
-        for path in sorted(directory.rglob("test_*.py")) + sorted(directory.rglob("*_test.py")):
-            seen[path.name].append(path.relative_to(ROOT).as_posix())
+        for path in sorted(directory.rglob("*.py")):
+            if path.name != "conftest.py":
+                seen[path.name].append(path.relative_to(ROOT).as_posix())
     return [f"{name}: {', '.join(paths)}" for name, paths in seen.items() if len(paths) > 1]
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import RngDaemon
-
 from vhost_user_core.frontend import Frontend, FrontendQueue
+
+#: The `rng_daemon` fixture (conftest.py): start the daemon with flags, get its base path.
+#: Not imported from conftest: every package has one, and only one can be `conftest`.
+RngDaemon = Callable[..., Path]
 
 
 def request(
