@@ -4,69 +4,17 @@ ioctls), so what is checked is what the kernel driver saw of our device."""
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from guest_snd import GUEST_PATH, by_cmd, guest_files, parse_reports, within
 from pipewire_harness import PcmFormat, PipeWireSession, analyse, channel, tone
+from sound_daemon import running_daemon
 
-from vhost_user_core.testing.harness import wait_for_socket
-from vhost_user_core.testing.qemu import Guest, vhost_user_device
+from vhost_user_core.testing.qemu import Guest
 
 pytestmark = pytest.mark.guest
-
-
-@dataclass
-class Daemon:
-    socket: Path
-    control: Path
-
-    def ask(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(5)
-            sock.connect(str(self.control))
-            sock.sendall(line.encode() + b"\n")
-            return sock.makefile().readline().strip()
-
-    def devices(self, *, controls: bool = False) -> list[str]:
-        extra = {"controls": "on"} if controls else {}
-        return vhost_user_device(self.socket, "vhost-user-snd-pci", **extra)
-
-
-@contextmanager
-def sound_daemon(
-    tmp_path: Path, *flags: str, env: dict[str, str] | None = None
-) -> Iterator[Daemon]:
-    daemon = Daemon(tmp_path / "snd.sock", tmp_path / "snd.ctl")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vhost_device_sound.main",
-            "--socket",
-            str(daemon.socket),
-            "--control-socket",
-            str(daemon.control),
-            *flags,
-        ],
-        env=env,
-    )
-    try:
-        wait_for_socket(daemon.socket)
-        wait_for_socket(daemon.control)
-        yield daemon
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    assert not daemon.socket.exists() and not daemon.control.exists()
 
 
 NULL_SCRIPT = f"""
@@ -90,7 +38,7 @@ $T play 2; echo status=$?
 def test_null_backend_in_a_guest(guest: Guest, tmp_path: Path) -> None:
     """Probe, controls, 2 s of playback in real time, 1 s of (disabled) capture, an
     underrun recovered, and the output switched off and on mid-playback."""
-    with sound_daemon(tmp_path, "--controls") as daemon:
+    with running_daemon(tmp_path, "--controls", control=True) as daemon:
         toggles: list[str] = []
 
         def toggle() -> None:
@@ -150,7 +98,7 @@ def test_null_backend_in_a_guest(guest: Guest, tmp_path: Path) -> None:
 def test_guest_reconnects_to_the_same_daemon(guest: Guest, tmp_path: Path) -> None:
     """A second QEMU (a guest rebooted elsewhere) gets a fresh device from the daemon."""
     script = f"{GUEST_PATH} play 0.5; echo status=$?"
-    with sound_daemon(tmp_path) as daemon:
+    with running_daemon(tmp_path) as daemon:
         for _ in range(2):
             result = guest.run(script, devices=daemon.devices(), extra_files=guest_files())
             assert result.rc == 0, result.console_output
@@ -182,9 +130,8 @@ def test_pipewire_backend_in_a_guest(
     session = pipewire_session
     monitor = PcmFormat("f32", 48000, 2)
     mic = PcmFormat("s16", 48000, 2)
-    with sound_daemon(
-        tmp_path, "--backend", "pipewire", "--initial-streams", "output,input", env=session.env
-    ) as daemon:
+    flags = ("--backend", "pipewire", "--initial-streams", "output,input")
+    with running_daemon(tmp_path, *flags, control=True, env=session.env) as daemon:
         answers: list[str] = []
 
         def later(delay: float, action: object) -> None:
