@@ -30,8 +30,8 @@ from vhost_device_sound.protocol import (
     encode_ctl_values,
 )
 from vhost_device_sound.switches import Switches
-from vhost_device_sound.testing import SoundDriver, tone
-from vhost_user_core.frontend import Frontend
+from vhost_device_sound.testing import Completed, SoundDriver, tone
+from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.harness import running_daemon
 
 PERIOD = 1920  # 10 ms of 48 kHz stereo S16
@@ -268,16 +268,50 @@ def test_lifecycle(driver: SoundDriver, stream: int) -> None:
 # -- playback and capture in real time -----------------------------------------------------
 
 
-def played(driver: SoundDriver, count: int, data: bytes = b"") -> list[float]:
-    """Post `count` periods and return when each came back (seconds after posting)."""
+def streamed(
+    driver: SoundDriver,
+    queue: FrontendQueue,
+    count: int,
+    in_flight: int,
+    post: Callable[[int], int],
+) -> list[Completed]:
+    """Move `count` periods as a driver does: at most `in_flight` (its buffer) with the
+    device at once, the next posted as soon as one comes back."""
+    posted = min(count, in_flight)
+    for i in range(posted):
+        post(i)
+    queue.publish()
+    done: list[Completed] = []
+    while len(done) < count:
+        back = driver.reap(queue, 1)
+        done += back
+        for _ in back:
+            if posted < count:
+                post(posted)
+                posted += 1
+        queue.publish()
+    assert {c.status for c in done} == {Status.OK}
+    return done
+
+
+def played(
+    driver: SoundDriver, count: int, data: bytes = b"", in_flight: int | None = None
+) -> list[float]:
+    """Play `count` periods; returns when each came back (seconds after the start)."""
     data = data or tone(440, count * 0.01)
     t0 = time.monotonic()
-    for i in range(count):
-        driver.post_playback(data[i * PERIOD : (i + 1) * PERIOD], publish=False)
-    driver.tx.publish()
-    done = driver.reap(driver.tx, count)
-    assert {c.status for c in done} == {Status.OK}
+
+    def post(i: int) -> int:
+        return driver.post_playback(data[i * PERIOD : (i + 1) * PERIOD], publish=False)
+
+    done = streamed(driver, driver.tx, count, in_flight or count, post)
     return [c.at - t0 for c in done]
+
+
+def captured(driver: SoundDriver, count: int, in_flight: int) -> list[Completed]:
+    return streamed(
+        driver, driver.rx, count, in_flight, lambda _: driver.post_capture(PERIOD, publish=False)
+    )
 
 
 def test_playback_takes_real_time(driver: SoundDriver) -> None:
@@ -294,7 +328,7 @@ def test_timer_plays_several_short_periods_per_wakeup(
     """10 ms periods: the timer wakes every 20 ms when the guest's buffer holds at least
     four periods, never completing more than half of it at once."""
     driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * periods)
-    times = played(driver, 24)
+    times = played(driver, 24, in_flight=periods)
     assert 0.21 <= times[-1] <= 0.3
     wakeups = [[times[0]]]
     for t in times[1:]:
@@ -367,6 +401,23 @@ def test_release_gives_back_every_held_buffer(driver: SoundDriver) -> None:
     assert time.monotonic() - t0 < 0.15  # at once, not at the playback pace
 
 
+def test_vm_pause_returns_held_buffers_and_resume_plays_on(driver: SoundDriver) -> None:
+    """QEMU stops the rings with GET_VRING_BASE when the VM pauses and restarts them on
+    resume, while the guest's driver still thinks the stream is running."""
+    driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 8)
+    for _ in range(8):
+        driver.post_playback(bytes(PERIOD), publish=False)
+    driver.tx.publish()
+    driver.reap(driver.tx, 1)
+    base = driver.frontend.get_vring_base(driver.tx.index)  # pause
+    assert {c.status for c in driver.ready(driver.tx)} == {Status.OK}  # the other 7, at once
+    time.sleep(0.05)
+    driver.frontend.start_vring(driver.tx, base)  # resume
+    t0 = time.monotonic()
+    assert played(driver, 10, in_flight=8)[-1] >= 0.08
+    assert time.monotonic() - t0 <= 0.2  # in real time, not stalled
+
+
 def test_stopped_stream_holds_its_buffers(driver: SoundDriver) -> None:
     driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 10)
     assert driver.pcm(Code.PCM_STOP, 0) is Status.OK
@@ -393,6 +444,25 @@ def test_misdirected_buffers_are_refused(
     post(driver)
     queue = driver.rx if "rx" in why else driver.tx
     assert driver.reap(queue, 1)[0].status == Status.BAD_MSG, why
+
+
+def test_no_more_than_the_buffer_in_flight(driver: SoundDriver) -> None:
+    """A guest cannot make the daemon hold more than its declared buffer: the buffer that
+    would exceed it is refused at once, and the others still play."""
+    driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 3)
+    heads = [driver.post_playback(bytes(PERIOD), publish=False) for _ in range(4)]
+    driver.tx.publish()
+    done = {c.head: c.status for c in driver.reap(driver.tx, 4)}
+    assert [done[h] for h in heads] == [Status.OK, Status.OK, Status.OK, Status.BAD_MSG]
+
+
+def test_buffer_larger_than_the_stream_buffer_is_refused(driver: SoundDriver) -> None:
+    driver.start_stream(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 2)
+    driver.post_capture(PERIOD * 3)
+    (refused,) = driver.reap(driver.rx, 1)
+    assert refused.status == Status.BAD_MSG and refused.data == b""
+    driver.post_capture(PERIOD)
+    assert driver.reap(driver.rx, 1)[0].status == Status.OK
 
 
 def test_buffers_before_prepare_are_refused(driver: SoundDriver) -> None:
@@ -467,25 +537,19 @@ def test_disabled_input_never_delivers_host_audio(tmp_path: Path) -> None:
     mic = HostMicrophone()
     for driver in connect(tmp_path, lambda: SoundDevice(mic, switches)):
         driver.start_stream(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 8)
-        for _ in range(10):
-            driver.post_capture(PERIOD)
-        heard = driver.reap(driver.rx, 10)
+        heard = captured(driver, 10, in_flight=8)
         assert any(c.data.count(b"\x11\x22") for c in heard)  # the host signal arrives
 
         switches.set(Direction.INPUT, False)
         time.sleep(0.03)  # let the device take the switch
         t0 = time.monotonic()
-        for _ in range(20):
-            driver.post_capture(PERIOD)
-        muted = driver.reap(driver.rx, 20)
+        muted = captured(driver, 20, in_flight=8)
         assert all(c.data == bytes(PERIOD) for c in muted), "host audio leaked"
         assert 0.17 <= muted[-1].at - t0 <= 0.3  # silence, still in real time
 
         switches.set(Direction.INPUT, True)
         time.sleep(0.03)
-        for _ in range(5):
-            driver.post_capture(PERIOD)
-        assert any(c.data.count(b"\x11\x22") for c in driver.reap(driver.rx, 5))
+        assert any(c.data.count(b"\x11\x22") for c in captured(driver, 5, in_flight=8))
 
 
 # -- controls -------------------------------------------------------------------------------

@@ -358,14 +358,19 @@ class Frontend:
         for index in range(num_queues):
             queue = FrontendQueue(self.ram, index, queue_size, event_idx=event_idx)
             self.queues.append(queue)
-            self.set_vring_num(index, queue_size)
-            self.set_vring_base(index, 0)
-            self.set_vring_addr(index, queue.desc, queue.used, queue.avail)
-            self.set_vring_call(index, queue.call_fd)
-            self.set_vring_kick(index, queue.kick_fd)
-            if info.features & VHOST_USER_F_PROTOCOL_FEATURES:
-                self.set_vring_enable(index, True)
+            self.start_vring(queue)
         return self.queues
+
+    def start_vring(self, queue: FrontendQueue, base: int = 0) -> None:
+        """Give the backend one ring, as QEMU does at start and again after a
+        GET_VRING_BASE (a paused VM resuming), from avail index `base`."""
+        self.set_vring_num(queue.index, queue.size)
+        self.set_vring_base(queue.index, base)
+        self.set_vring_addr(queue.index, queue.desc, queue.used, queue.avail)
+        self.set_vring_call(queue.index, queue.call_fd)
+        self.set_vring_kick(queue.index, queue.kick_fd)
+        if self.features & VHOST_USER_F_PROTOCOL_FEATURES:
+            self.set_vring_enable(queue.index, True)
 
     def sync(self) -> None:
         """Round-trip a harmless request, so every earlier one has been handled."""

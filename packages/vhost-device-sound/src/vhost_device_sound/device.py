@@ -136,8 +136,13 @@ class SoundDevice(VhostUserBackend):
         wake-ups take the buffers (`_take`) and kicks stay off: one wake-up per period
         instead of two."""
         direction = Direction.OUTPUT if vring.index == Queue.TX else Direction.INPUT
-        if any(s.direction is direction and s.state is PcmState.START for s in self.streams):
+        started = [
+            s for s in self.streams if s.direction is direction and s.state is PcmState.START
+        ]
+        if started:
             self._take(vring)
+            for stream in started:
+                stream.queue_running()  # after a VM pause, the kick that restarts the ring
             return
         for batch in vring.batches():
             for chain in batch:
@@ -169,6 +174,20 @@ class SoundDevice(VhostUserBackend):
                 stream_id,
                 direction.label,
                 stream.state.value,
+            )
+            reject(vring, chain, Status.BAD_MSG)
+            return
+        if direction is Direction.OUTPUT:
+            size = chain.readable_len - XFER_SIZE
+        else:
+            size = chain.writable_len - STATUS_SIZE
+        if not stream.accepts(size):
+            log.warning(
+                "stream %d: a %d-byte buffer would put more than the stream's %d-byte "
+                "buffer in flight; refused",
+                stream_id,
+                size,
+                stream.params.buffer_bytes,
             )
             reject(vring, chain, Status.BAD_MSG)
             return

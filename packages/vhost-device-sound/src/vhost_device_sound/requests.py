@@ -40,9 +40,11 @@ from .stream_io import StreamIO
 
 log = logging.getLogger(__name__)
 
-#: Largest period and buffer a guest may ask for: one second of 192 kHz, 6 x 64-bit.
-MAX_PERIOD_BYTES = 192_000 * 6 * 8
-MAX_BUFFER_BYTES = 16 * MAX_PERIOD_BYTES
+#: Largest period and buffer a guest may ask for (Linux's driver stops at 240 KiB and
+#: 480 KiB). A stream never holds more than its buffer in flight, so these also bound
+#: what a guest can make the daemon keep.
+MAX_PERIOD_BYTES = 1 << 20
+MAX_BUFFER_BYTES = 4 << 20
 #: Channel maps: one per direction, stereo (upstream stores two but advertises one).
 CHMAPS = tuple(
     ChmapInfo(0, d, 2, bytes(DEFAULT_POSITIONS[2]).ljust(CHMAP_MAX_SIZE, b"\0")) for d in Direction

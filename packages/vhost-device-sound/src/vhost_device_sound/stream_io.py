@@ -118,6 +118,9 @@ class StreamIO:
     _clock: TimerHandle | None = None
     _deadline: float = 0.0
     _ticks: int = 1
+    #: Started, but its queue was stopped by the frontend (VM paused): host stream
+    #: inactive and no pacing until the queue runs again.
+    _suspended: bool = False
 
     # -- lifecycle (control requests) ----------------------------------------------------
 
@@ -162,6 +165,7 @@ class StreamIO:
         """Reset or end of connection: the guest's rings are gone, so held buffers are
         forgotten rather than completed."""
         self._stop_clock()
+        self._suspended = False
         if self.state in (PcmState.PREPARE, PcmState.START, PcmState.STOP):
             self.backend.release(self.stream_id)
         self.pending.clear()
@@ -170,9 +174,31 @@ class StreamIO:
 
     def queue_stopped(self) -> None:
         """The frontend stopped the data ring (VM paused or reset): return what we hold
-        while it can still be returned, and stop pacing until the next START."""
+        while it can still be returned, drop the ring's copy of it, and leave the host
+        stream inactive and the stream unpaced until the queue runs again."""
         self._stop_clock()
         self.flush()
+        if self.ring is not None:
+            self.ring.clear()
+        if self.state is PcmState.START and not self._suspended:
+            self._suspended = True
+            self.backend.set_active(self.direction, False)
+
+    def queue_running(self) -> None:
+        """The queue takes buffers (again): a stream still started after a VM pause
+        resumes where the guest's driver thinks it is."""
+        if self._suspended:
+            self._suspended = False
+            if self.state is PcmState.START:
+                self.backend.set_active(self.direction, self.switch.enabled)
+        self._repace()
+
+    def accepts(self, size: int) -> bool:
+        """Whether a buffer of `size` bytes fits in flight: a driver never has more than
+        its buffer (SET_PARAMS buffer_bytes) with the device, and a guest that tries
+        must not make the daemon hold more."""
+        held = sum(msg.size for msg in self.pending)
+        return held + size <= self.params.buffer_bytes
 
     # -- buffers -------------------------------------------------------------------------
 
@@ -190,7 +216,7 @@ class StreamIO:
         """The direction's switch flipped (the ring's gate already follows it)."""
         if self.direction is Direction.INPUT and not enabled and self.ring is not None:
             self.ring.clear()  # captured while enabled but not yet delivered: drop it
-        if self.state is PcmState.START:
+        if self.state is PcmState.START and not self._suspended:
             self.backend.set_active(self.direction, enabled)
             self._repace()
 
@@ -264,7 +290,7 @@ class StreamIO:
         """The timer paces the stream while it runs without a host clock: a backend that
         has none, or a disabled direction (the host stream is inactive then)."""
         host_clock = self.backend.drives_clock and self.switch.enabled
-        if self.state is PcmState.START and not host_clock:
+        if self.state is PcmState.START and not host_clock and not self._suspended:
             if self._clock is None:
                 self._ticks = self.params.periods_per_wakeup
                 self._deadline = time.monotonic()
@@ -285,7 +311,6 @@ class StreamIO:
         self.pull()
         period = self.params.period_bytes * self._ticks
         if self.direction is Direction.OUTPUT:
-            self._feed()
             if self.ring is not None:
                 self.ring.discard(period)
                 self._complete_played()
