@@ -592,6 +592,10 @@ def test_control_elements(ctl_driver: SoundDriver, backends: list[NullBackend]) 
     assert ctl_driver.status(ItemHeader(Code.CTL_ENUM_ITEMS, 0).encode()) is Status.BAD_MSG
     assert ctl_driver.status(ItemHeader(Code.CTL_TLV_READ, 0).encode()) is Status.NOT_SUPP
 
+    ctl_driver.frontend.reset_device()  # the volume goes back to full, on the host too
+    ctl_driver.frontend.sync()
+    assert backends[-1].volume[Direction.OUTPUT] == (1.0, False)  # type: ignore[attr-defined]
+
 
 # -- connections ----------------------------------------------------------------------------
 

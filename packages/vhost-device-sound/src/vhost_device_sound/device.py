@@ -93,15 +93,14 @@ class SoundDevice(VhostUserBackend):
 
     def queue_stopped(self, vring: Vring) -> None:
         if vring.index in (Queue.TX, Queue.RX):
-            direction = Direction.OUTPUT if vring.index == Queue.TX else Direction.INPUT
-            for stream in self.streams:
-                if stream.direction is direction:
-                    stream.queue_stopped()
+            for stream in self._streams_on(vring):
+                stream.queue_stopped()
 
     def reset(self) -> None:
         for stream in self.streams:
             stream.shutdown()
         self.master = MasterControls()
+        self.backend.set_volume(Direction.OUTPUT, self.master.gain, self.master.muted)
         if self.requests is not None:
             self.requests.controls = self.master
 
@@ -135,10 +134,8 @@ class SoundDevice(VhostUserBackend):
         """A kick on tx or rx. While the queue's stream runs, the stream's own period
         wake-ups take the buffers (`_take`) and kicks stay off: one wake-up per period
         instead of two."""
-        direction = Direction.OUTPUT if vring.index == Queue.TX else Direction.INPUT
-        started = [
-            s for s in self.streams if s.direction is direction and s.state is PcmState.START
-        ]
+        direction = _direction_of(vring)
+        started = [s for s in self._streams_on(vring) if s.state is PcmState.START]
         if started:
             self._take(vring)
             for stream in started:
@@ -149,7 +146,7 @@ class SoundDevice(VhostUserBackend):
                 self._route(vring, chain, direction)
 
     def _take(self, vring: Vring) -> None:
-        direction = Direction.OUTPUT if vring.index == Queue.TX else Direction.INPUT
+        direction = _direction_of(vring)
         for chain in vring.poll():
             self._route(vring, chain, direction)
 
@@ -193,6 +190,11 @@ class SoundDevice(VhostUserBackend):
             return
         stream.enqueue(IoMessage(vring, chain, direction))
 
+    def _streams_on(self, vring: Vring) -> list[StreamIO]:
+        """The streams whose buffers travel on a data queue (tx: output, rx: input)."""
+        direction = _direction_of(vring)
+        return [s for s in self.streams if s.direction is direction]
+
     # -- switches -----------------------------------------------------------------------
 
     def _switch_flipped(self, direction: Direction, enabled: bool) -> None:
@@ -207,3 +209,7 @@ class SoundDevice(VhostUserBackend):
                     stream.switch_changed(enabled)
 
         worker.call_soon(apply)
+
+
+def _direction_of(vring: Vring) -> Direction:
+    return Direction.OUTPUT if vring.index == Queue.TX else Direction.INPUT
