@@ -426,7 +426,8 @@ cdef void _capture(stream_state* s, spa_data* d) noexcept nogil:
     room = s.ring.capacity - _ring_fill(s.ring)
     room -= room % stride
     put = 0
-    if size and room:
+    if size:
+        # Even into a full ring (room 0): produce_rt then wakes the worker at once.
         put = produce_rt(s.ring, <uint8_t*>d.data + offset, size if size < room else room)
     vds_add(&s.ring_frames, put // stride)
     vds_add(&s.dropped_frames, (size - put) // stride)

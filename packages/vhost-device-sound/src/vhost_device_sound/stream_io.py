@@ -204,7 +204,10 @@ class StreamIO:
 
     def enqueue(self, msg: IoMessage) -> None:
         self.pending.append(msg)
-        self._feed()
+        if self.direction is Direction.OUTPUT:
+            self._feed()
+        elif self.ring is not None and self.state is PcmState.START:
+            self._deliver_captured()
 
     def flush(self) -> None:
         """Give back every held buffer now (played or not)."""
@@ -262,7 +265,9 @@ class StreamIO:
 
     def _deliver_captured(self) -> None:
         """Move captured host samples into the guest's buffers, one chunk at a time, each
-        only if the input is enabled at that moment."""
+        only if the input is enabled at that moment. With no buffer to fill, only the
+        newest host period is kept: older audio would reach the guest late, and stay
+        late (the guest missed it, an overrun)."""
         ring = self.ring
         assert ring is not None
         while self.pending and ring.fill:
@@ -273,6 +278,8 @@ class StreamIO:
             msg.done += ring.read_into(memoryview(msg.data)[msg.done :])
             if msg.done == msg.size:
                 finish(self.pending.popleft(), Direction.INPUT, ring.fill)
+        if not self.pending and ring.fill > ring.notify_every:
+            ring.discard(ring.fill - ring.notify_every)
 
     def _fill_silence(self, count: int) -> None:
         """Capture paced by the timer: `count` bytes of silence into the guest's buffers."""
