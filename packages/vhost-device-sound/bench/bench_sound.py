@@ -89,33 +89,15 @@ def play(
     """Keep `queued` periods in flight for `seconds`; returns (periods played, wall
     time, reported latencies in ms, completion times in the steady state)."""
     pcm = tone(440, 1.0)
-    periods = int(seconds * 100)
-    posted = 0
-
-    def post() -> None:
-        nonlocal posted
-        offset = posted % 100 * PERIOD
-        driver.post_playback(pcm[offset : offset + PERIOD], publish=False)
-        posted += 1
-
+    count = int(seconds * 100)
+    periods = [pcm[i % 100 * PERIOD : (i % 100 + 1) * PERIOD] for i in range(count)]
     driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * queued)
     t0 = time.monotonic()
-    for _ in range(queued):
-        post()
-    driver.tx.publish()
-    latencies: list[float] = []
-    stamps: list[float] = []
-    done = 0
-    while done < periods:
-        for completed in driver.reap(driver.tx, 1, timeout=5):
-            done += 1
-            stamps.append(completed.at)
-            latencies.append(completed.latency / BYTES_PER_SECOND * 1000)
-            if posted < periods:
-                post()
-        driver.tx.publish()
+    done = driver.play(periods, queued)
     wall = time.monotonic() - t0
-    return done, wall, latencies, stamps[queued:]  # the first fill the ring
+    latencies = [c.latency / BYTES_PER_SECOND * 1000 for c in done]
+    stamps = [c.at for c in done[queued:]]  # the first fill the ring
+    return len(done), wall, latencies, stamps
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from vhost_device_sound.protocol import (
 )
 from vhost_device_sound.switches import Switches
 from vhost_device_sound.testing import Completed, SoundDriver, tone
-from vhost_user_core.frontend import Frontend, FrontendQueue
+from vhost_user_core.frontend import Frontend
 from vhost_user_core.testing.harness import running_daemon
 
 PERIOD = 1920  # 10 ms of 48 kHz stereo S16
@@ -268,50 +268,22 @@ def test_lifecycle(driver: SoundDriver, stream: int) -> None:
 # -- playback and capture in real time -----------------------------------------------------
 
 
-def streamed(
-    driver: SoundDriver,
-    queue: FrontendQueue,
-    count: int,
-    in_flight: int,
-    post: Callable[[int], int],
-) -> list[Completed]:
-    """Move `count` periods as a driver does: at most `in_flight` (its buffer) with the
-    device at once, the next posted as soon as one comes back."""
-    posted = min(count, in_flight)
-    for i in range(posted):
-        post(i)
-    queue.publish()
-    done: list[Completed] = []
-    while len(done) < count:
-        back = driver.reap(queue, 1)
-        done += back
-        for _ in back:
-            if posted < count:
-                post(posted)
-                posted += 1
-        queue.publish()
-    assert {c.status for c in done} == {Status.OK}
-    return done
-
-
 def played(
     driver: SoundDriver, count: int, data: bytes = b"", in_flight: int | None = None
 ) -> list[float]:
     """Play `count` periods; returns when each came back (seconds after the start)."""
     data = data or tone(440, count * 0.01)
     t0 = time.monotonic()
-
-    def post(i: int) -> int:
-        return driver.post_playback(data[i * PERIOD : (i + 1) * PERIOD], publish=False)
-
-    done = streamed(driver, driver.tx, count, in_flight or count, post)
+    periods = [data[i * PERIOD : (i + 1) * PERIOD] for i in range(count)]
+    done = driver.play(periods, in_flight or count)
+    assert {c.status for c in done} == {Status.OK}
     return [c.at - t0 for c in done]
 
 
 def captured(driver: SoundDriver, count: int, in_flight: int) -> list[Completed]:
-    return streamed(
-        driver, driver.rx, count, in_flight, lambda _: driver.post_capture(PERIOD, publish=False)
-    )
+    done = driver.capture(count, PERIOD, in_flight)
+    assert {c.status for c in done} == {Status.OK}
+    return done
 
 
 def test_playback_takes_real_time(driver: SoundDriver) -> None:

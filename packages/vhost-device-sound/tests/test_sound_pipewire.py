@@ -42,40 +42,13 @@ def driver(pipewire: PipeWireSession, switches: Switches, tmp_path: Path) -> Ite
 def play(driver: SoundDriver, pcm: bytes, in_flight: int = 8) -> None:
     """Play `pcm` period by period, keeping `in_flight` periods with the device."""
     periods = [pcm[i : i + PERIOD] for i in range(0, len(pcm), PERIOD)]
-    posted = 0
-    for _ in range(min(in_flight, len(periods))):
-        driver.post_playback(periods[posted], publish=False)
-        posted += 1
-    driver.tx.publish()
-    done = 0
-    while done < len(periods):
-        for completed in driver.reap(driver.tx, 1):
-            assert completed.status == Status.OK
-            done += 1
-            if posted < len(periods):
-                driver.post_playback(periods[posted], publish=False)
-                posted += 1
-        driver.tx.publish()
+    assert {c.status for c in driver.play(periods, in_flight)} == {Status.OK}
 
 
 def capture(driver: SoundDriver, periods: int, in_flight: int = 8) -> bytes:
-    posted = 0
-    for _ in range(min(in_flight, periods)):
-        driver.post_capture(PERIOD, publish=False)
-        posted += 1
-    driver.rx.publish()
-    data = b""
-    got = 0
-    while got < periods:
-        for completed in driver.reap(driver.rx, 1):
-            assert completed.status == Status.OK
-            data += completed.data
-            got += 1
-            if posted < periods:
-                driver.post_capture(PERIOD, publish=False)
-                posted += 1
-        driver.rx.publish()
-    return data
+    done = driver.capture(periods, PERIOD, in_flight)
+    assert {c.status for c in done} == {Status.OK}
+    return b"".join(c.data for c in done)
 
 
 def test_played_tone_reaches_the_sink(pipewire: PipeWireSession, driver: SoundDriver) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vhost_user_core.frontend import Frontend, FrontendQueue, GuestRam
@@ -167,6 +168,41 @@ class SoundDriver:
                     raise TimeoutError(f"{len(done)} of {count} I/O buffers came back")
                 queue.wait_call(remaining)
         return done
+
+    def stream(
+        self, queue: FrontendQueue, count: int, in_flight: int, post: Callable[[int], object]
+    ) -> list[Completed]:
+        """Move `count` buffers as a driver does: at most `in_flight` (its buffer) with
+        the device at once, buffer i posted by `post(i)` as soon as one comes back."""
+        posted = min(count, in_flight)
+        for i in range(posted):
+            post(i)
+        queue.publish()
+        done: list[Completed] = []
+        while len(done) < count:
+            back = self.reap(queue, 1)
+            done += back
+            for _ in back:
+                if posted < count:
+                    post(posted)
+                    posted += 1
+            queue.publish()
+        return done
+
+    def play(self, periods: Sequence[bytes], in_flight: int, stream: int = 0) -> list[Completed]:
+        """Play one tx buffer per item of `periods`, keeping `in_flight` with the device."""
+        return self.stream(
+            self.tx,
+            len(periods),
+            in_flight,
+            lambda i: self.post_playback(periods[i], stream, publish=False),
+        )
+
+    def capture(self, count: int, size: int, in_flight: int, stream: int = 1) -> list[Completed]:
+        """Capture `count` rx buffers of `size` bytes, keeping `in_flight` with the device."""
+        return self.stream(
+            self.rx, count, in_flight, lambda _: self.post_capture(size, stream, publish=False)
+        )
 
     def config(self) -> tuple[int, int, int, int]:
         return struct.unpack("<IIII", self.frontend.get_config(0, CONFIG_SIZE))
