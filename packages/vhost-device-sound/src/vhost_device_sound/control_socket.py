@@ -27,7 +27,6 @@ from .control_protocol import (
     format_state,
     parse,
 )
-from .protocol import Direction
 from .switches import Switches
 
 log = logging.getLogger(__name__)
@@ -182,7 +181,7 @@ class ControlServer:
         except CommandError as exc:
             return format_error(str(exc))
         if isinstance(command, Query):
-            return format_state({d: self.switches.enabled(d) for d in Direction})
+            return format_state(self.switches.states())
         self.switches.set(command.direction, command.enabled)
         log.info(
             "%s %s (control socket)",

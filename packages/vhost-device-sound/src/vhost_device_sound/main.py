@@ -10,9 +10,9 @@ from vhost_user_core.errors import BackendError
 
 from .args import build_parser
 from .backends import AudioBackend, backend_class
+from .control_protocol import format_state
 from .control_socket import ControlServer
 from .device import SoundDevice
-from .protocol import Direction
 from .switches import Switches
 
 log = logging.getLogger(__name__)
@@ -37,24 +37,18 @@ def run(argv: list[str] | None = None) -> int:
     finally:
         probe.close()
     switches = Switches(args.initial_streams)
-    log.info(
-        "backend %s; %s",
-        args.backend,
-        ", ".join(f"{d.label} {'on' if switches.enabled(d) else 'off'}" for d in Direction),
-    )
-    listeners = open_listeners(args, suffix=False)
-    control = None
+    log.info("backend %s; %s", args.backend, format_state(switches.states()))
+    # The control socket first: if it cannot be made, no vhost-user socket is left
+    # behind (the daemon removes its own when it ends).
+    control = ControlServer(args.control_socket, switches) if args.control_socket else None
     try:
-        if args.control_socket:
-            control = ControlServer(args.control_socket, switches)
         return run_daemon(
-            lambda: SoundDevice(backend(), switches, controls=args.controls), listeners
+            lambda: SoundDevice(backend(), switches, controls=args.controls),
+            open_listeners(args, suffix=False),
         )
     finally:
         if control is not None:
             control.close()
-        for listener in listeners:
-            listener.close()
 
 
 def main() -> int:

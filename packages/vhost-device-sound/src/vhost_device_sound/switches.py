@@ -49,6 +49,10 @@ class Switches:
     def enabled(self, direction: Direction) -> bool:
         return self._switches[direction].enabled
 
+    def states(self) -> dict[Direction, bool]:
+        """Both directions' state now (what QUERY answers)."""
+        return {d: switch.enabled for d, switch in self._switches.items()}
+
     def set(self, direction: Direction, enabled: bool) -> None:
         """Flip a switch. The flag changes first (the I/O path sees it on its next
         period), then listeners run on the caller's thread."""
