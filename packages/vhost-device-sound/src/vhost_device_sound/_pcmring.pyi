@@ -38,7 +38,6 @@ class PcmRing:
     def room(self) -> int: ...
     def write(self, data: Buffer) -> int:
         """Producer (ungated): queue what fits; returns the byte count."""
-    def write_silence(self, n: int) -> int: ...
     def read_into(self, buffer: Buffer) -> int:
         """Consumer (ungated): move up to len(buffer) bytes out."""
     def discard(self, n: int) -> int:

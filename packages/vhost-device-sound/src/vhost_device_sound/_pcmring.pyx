@@ -17,7 +17,7 @@ import os
 
 from libc.stdint cimport uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 from posix.unistd cimport close, write
 
 cdef extern from "<sys/eventfd.h>" nogil:
@@ -109,22 +109,13 @@ cdef size_t _consume(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
 
 
 cdef size_t _produce(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil:
-    """Move up to n bytes in (src NULL: silence); single producer."""
+    """Move up to n bytes in; single producer."""
     cdef uint64_t wpos = ring_load(&r.write_pos)
     cdef uint64_t room = r.capacity - (wpos - ring_load(&r.read_pos))
-    cdef uint64_t at
-    cdef size_t first
     if n > room:
         n = <size_t>room
     if n:
-        if src != NULL:
-            _copy_in(r, wpos, src, n)
-        else:
-            at = wpos % r.capacity
-            first = n if n < r.capacity - at else <size_t>(r.capacity - at)
-            memset(r.data + at, 0, first)
-            if n > first:
-                memset(r.data, 0, n - first)
+        _copy_in(r, wpos, src, n)
     ring_store(&r.write_pos, wpos + n)
     return n
 
@@ -240,13 +231,6 @@ cdef class PcmRing:
             return 0
         with nogil:
             put = _produce(&self.ring, &src[0], n)
-        return put
-
-    def write_silence(self, size_t n):
-        """Producer: queue up to n zero bytes; returns the byte count."""
-        cdef size_t put
-        with nogil:
-            put = _produce(&self.ring, NULL, n)
         return put
 
     def read_into(self, buffer):
