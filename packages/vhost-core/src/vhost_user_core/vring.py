@@ -65,15 +65,14 @@ class Vring:
         try:
             while self.active:
                 queue.disable_notification()
-                batch = queue.pop(limit)
+                batch = self._pop(limit)
+                if batch is None:
+                    return
                 if len(batch):
                     yield batch
                     continue
                 if not queue.enable_notification():
                     return
-        except QueueError as exc:
-            log.error("queue %d: %s; the ring is stopped until reset", self.index, exc)
-            self.report_error()
         finally:
             if self.active:
                 queue.enable_notification()
@@ -86,12 +85,17 @@ class Vring:
         if not self.active:
             return ()
         self.queue.disable_notification()
+        return self._pop() or ()
+
+    def _pop(self, limit: int = 0) -> ChainBatch | None:
+        """Pop up to `limit` chains; None if the guest broke the ring (reported once:
+        the queue yields nothing more until it is reset)."""
         try:
-            return self.queue.pop()
+            return self.queue.pop(limit)
         except QueueError as exc:
             log.error("queue %d: %s; the ring is stopped until reset", self.index, exc)
             self.report_error()
-            return ()
+            return None
 
     def complete(self, batch: ChainBatch, lengths: Sequence[int]) -> None:
         self.queue.add_used_batch(batch, lengths)
