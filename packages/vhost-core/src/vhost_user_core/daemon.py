@@ -113,20 +113,7 @@ class Daemon:
 
     def run(self) -> None:
         """start(), exit cleanly on SIGTERM/SIGINT, wait(). Main thread only."""
-        previous = {
-            sig: signal.signal(sig, lambda *_: self.shutdown())
-            for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        try:
-            self.start()
-            # Signal handlers run on the main thread, so it waits in select() (which a
-            # signal interrupts; PEP 475 retries it after the handler made the eventfd
-            # readable), not in join(). One-shot daemons call shutdown() themselves.
-            select.select([self._shutdown], [], [])
-            self.wait()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        run_all([self])
 
     def _wait_readable(self, fd: int) -> bool:
         """Block until `fd` is readable; False if shutdown came first."""
@@ -174,3 +161,27 @@ class Daemon:
         finally:
             session.close()
             conn.close()
+
+
+def run_all(daemons: Sequence[Daemon]) -> None:
+    """Run several daemons in one process (one per VM, say) until SIGTERM/SIGINT, or
+    until any of them shuts down; then end them all cleanly. Main thread only."""
+
+    def stop_all(*_: object) -> None:
+        for daemon in daemons:
+            daemon.shutdown()
+
+    previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for daemon in daemons:
+            daemon.start()
+        # Signal handlers run on the main thread, so it waits in select() (which a
+        # signal interrupts; PEP 475 retries it after the handler made an eventfd
+        # readable), not in join(). One-shot daemons call shutdown() themselves.
+        select.select([daemon._shutdown for daemon in daemons], [], [])
+        stop_all()
+        for daemon in daemons:
+            daemon.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .errors import QueueError
-from .virtqueue import ChainBatch, DescriptorChain, Virtqueue
+from .virtqueue import ChainBatch, Virtqueue
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -77,15 +77,21 @@ class Vring:
             if self.active:
                 queue.enable_notification()
 
-    def poll(self) -> Sequence[DescriptorChain]:
-        """Pop what the driver has posted, leaving its kicks off: for a device that
-        wakes on its own schedule while busy (a playing sound stream takes new buffers
-        at each period) and so saves a wake-up per buffer. `batches()` turns kicks
-        back on when the device goes idle again."""
+    def poll(self, limit: int = 0) -> ChainBatch | tuple[()]:
+        """Pop up to `limit` (0: all) chains the driver has posted, leaving its kicks
+        off: for a device that wakes on its own schedule while busy (a playing sound
+        stream takes new buffers at each period, vsock fills rx buffers when it has
+        data) and so saves a wake-up per buffer. `batches()`, or
+        `queue.enable_notification()`, turns kicks back on when it needs them."""
         if not self.active:
             return ()
         self.queue.disable_notification()
-        return self._pop() or ()
+        return self._pop(limit) or ()
+
+    def rewind(self, count: int) -> None:
+        """Put the last `count` popped chains back on the ring, unused, to be popped
+        again later (e.g. rx buffers popped in a batch that had less to carry)."""
+        self.queue.next_avail = (self.queue.next_avail - count) & 0xFFFF
 
     def _pop(self, limit: int = 0) -> ChainBatch | None:
         """Pop up to `limit` chains; None if the guest broke the ring (reported once:

@@ -47,6 +47,8 @@ class Worker:
         self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._epoll.register(self._wake, select.EPOLLIN)
         self._readers: dict[int, Callback] = {}
+        self._writers: dict[int, Callback] = {}
+        self._watched: set[int] = set()
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
         self._soon: deque[Callback] = deque()
@@ -67,14 +69,40 @@ class Worker:
 
     def add_reader(self, fd: int, callback: Callback) -> None:
         """Call `callback` whenever `fd` is readable (level-triggered)."""
-        if fd in self._readers:
-            self._epoll.modify(fd, select.EPOLLIN)
-        else:
-            self._epoll.register(fd, select.EPOLLIN)
         self._readers[fd] = callback
+        self._update(fd)
 
     def remove_reader(self, fd: int) -> None:
         if self._readers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def add_writer(self, fd: int, callback: Callback) -> None:
+        """Call `callback` whenever `fd` is writable (level-triggered): for a device
+        that holds data a slow peer has not taken yet."""
+        self._writers[fd] = callback
+        self._update(fd)
+
+    def remove_writer(self, fd: int) -> None:
+        if self._writers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def _update(self, fd: int) -> None:
+        """Make the epoll set's interest in `fd` match the callbacks registered."""
+        mask = (select.EPOLLIN if fd in self._readers else 0) | (
+            select.EPOLLOUT if fd in self._writers else 0
+        )
+        watched = fd in self._watched
+        if mask and watched:
+            try:
+                self._epoll.modify(fd, mask)
+            except FileNotFoundError:
+                # The fd was closed (leaving the set) and its number reused.
+                self._epoll.register(fd, mask)
+        elif mask:
+            self._epoll.register(fd, mask)
+            self._watched.add(fd)
+        elif watched:
+            self._watched.discard(fd)
             try:
                 self._epoll.unregister(fd)
             except (OSError, ValueError):
@@ -112,16 +140,22 @@ class Worker:
                 events = self._epoll.poll(self._timeout())
             except InterruptedError:
                 continue
-            for fd, _mask in events:
+            for fd, mask in events:
                 if fd == self._wake:
                     try:
                         os.eventfd_read(self._wake)
                     except BlockingIOError:
                         pass
                     continue
-                callback = self._readers.get(fd)
-                if callback is not None:
-                    self._dispatch(callback, fd)
+                # An error or hang-up wakes both sides: each finds out by trying.
+                if mask & ~select.EPOLLOUT:
+                    callback = self._readers.get(fd)
+                    if callback is not None:
+                        self._dispatch(callback, fd, self._readers)
+                if mask & ~select.EPOLLIN:
+                    callback = self._writers.get(fd)
+                    if callback is not None:
+                        self._dispatch(callback, fd, self._writers)
             self._run_due()
 
     def _run_due(self) -> None:
@@ -133,12 +167,15 @@ class Worker:
             if not handle.cancelled:
                 self._dispatch(handle.callback, None)
 
-    def _dispatch(self, callback: Callback, fd: int | None) -> None:
+    def _dispatch(
+        self, callback: Callback, fd: int | None, registry: dict[int, Callback] | None = None
+    ) -> None:
         if self._stopping:
             return
         with self._lock:
-            # The control thread may have removed the fd while we waited for the lock.
-            if fd is not None and self._readers.get(fd) is not callback:
+            # The control thread, or the other callback of this fd, may have removed it
+            # while we waited for the lock.
+            if fd is not None and registry is not None and registry.get(fd) is not callback:
                 return
             try:
                 callback()
