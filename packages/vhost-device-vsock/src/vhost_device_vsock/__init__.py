@@ -1,0 +1,1 @@
+"""vhost-user virtio-vsock device backend (hybrid vsock over Unix sockets)."""

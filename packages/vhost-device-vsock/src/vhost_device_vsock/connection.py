@@ -1,0 +1,251 @@
+"""One vsock connection: its host socket, its credit, and the guest's bytes the host
+peer has not taken yet.
+
+The device decides what packets mean; this class only moves bytes between guest buffers
+and the host socket without blocking. Guest data goes out with one sendmsg straight
+from guest memory; only what the host peer cannot take at once is copied, and the credit
+window bounds that copy (a guest that overruns it is reset).
+"""
+
+from __future__ import annotations
+
+import enum
+import select
+import socket
+from collections import deque
+from collections.abc import Sequence
+
+from .credit import Credit
+from .packet import SocketType
+
+#: Host sockets refuse a sendmsg with more parts than this (IOV_MAX).
+IOV_MAX = 1024
+
+
+class State(enum.Enum):
+    #: A host program asked for the guest's port; waiting for the guest's RESPONSE.
+    REQUESTED = 1
+    #: The guest asked; our connect to the host is still in progress.
+    CONNECTING = 2
+    ESTABLISHED = 3
+    #: The guest shut both directions down; flushing its last bytes before the RST.
+    CLOSING = 4
+
+
+class GuestOverrun(Exception):
+    """The guest sent more than its credit allowed."""
+
+
+class VsockConnection:
+    __slots__ = (
+        "local_port",
+        "peer_port",
+        "sock_type",
+        "sock",
+        "fd",
+        "state",
+        "credit",
+        "held",
+        "held_bytes",
+        "message",
+        "from_host",
+        "from_host_offset",
+        "guest_shut",
+        "host_eof",
+        "watching_read",
+        "watching_write",
+        "ready",
+    )
+
+    def __init__(
+        self,
+        local_port: int,
+        peer_port: int,
+        sock_type: SocketType,
+        sock: socket.socket,
+        state: State,
+        buf_alloc: int,
+    ) -> None:
+        #: Our (host-side) port and the guest's.
+        self.local_port = local_port
+        self.peer_port = peer_port
+        self.sock_type = sock_type
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.state = state
+        self.credit = Credit(buf_alloc)
+        #: Guest bytes (stream) or whole messages (seqpacket) the host has not taken.
+        self.held: deque[bytes | bytearray] = deque()
+        self.held_bytes = 0
+        #: SEQPACKET: the guest's message being assembled until EOM.
+        self.message = bytearray()
+        #: Host bytes read but not yet given to the guest (a CONNECT line's tail, or a
+        #: SEQPACKET message being sent in pieces), and how far it got.
+        self.from_host: bytes | None = None
+        self.from_host_offset = 0
+        #: SHUTDOWN flags the guest sent.
+        self.guest_shut = 0
+        #: The host peer will send no more (it shut down or closed its side).
+        self.host_eof = False
+        self.watching_read = False
+        self.watching_write = False
+        #: In the device's queue of connections with host data to deliver.
+        self.ready = False
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.local_port, self.peer_port
+
+    @property
+    def seqpacket(self) -> bool:
+        return self.sock_type == SocketType.SEQPACKET
+
+    # guest -> host
+    def from_guest(self, views: Sequence[memoryview], nbytes: int, eom: bool) -> None:
+        """Pass `nbytes` of guest payload (the `views`) to the host socket, keeping
+        what it cannot take yet. GuestOverrun if that exceeds the credit window."""
+        if self.seqpacket:
+            for view in views:
+                self.message += view
+            if eom:
+                self.held.append(self.message)
+                self.held_bytes += len(self.message)
+                self.message = bytearray()
+                self.flush()
+            elif len(self.message) > self.credit.buf_alloc:
+                raise GuestOverrun("a message larger than the buffer")
+        else:
+            sent = 0
+            if not self.held and nbytes:
+                sent = self._send_views(views)
+            if sent < nbytes:
+                self._hold_tail(views, sent)
+        if not self.credit.within_window(self.held_bytes + len(self.message)):
+            raise GuestOverrun(
+                f"{self.held_bytes + len(self.message)} bytes held, credit was "
+                f"{self.credit.buf_alloc}"
+            )
+
+    def _send_views(self, views: Sequence[memoryview]) -> int:
+        try:
+            sent = self.sock.sendmsg(views[:IOV_MAX])
+        except (BlockingIOError, InterruptedError):
+            return 0
+        self.credit.forwarded(sent)
+        return sent
+
+    def _hold_tail(self, views: Sequence[memoryview], skip: int) -> None:
+        """Copy what follows the first `skip` bytes of `views` (guest memory is the
+        guest's again once the packet completes)."""
+        for view in views:
+            if skip >= len(view):
+                skip -= len(view)
+                continue
+            part = bytes(view[skip:])
+            skip = 0
+            self.held.append(part)
+            self.held_bytes += len(part)
+
+    def flush(self) -> bool:
+        """Send held data as far as the host takes it; True when nothing is left.
+        OSError (EPIPE, ECONNRESET) if the host peer is gone."""
+        held = self.held
+        while held:
+            try:
+                if self.seqpacket:
+                    sent = self.sock.send(held[0])
+                    if sent != len(held[0]):  # SEQPACKET sends whole or fails
+                        raise OSError("message truncated by the host socket")
+                else:
+                    sent = self.sock.sendmsg(list(held)[:IOV_MAX])
+            except (BlockingIOError, InterruptedError):
+                return False
+            self.credit.forwarded(sent)
+            self.held_bytes -= sent
+            while sent and held:
+                first = held[0]
+                if sent >= len(first):
+                    sent -= len(first)
+                    held.popleft()
+                else:
+                    held[0] = first[sent:]
+                    sent = 0
+        return True
+
+    # host -> guest
+    def read_into(self, views: Sequence[memoryview], limit: int) -> int:
+        """Fill up to `limit` bytes of `views` with host data; 0 means the host peer
+        shut down (EOF). BlockingIOError if it has nothing now; OSError if it is gone.
+        A SEQPACKET message is read whole and handed out in pieces: `message_done`
+        tells whether the last piece went."""
+        if self.seqpacket and self.from_host is None and not self._read_message():
+            return 0
+        if self.from_host is not None:
+            return self._copy_from_host(views, limit)
+        return self.sock.recvmsg_into(_truncate(views, limit))[0]
+
+    def _read_message(self) -> bool:
+        """Take the next whole message off a SEQPACKET socket; False at EOF."""
+        while True:
+            size = self.sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+            if size:
+                self.from_host = self.sock.recv(size)
+                self.from_host_offset = 0
+                return True
+            # 0 is EOF, or an empty message, which virtio-vsock cannot carry as such.
+            poller = select.poll()
+            poller.register(self.fd, select.POLLRDHUP)
+            if poller.poll(0):
+                return False
+            self.sock.recv(1)
+
+    def _copy_from_host(self, views: Sequence[memoryview], limit: int) -> int:
+        assert self.from_host is not None
+        data = memoryview(self.from_host)[self.from_host_offset :]
+        copied = 0
+        for view in views:
+            take = min(len(view), len(data) - copied, limit - copied)
+            if take <= 0:
+                break
+            view[:take] = data[copied : copied + take]
+            copied += take
+        self.from_host_offset += copied
+        if self.from_host_offset == len(self.from_host):
+            self.from_host = None
+        return copied
+
+    @property
+    def message_done(self) -> bool:
+        return self.from_host is None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _truncate(views: Sequence[memoryview], limit: int) -> list[memoryview]:
+    out = []
+    for view in views:
+        if limit <= 0:
+            break
+        if len(view) > limit:
+            view = view[:limit]
+        out.append(view)
+        limit -= len(view)
+    return out
+
+
+def slice_views(views: Sequence[memoryview], start: int, length: int) -> list[memoryview]:
+    """The `length` bytes of `views` (taken as one buffer) starting at `start`."""
+    out = []
+    for view in views:
+        if start >= len(view):
+            start -= len(view)
+            continue
+        part = view[start : start + length]
+        start = 0
+        if part:
+            out.append(part)
+            length -= len(part)
+        if length <= 0:
+            break
+    return out

@@ -1,0 +1,41 @@
+"""Entry point of the `vhost-device-vsock` command: one daemon per VM, one process."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+
+from vhost_user_core.cli import main_guard, setup_logging
+from vhost_user_core.daemon import Daemon, Listener, run_all
+from vhost_user_core.errors import VhostUserError
+
+from .args import build_parser, vm_configs
+from .vm import SiblingMap, VirtualMachine
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    configs = vm_configs(args)
+    siblings = SiblingMap()
+    with ExitStack() as cleanup:
+        daemons = []
+        for config in configs:
+            try:
+                vm = VirtualMachine(config, siblings)
+            except OSError as exc:
+                raise VhostUserError(f"VM with CID {config.guest_cid}: {exc}") from exc
+            cleanup.callback(vm.close)
+            listener = Listener.bind(config.socket)
+            cleanup.callback(listener.close)
+            daemons.append(Daemon(vm.new_backend, [listener]))
+        run_all(daemons)
+    return 0
+
+
+def main() -> int:
+    return main_guard(lambda: run(sys.argv[1:]))()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
