@@ -42,7 +42,8 @@ class Vm:
         return sock
 
     def devices(self) -> list[str]:
-        return vhost_user_device(self.socket, "vhost-user-vsock-pci", guest_cid=self.cid)
+        # The guest learns its CID from our config space, not from QEMU.
+        return vhost_user_device(self.socket, "vhost-user-vsock-pci")
 
 
 @dataclass

@@ -1,0 +1,213 @@
+"""vhost-device-vsock serving real Linux guests (vmw_vsock_virtio_transport, kernel
+6.12) through QEMU's vhost-user-vsock-pci, under TCG. The guest side is vsock-test
+(guest/vsock_test.c); the host side is plain Unix sockets, as a user's would be."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from guest_vsock import GUEST_PATH, by_kind, guest_files, parse_result, parse_results
+from vsock_daemon import Vm, running_daemon
+
+from vhost_user_core.testing.qemu import Guest, GuestResult
+
+pytestmark = pytest.mark.guest
+
+MIB = 1 << 20
+BULK = 64 * MIB
+
+
+def serve_in_thread(target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def read_to_eof(sock: socket.socket) -> tuple[int, int]:
+    """(bytes, crc32) of everything until EOF."""
+    count, crc = 0, 0
+    while chunk := sock.recv(1 << 20):
+        count += len(chunk)
+        crc = zlib.crc32(chunk, crc)
+    return count, crc
+
+
+def sink(listener: socket.socket, results: dict[str, object]) -> None:
+    """Take one connection's stream to EOF (the guest's half-close), then answer."""
+    conn, _ = listener.accept()
+    conn.settimeout(120)
+    count, crc = read_to_eof(conn)
+    results["sink"] = (count, crc)
+    conn.sendall(f"OK {count} {crc:08x}\n".encode())
+    conn.close()
+
+
+def line_echo(listener: socket.socket, connections: int) -> None:
+    def echo(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(60)
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    for _ in range(connections):
+        conn, _ = listener.accept()
+        serve_in_thread(lambda c=conn: echo(c))
+
+
+def message_echo(listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    conn.settimeout(60)
+    with conn:
+        while message := conn.recv(65536):
+            conn.send(message)
+
+
+def stream_to_guest(vm: Vm, port: int, data: bytes, results: dict[str, object]) -> None:
+    """Host-initiated: CONNECT, send `data`, half-close, read the guest's answer."""
+    sock = vm.connect(port)
+    sock.settimeout(120)
+    reader = sock.makefile("rb")
+    results["ok_line"] = reader.readline()
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    results["answer"] = reader.readline()
+    sock.close()
+
+
+SINGLE_VM_SCRIPT = f"""
+T={GUEST_PATH}
+$T send 2 1234 {BULK}
+$T recv 5000
+$T many 2 1235 100
+$T seq 2 1236 50
+$T connect 2 9999
+"""
+
+
+def test_one_guest_bulk_both_ways_half_close_many_and_seqpacket(
+    guest: Guest, tmp_path: Path
+) -> None:
+    to_guest = os.urandom(BULK)
+    results: dict[str, object] = {}
+    with running_daemon(tmp_path, (3,)) as daemon:
+        vm = daemon.vms[0]
+        listeners = [vm.listen(1234), vm.listen(1235), vm.listen(1236, socket.SOCK_SEQPACKET)]
+        for listener in listeners:
+            listener.settimeout(300)
+        threads = [
+            serve_in_thread(lambda: sink(listeners[0], results)),
+            serve_in_thread(lambda: line_echo(listeners[1], 100)),
+            serve_in_thread(lambda: message_echo(listeners[2])),
+        ]
+        pusher: list[threading.Thread] = []
+        result = guest.run(
+            SINGLE_VM_SCRIPT,
+            devices=vm.devices(),
+            extra_files=guest_files(),
+            timeout=400,
+            on_console={
+                "LISTENING port=5000": lambda: pusher.append(
+                    serve_in_thread(lambda: stream_to_guest(vm, 5000, to_guest, results))
+                )
+            },
+        )
+        for thread in threads + pusher:
+            thread.join(10)
+    check_single_vm(result, results, to_guest)
+
+
+def check_single_vm(result: GuestResult, host: dict[str, object], to_guest: bytes) -> None:
+    text = result.console_output
+    assert result.rc == 0, text
+    sent = parse_result(text, "SEND")
+    assert sent.ok, text
+    # Guest -> host: every byte, in order, then the guest's half-close reached the host,
+    # which could still answer on the same connection.
+    assert sent.int("bytes") == BULK
+    assert host["sink"] == (BULK, sent.crc())
+    assert sent["reply"] == f"OK_{BULK}_{sent.crc():08x}_"
+    # Host -> guest: the OK line, every byte, the host's half-close seen as EOF, and
+    # the guest's answer after it.
+    received = parse_result(text, "RECV")
+    assert received.ok, text
+    assert received.int("bytes") == BULK
+    assert received.crc() == zlib.crc32(to_guest)
+    assert str(host["ok_line"]).startswith("b'OK ")
+    assert host["answer"] == f"DONE {BULK} {zlib.crc32(to_guest):08x}\n".encode()
+    many = parse_result(text, "MANY")
+    assert (many.int("ok"), many.int("of")) == (100, 100), text
+    seq = parse_result(text, "SEQ")
+    assert (seq.int("ok"), seq.int("of")) == (50, 50), text
+    assert parse_result(text, "CONNECT")["result"] == "ECONNRESET"
+    mib_s = BULK / MIB / (sent.int("ms") / 1000)
+    print(f"guest -> host {mib_s:.0f} MiB/s, host -> guest "
+          f"{BULK / MIB / (received.int('ms') / 1000):.0f} MiB/s (TCG guest)")
+
+
+SENDER_SCRIPT = f"""
+T={GUEST_PATH}
+i=0
+while [ $i -lt 60 ]; do
+    $T send 4 6000 {MIB} && break
+    i=$((i + 1)); sleep 1
+done
+$T connect 5 6000
+"""
+
+LISTENER_SCRIPT = f"""
+{GUEST_PATH} recv 6000
+"""
+
+
+def test_siblings_in_a_group_talk_and_other_groups_are_refused(
+    guest: Guest, tmp_path: Path
+) -> None:
+    """Three guests in one daemon: 3 and 4 share group "a", 5 is alone in "b". Guest
+    3 streams 1 MiB to guest 4; its connection to guest 5, which is listening, is
+    refused. Then the host reaches guest 5 to let it finish."""
+    outcome: dict[int, GuestResult] = {}
+    errors: list[BaseException] = []
+    five_listening = threading.Event()
+    with running_daemon(tmp_path, (3, 4, 5), groups=("a", "a", "b")) as daemon:
+        vm3, vm4, vm5 = daemon.vms
+
+        def boot(vm: Vm, script: str, **kw: object) -> None:
+            try:
+                outcome[vm.cid] = guest.run(
+                    script, devices=vm.devices(), extra_files=guest_files(), timeout=300, **kw
+                )
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        listeners = [
+            serve_in_thread(lambda: boot(vm4, LISTENER_SCRIPT)),
+            serve_in_thread(
+                lambda: boot(
+                    vm5, LISTENER_SCRIPT, on_console={"LISTENING": five_listening.set}
+                )
+            ),
+        ]
+        boot(vm3, SENDER_SCRIPT)
+        assert five_listening.wait(120), errors
+        to_five: dict[str, object] = {}
+        stream_to_guest(vm5, 6000, b"from the host", to_five)
+        for thread in listeners:
+            thread.join(300)
+    assert not errors, errors
+    three, four, five = (outcome[cid].console_output for cid in (3, 4, 5))
+    sent = by_kind(parse_results(three), "SEND")[-1]
+    assert sent.ok, three
+    got = parse_result(four, "RECV")
+    assert (got.int("bytes"), got.crc()) == (MIB, sent.crc()), four
+    assert got.peer()[0] == 3
+    assert sent["reply"] == f"DONE_{MIB}_{sent.crc():08x}_"
+    assert parse_result(three, "CONNECT")["result"] == "ECONNRESET", three
+    # Guest 5 was listening all along: only the host reached it.
+    reached = parse_result(five, "RECV")
+    assert reached.int("bytes") == len(b"from the host") and reached.peer()[0] == 2
