@@ -150,9 +150,10 @@ class VsockDriver:
             self.tx.wait_call(0.05)
 
     # receiving
-    def poll(self) -> int:
+    def poll(self, *, payloads: bool = True) -> int:
         """Take the packets the device has sent so far into `received`; re-posts the
-        buffers. Returns how many arrived."""
+        buffers. Returns how many arrived. Without `payloads`, RW packets keep only
+        their header (benchmarks count bytes without copying them)."""
         used = self.rx.driver.get_used()
         # Every head is free again: read them all before re-posting reuses one.
         buffers = [(self._rx_gpa.pop(head), length) for head, length in used]
@@ -160,7 +161,9 @@ class VsockDriver:
             if length < HEADER_SIZE:
                 raise AssertionError(f"the device used an rx buffer for {length} bytes")
             header = Header.decode(self.memory.read(gpa, HEADER_SIZE))
-            payload = self.memory.read(gpa + HEADER_SIZE, length - HEADER_SIZE)
+            payload = b""
+            if payloads:
+                payload = self.memory.read(gpa + HEADER_SIZE, length - HEADER_SIZE)
             self.received.append(Packet(header, payload))
         for gpa, _ in buffers:
             self._post_rx(gpa)
