@@ -30,6 +30,7 @@ from libc.string cimport memcpy
 from posix.unistd cimport write
 
 from vhost_user_core.memory cimport Segment
+from vhost_user_core.ring cimport vq_load_acquire16
 from vhost_user_core.virtqueue cimport ChainBatch, ChainInfo, DescriptorChain, Virtqueue
 from vhost_device_sound._pcmring cimport (
     PcmRing, drain_fd, pcm_ring, ring_discard, ring_fill, ring_produce, ring_read_pos,
@@ -156,6 +157,22 @@ cdef _Used _used_of(object vring):
     return used
 
 
+cdef object _poll(object vring):
+    """Vring.poll, but without its Python frames when the guest posted nothing new
+    since the last wake-up; the pop itself, and the report of a ring the guest broke,
+    stay the Vring's."""
+    cdef Virtqueue queue
+    if not vring.started or not vring.enabled:
+        return None
+    queue = vring.queue
+    if queue.desc == NULL or queue._broken:
+        return None
+    queue.disable_notification()  # what Vring.poll does first, pending or not
+    if vq_load_acquire16(&queue.avail[1]) == queue.next_avail:
+        return None
+    return vring.poll()
+
+
 cdef class PlaybackBuffers:
     """A FIFO of held tx buffers for one output stream (see the module doc)."""
 
@@ -258,7 +275,7 @@ cdef class PlaybackBuffers:
         cdef int i
         cdef uint8_t header[_XFER_SIZE]
         cdef uint32_t stream_id
-        popped = vring.poll()
+        popped = _poll(vring)
         if not isinstance(popped, ChainBatch):
             return 0  # nothing posted, or the ring is not active
         batch = <ChainBatch>popped
