@@ -300,7 +300,7 @@ cdef class PlaybackBuffers:
 
     def append(self, DescriptorChain chain not None):
         """Hold a buffer the device has checked (header, status room, stream, size)."""
-        if chain.info.error or chain.info.read_len < _XFER_SIZE \
+        if chain.info == NULL or chain.info.error or chain.info.read_len < _XFER_SIZE \
                 or chain.info.write_len < _STATUS_SIZE:
             raise ValueError("not a usable playback buffer")
         self._push(chain.batch, chain.info)
