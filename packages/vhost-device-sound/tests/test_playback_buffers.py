@@ -4,6 +4,7 @@ its buffers, and what it hands back to the device's checks."""
 
 from __future__ import annotations
 
+import statistics
 import struct
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from vhost_device_sound._pcmring import PcmRing
 from vhost_device_sound._playback import STATUS_SIZE, XFER_SIZE, PlaybackBuffers
 from vhost_device_sound.backends.base import AudioBackend, StreamSetup
+from vhost_device_sound.backends.null import NullBackend
 from vhost_device_sound.device import SoundDevice
 from vhost_device_sound.protocol import Direction, PcmStatus, PcmXfer, Status
 from vhost_device_sound.switches import Switches
@@ -190,3 +192,18 @@ def test_playing_stream_refuses_what_is_not_its_own(driver: SoundDriver) -> None
         Status.BAD_MSG,
         Status.OK,
     ]
+
+
+def test_latency_counts_the_buffers_just_taken(tmp_path: Path) -> None:
+    """A completion's latency is the audio queued in the device, including buffers
+    taken at the same wake-up: with the null backend, four 10 ms periods in flight and
+    two played per 20 ms tick, two periods are always queued when one completes."""
+    switches = Switches(frozenset(Direction))
+    with (
+        running_daemon(lambda: SoundDevice(NullBackend(), switches), tmp_path / "snd.sock"),
+        Frontend.connect(tmp_path / "snd.sock") as frontend,
+    ):
+        driver = SoundDriver(frontend)
+        driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 4)
+        done = driver.play([bytes(PERIOD)] * 24, 4)
+    assert statistics.median(c.latency for c in done[4:]) == 2 * PERIOD

@@ -320,13 +320,15 @@ cdef class PlaybackBuffers:
              size_t discard=0):
         """One wake-up of a playing stream: reset the ring's notification; if `take`,
         pop what the guest posted (`vring.poll()`), holding this stream's buffers while
-        at most `limit` bytes are held and handing any other to `route`; drop `discard`
-        bytes from the ring (played by the device's clock); return what was played;
-        refill the ring; interrupt the guest once if it asked for it."""
+        at most `limit` bytes are held and handing any other to `route`, and queue them
+        in the ring; drop `discard` bytes from the ring (played by the device's clock);
+        return what was played; refill the ring; interrupt the guest once if it asked
+        for it. (The order of stream_io's Python path, so latencies are the same.)"""
         cdef _Used used = _used_of(vring)
         drain_fd(&ring.ring)
         if take:
             self._take(vring, limit, route)
+            self._feed(&ring.ring)  # as it arrives: completions count it as latency
         if discard:
             ring_discard(&ring.ring, discard)
         self._complete_played(used, &ring.ring)
