@@ -162,7 +162,7 @@ cdef object _poll(object vring):
     since the last wake-up; the pop itself, and the report of a ring the guest broke,
     stay the Vring's."""
     cdef Virtqueue queue
-    if not vring.started or not vring.enabled:
+    if vring is None or not vring.started or not vring.enabled:
         return None
     queue = vring.queue
     if queue.desc == NULL or queue._broken:
