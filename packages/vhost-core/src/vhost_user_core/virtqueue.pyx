@@ -51,23 +51,7 @@ _ERRORS = {
 cdef enum:
     MAX_SEGS_PER_DESC = 8
 
-cdef struct ChainInfo:
-    uint16_t head
-    int error
-    uint32_t first_seg
-    uint32_t n_read
-    uint32_t n_write
-    uint64_t read_len
-    uint64_t write_len
-
-
 cdef class ChainBatch:
-    cdef object pins
-    cdef ChainInfo* chains
-    cdef Segment* segs
-    cdef int count
-    cdef uint32_t seg_count, seg_cap
-
     def __cinit__(self):
         self.chains = NULL
         self.segs = NULL
@@ -160,9 +144,6 @@ cdef class ChainBatch:
 
 
 cdef class DescriptorChain:
-    cdef ChainBatch batch
-    cdef ChainInfo* info
-
     @property
     def head(self):
         return self.info.head
@@ -242,22 +223,6 @@ cdef class DescriptorChain:
 
 
 cdef class Virtqueue:
-    cdef readonly int index
-    cdef readonly uint16_t max_size
-    cdef uint16_t _size
-    cdef GuestMemory memory
-    cdef object pins           # keeps the ring areas mapped (GuestMemory.pins)
-    cdef uint64_t desc_gpa, avail_gpa, used_gpa
-    cdef vring_desc* desc
-    cdef uint16_t* avail       # flags, idx, ring[size], used_event
-    cdef uint16_t* used        # flags, idx, then elems; avail_event after them
-    cdef vring_used_elem* used_ring
-    cdef public uint16_t next_avail
-    cdef public uint16_t next_used
-    cdef public bint event_idx
-    cdef uint16_t signalled_used
-    cdef bint _broken
-
     def __init__(self, int index, int max_size):
         if not 0 < max_size <= 32768 or max_size & (max_size - 1):
             raise QueueError(f"max queue size {max_size} is not a power of two in 1..32768")
@@ -479,8 +444,21 @@ cdef class Virtqueue:
             self.next_used = <uint16_t>(self.next_used + n)
             vq_store_release16(&self.used[1], self.next_used)
 
-    def needs_notification(self):
-        """Whether the driver wants an interrupt for what was added since last time."""
+    cdef int push_used(self, uint16_t head, uint32_t length) noexcept nogil:
+        """add_used without Python objects: -1 (nothing added) where add_used raises
+        QueueError (ring not configured or broken, head outside the ring)."""
+        cdef vring_used_elem* e
+        if self.desc == NULL or self._broken or head >= self._size:
+            return -1
+        e = &self.used_ring[self.next_used % self._size]
+        e.id = head
+        e.len = length
+        self.next_used = <uint16_t>(self.next_used + 1)
+        vq_store_release16(&self.used[1], self.next_used)
+        return 0
+
+    cdef bint notify_due(self) noexcept nogil:
+        """needs_notification in C (it is this)."""
         cdef uint16_t old, new
         if self.used == NULL:
             return False
@@ -489,8 +467,12 @@ cdef class Virtqueue:
         new = self.next_used
         self.signalled_used = new
         if self.event_idx:
-            return bool(vq_need_event(vq_load16(&self.avail[2 + self._size]), new, old))
+            return vq_need_event(vq_load16(&self.avail[2 + self._size]), new, old)
         return new != old and not vq_load16(&self.avail[0]) & AVAIL_F_NO_INTERRUPT
+
+    def needs_notification(self):
+        """Whether the driver wants an interrupt for what was added since last time."""
+        return self.notify_due()
 
     def disable_notification(self):
         if self.used != NULL and not self.event_idx:

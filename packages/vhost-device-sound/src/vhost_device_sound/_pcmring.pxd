@@ -33,3 +33,10 @@ cdef bint gate_open(pcm_ring* r) noexcept nogil
 cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil
 cdef size_t produce_rt(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil
 cdef void notify(pcm_ring* r) noexcept nogil
+# The worker's side, for Cython code on the worker (the playback buffers):
+cdef size_t ring_produce(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil
+cdef size_t ring_discard(pcm_ring* r, size_t n) noexcept nogil
+cdef uint64_t ring_fill(pcm_ring* r) noexcept nogil
+cdef uint64_t ring_read_pos(pcm_ring* r) noexcept nogil
+cdef uint64_t ring_write_pos(pcm_ring* r) noexcept nogil
+cdef uint64_t drain_fd(pcm_ring* r) noexcept nogil

@@ -18,7 +18,7 @@ import os
 from libc.stdint cimport uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
-from posix.unistd cimport close, write
+from posix.unistd cimport close, read, write
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
@@ -118,6 +118,41 @@ cdef size_t _produce(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil:
         _copy_in(r, wpos, src, n)
     ring_store(&r.write_pos, wpos + n)
     return n
+
+
+cdef size_t ring_produce(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil:
+    """The worker as producer (playback), ungated like PcmRing.write."""
+    return _produce(r, src, n)
+
+
+cdef size_t ring_discard(pcm_ring* r, size_t n) noexcept nogil:
+    """The worker as consumer: drop up to n queued bytes, like PcmRing.discard."""
+    cdef size_t got
+    pthread_mutex_lock(&r.read_lock)
+    got = _consume(r, NULL, n)
+    pthread_mutex_unlock(&r.read_lock)
+    return got
+
+
+cdef uint64_t ring_fill(pcm_ring* r) noexcept nogil:
+    return ring_load(&r.write_pos) - ring_load(&r.read_pos)
+
+
+cdef uint64_t ring_read_pos(pcm_ring* r) noexcept nogil:
+    return ring_load(&r.read_pos)
+
+
+cdef uint64_t ring_write_pos(pcm_ring* r) noexcept nogil:
+    return ring_load(&r.write_pos)
+
+
+cdef uint64_t drain_fd(pcm_ring* r) noexcept nogil:
+    """Reset the notification eventfd; returns how many notifications came (0 if
+    none: it is non-blocking)."""
+    cdef uint64_t count = 0
+    if read(r.notify_fd, &count, 8) != 8:
+        return 0
+    return count
 
 
 cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
@@ -250,9 +285,7 @@ cdef class PcmRing:
         stale capture); returns the byte count."""
         cdef size_t got
         with nogil:
-            pthread_mutex_lock(&self.ring.read_lock)
-            got = _consume(&self.ring, NULL, n)
-            pthread_mutex_unlock(&self.ring.read_lock)
+            got = ring_discard(&self.ring, n)
         return got
 
     def clear(self):

@@ -30,7 +30,7 @@ from .protocol import (
     Status,
 )
 from .requests import ControlRequests
-from .stream_io import STATUS_SIZE, XFER_SIZE, IoMessage, StreamIO, reject
+from .stream_io import STATUS_SIZE, XFER_SIZE, StreamIO, reject
 from .switches import Switches
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ class SoundDevice(VhostUserBackend):
                 stream_id, direction, self.switches.switch(direction), self.backend, self._worker
             )
             vring = vrings[Queue.TX if direction is Direction.OUTPUT else Queue.RX]
+            stream.vring = vring
             stream.pull = partial(self._take, vring)
+            stream.route = partial(self._route, vring, direction=direction)
             stream.resume_kicks = partial(self._io, vring)
             self.streams.append(stream)
         self.requests = ControlRequests(
@@ -188,7 +190,7 @@ class SoundDevice(VhostUserBackend):
             )
             reject(vring, chain, Status.BAD_MSG)
             return
-        stream.enqueue(IoMessage(vring, chain, direction))
+        stream.enqueue(vring, chain)
 
     def _streams_on(self, vring: Vring) -> list[StreamIO]:
         """The streams whose buffers travel on a data queue (tx: output, rx: input)."""

@@ -4,7 +4,8 @@ Playback: the guest's tx buffers queue up; their samples are copied into the str
 PcmRing as room allows, and a buffer is completed only once its last byte has been
 consumed, by the backend's audio thread or, while the output is disabled (or the backend
 has no clock), by a period timer that discards them. Either way the guest plays in real
-time, and completions carry the ring fill as latency.
+time, and completions carry the ring fill as latency. The buffers are held, fed and
+returned in C (`_playback.PlaybackBuffers`): a playing stream's wake-up is one call.
 
 Capture: the backend produces host samples into the ring and the worker moves them into
 the guest's rx buffers, checking the direction's switch before every chunk; while the
@@ -26,6 +27,7 @@ from vhost_user_core.vring import Vring
 from vhost_user_core.worker import TimerHandle, Worker
 
 from ._pcmring import PcmRing, Switch
+from ._playback import PlaybackBuffers
 from .backends.base import AudioBackend, StreamSetup
 from .params import DEFAULT_PARAMS, PcmParams
 from .pcm_state import INITIAL_STATE, PcmState
@@ -45,26 +47,19 @@ MAX_CLOCK_LAG = 4
 
 
 class IoMessage:
-    """A guest tx or rx buffer held until it is played or filled.
+    """A guest rx buffer held until it is filled (tx buffers are PlaybackBuffers').
 
-    Playback copies the samples out once, when the buffer arrives (a period is a few
-    KiB); capture fills `data` and writes it into the guest's buffer once, when full.
-    Either is cheaper than keeping views of guest memory and walking them per period."""
+    Capture fills `data` and writes it into the guest's buffer once, when full: cheaper
+    than keeping views of guest memory and walking them per period."""
 
-    __slots__ = ("vring", "chain", "data", "size", "done", "end_pos")
+    __slots__ = ("vring", "chain", "data", "size", "done")
 
-    def __init__(self, vring: Vring, chain: DescriptorChain, direction: Direction) -> None:
+    def __init__(self, vring: Vring, chain: DescriptorChain) -> None:
         self.vring = vring
         self.chain = chain
-        self.data: bytes | bytearray
-        if direction is Direction.OUTPUT:
-            self.data = chain.read()[XFER_SIZE:]
-        else:
-            self.data = bytearray(max(chain.writable_len - STATUS_SIZE, 0))
+        self.data = bytearray(max(chain.writable_len - STATUS_SIZE, 0))
         self.size = len(self.data)
         self.done = 0
-        #: Playback: the ring position of this buffer's last byte once it is all queued.
-        self.end_pos: int | None = None
 
 
 def complete(vring: Vring, chain: DescriptorChain, status: int, latency: int, written: int) -> None:
@@ -81,10 +76,10 @@ def complete(vring: Vring, chain: DescriptorChain, status: int, latency: int, wr
         log.warning("cannot complete an I/O buffer: %s", exc)
 
 
-def finish(msg: IoMessage, direction: Direction, latency: int) -> None:
-    """Return a held buffer: captured data first (what was filled of it), then status."""
+def finish(msg: IoMessage, latency: int) -> None:
+    """Return a held rx buffer: captured data first (what was filled of it), then status."""
     written = 0
-    if direction is Direction.INPUT and msg.done:
+    if msg.done:
         written = msg.chain.write(memoryview(msg.data)[: msg.done])
     complete(msg.vring, msg.chain, Status.OK, latency, written)
 
@@ -109,11 +104,18 @@ class StreamIO:
     state: PcmState = INITIAL_STATE
     params: PcmParams = DEFAULT_PARAMS
     ring: PcmRing | None = None
+    #: Capture: the rx buffers held. Playback's are in `played`.
     pending: deque[IoMessage] = field(default_factory=deque)
+    played: PlaybackBuffers = field(init=False)
+    #: The queue this stream's buffers travel on (set by the device).
+    vring: Vring | None = None
     #: The device's hooks on this stream's queue: take what the guest posted since the
     #: last wake-up (called at every period while started: the guest's kicks are off
-    #: then), and wait for kicks again once the stream leaves START.
+    #: then), hand the device one buffer to check and route (what a playing stream
+    #: pops that is not plainly its own), and wait for kicks again once the stream
+    #: leaves START.
     pull: Callable[[], None] = lambda: None
+    route: Callable[[DescriptorChain], None] = lambda chain: None
     resume_kicks: Callable[[], None] = lambda: None
     _clock: TimerHandle | None = None
     _deadline: float = 0.0
@@ -121,6 +123,9 @@ class StreamIO:
     #: Started, but its queue was stopped by the frontend (VM paused): host stream
     #: inactive and no pacing until the queue runs again.
     _suspended: bool = False
+
+    def __post_init__(self) -> None:
+        self.played = PlaybackBuffers(self.stream_id)
 
     # -- lifecycle (control requests) ----------------------------------------------------
 
@@ -169,6 +174,7 @@ class StreamIO:
         if self.state in (PcmState.PREPARE, PcmState.START, PcmState.STOP):
             self.backend.release(self.stream_id)
         self.pending.clear()
+        self.played.clear()
         self._drop_ring()
         self.state = INITIAL_STATE
 
@@ -197,23 +203,31 @@ class StreamIO:
         """Whether a buffer of `size` bytes fits in flight: a driver never has more than
         its buffer (SET_PARAMS buffer_bytes) with the device, and a guest that tries
         must not make the daemon hold more."""
-        held = sum(msg.size for msg in self.pending)
+        if self.direction is Direction.OUTPUT:
+            held = self.played.held_bytes
+        else:
+            held = sum(msg.size for msg in self.pending)
         return held + size <= self.params.buffer_bytes
 
     # -- buffers -------------------------------------------------------------------------
 
-    def enqueue(self, msg: IoMessage) -> None:
-        self.pending.append(msg)
+    def enqueue(self, vring: Vring, chain: DescriptorChain) -> None:
+        """Hold a buffer the device has checked (see SoundDevice._route)."""
         if self.direction is Direction.OUTPUT:
+            self.played.append(chain)
             self._feed()
-        elif self.ring is not None and self.state is PcmState.START:
+            return
+        self.pending.append(IoMessage(vring, chain))
+        if self.ring is not None and self.state is PcmState.START:
             self._deliver_captured()
 
     def flush(self) -> None:
         """Give back every held buffer now (played or not)."""
         latency = self.ring.fill if self.ring is not None else 0
+        if self.direction is Direction.OUTPUT:
+            self.played.flush(self.vring, latency)
         while self.pending:
-            finish(self.pending.popleft(), self.direction, latency)
+            finish(self.pending.popleft(), latency)
 
     def switch_changed(self, enabled: bool) -> None:
         """The direction's switch flipped (the ring's gate already follows it)."""
@@ -227,41 +241,22 @@ class StreamIO:
 
     def _host_moved_data(self) -> None:
         """The backend's audio thread consumed (playback) or produced (capture) data."""
-        if self.ring is None:
+        ring = self.ring
+        if ring is None:
             return
-        self.ring.drain_notifications()
-        if self.state is PcmState.START:
-            self.pull()
+        started = self.state is PcmState.START
         if self.direction is Direction.OUTPUT:
-            self._complete_played()
-            self._feed()
-        else:
-            self._deliver_captured()
+            self.played.step(self.vring, ring, self.route, self.params.buffer_bytes, started)
+            return
+        ring.drain_notifications()
+        if started:
+            self.pull()
+        self._deliver_captured()
 
     def _feed(self) -> None:
         """Copy queued playback samples into the ring while it has room."""
-        ring = self.ring
-        if ring is None or self.direction is not Direction.OUTPUT:
-            return
-        for msg in self.pending:
-            if msg.end_pos is not None:
-                continue
-            if msg.done < msg.size:
-                msg.done += ring.write(memoryview(msg.data)[msg.done :])
-                if msg.done < msg.size:
-                    return  # the ring is full
-            msg.end_pos = ring.write_pos
-
-    def _complete_played(self) -> None:
-        ring = self.ring
-        assert ring is not None
-        read_pos = ring.read_pos
-        pending = self.pending
-        while pending:
-            end = pending[0].end_pos
-            if end is None or end > read_pos:
-                return
-            finish(pending.popleft(), Direction.OUTPUT, ring.fill)
+        if self.ring is not None and self.direction is Direction.OUTPUT:
+            self.played.feed(self.ring)
 
     def _deliver_captured(self) -> None:
         """Move captured host samples into the guest's buffers, one chunk at a time, each
@@ -277,7 +272,7 @@ class StreamIO:
             msg = self.pending[0]
             msg.done += ring.read_into(memoryview(msg.data)[msg.done :])
             if msg.done == msg.size:
-                finish(self.pending.popleft(), Direction.INPUT, ring.fill)
+                finish(self.pending.popleft(), ring.fill)
         if not self.pending and ring.fill > ring.notify_every:
             ring.discard(ring.fill - ring.notify_every)
 
@@ -289,7 +284,7 @@ class StreamIO:
             msg.done += n  # the buffer starts zeroed: silence needs no writing
             count -= n
             if msg.done == msg.size:
-                finish(self.pending.popleft(), Direction.INPUT, 0)
+                finish(self.pending.popleft(), 0)
 
     # -- pacing --------------------------------------------------------------------------
 
@@ -315,14 +310,15 @@ class StreamIO:
 
     def _tick(self) -> None:
         self._clock = None
-        self.pull()
         period = self.params.period_bytes * self._ticks
         if self.direction is Direction.OUTPUT:
             if self.ring is not None:
-                self.ring.discard(period)
-                self._complete_played()
-            self._feed()
+                limit = self.params.buffer_bytes
+                self.played.step(self.vring, self.ring, self.route, limit, True, period)
+            else:
+                self.pull()
         else:
+            self.pull()
             if self.ring is not None:
                 self.ring.clear()
             self._fill_silence(period)

@@ -1,0 +1,209 @@
+"""The playback path in C (`_playback.PlaybackBuffers`) through a real vhost-user socket:
+what a playing stream takes on its own wake-ups, byte for byte, however the guest splits
+its buffers, and what it hands back to the device's checks."""
+
+from __future__ import annotations
+
+import statistics
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vhost_device_sound._pcmring import PcmRing
+from vhost_device_sound._playback import STATUS_SIZE, XFER_SIZE, PlaybackBuffers
+from vhost_device_sound.backends.base import AudioBackend, StreamSetup
+from vhost_device_sound.backends.null import NullBackend
+from vhost_device_sound.device import SoundDevice
+from vhost_device_sound.protocol import Direction, PcmStatus, PcmXfer, Status
+from vhost_device_sound.switches import Switches
+from vhost_device_sound.testing import Completed, SoundDriver
+from vhost_user_core.frontend import Frontend
+from vhost_user_core.testing.harness import running_daemon
+
+PERIOD = 1920  # 10 ms of 48 kHz stereo S16
+
+
+class HostSpeaker(AudioBackend):
+    """A backend double with a host clock: a thread that consumes one period from the
+    output ring every 10 ms through the gated consumer, as PipeWire's realtime callback
+    does, and keeps what it got."""
+
+    name = "host-speaker"
+    drives_clock = True
+
+    def __init__(self) -> None:
+        self.ring: PcmRing | None = None
+        self.heard = bytearray()
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def prepare(self, setup: StreamSetup) -> None:
+        if setup.direction is Direction.OUTPUT:
+            self.ring = setup.ring
+
+    def start(self, stream_id: int) -> None:
+        if stream_id == 0 and self.thread is None:
+            self.thread = threading.Thread(target=self._play, daemon=True)
+            self.thread.start()
+
+    def _play(self) -> None:
+        chunk = bytearray(PERIOD)
+        while not self.stop_event.wait(0.01):
+            if self.ring is not None:
+                got = self.ring.consume_into(chunk)
+                self.heard += chunk[:got]
+
+    def stop(self, stream_id: int) -> None:
+        pass
+
+    def release(self, stream_id: int) -> None:
+        pass
+
+    def set_active(self, direction: Direction, active: bool) -> None:
+        pass
+
+    def set_volume(self, direction: Direction, gain: float, muted: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        self.stop_event.set()
+
+
+@pytest.fixture
+def speaker() -> HostSpeaker:
+    return HostSpeaker()
+
+
+@pytest.fixture
+def driver(tmp_path: Path, speaker: HostSpeaker) -> Iterator[SoundDriver]:
+    switches = Switches(frozenset(Direction))
+    with (
+        running_daemon(lambda: SoundDevice(speaker, switches), tmp_path / "snd.sock"),
+        Frontend.connect(tmp_path / "snd.sock") as frontend,
+    ):
+        yield SoundDriver(frontend)
+
+
+def post_split(driver: SoundDriver, data: bytes, cuts: list[int], status_cut: int) -> int:
+    """Post a tx buffer whose header and samples are split into several descriptors at
+    the byte offsets `cuts` (of header + data), and whose status spans two descriptors
+    (at `status_cut`); returns its head."""
+    ram = driver.ram
+    payload = PcmXfer(0).encode() + data
+    bounds = [0, *cuts, len(payload)]
+    buffers = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        gpa = ram.alloc(end - start)
+        ram.memory.write(gpa, payload[start:end])
+        buffers.append((gpa, end - start, False))
+    status = ram.alloc(STATUS_SIZE)
+    buffers += [(status, status_cut, True), (status + status_cut, STATUS_SIZE - status_cut, True)]
+    head = driver.tx.driver.add(buffers)
+    STATUS_AT[head] = status
+    driver.tx.publish()
+    return head
+
+
+#: Where each split buffer's status is (by head; a head is reused once it is back).
+STATUS_AT: dict[int, int] = {}
+
+
+def reap_raw(driver: SoundDriver, count: int, timeout: float = 5.0) -> list[tuple[int, int]]:
+    """(head, used length) of the next `count` tx buffers to come back."""
+    got: list[tuple[int, int]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        used = driver.tx.driver.get_used()
+        if not used:
+            driver.tx.driver.arm_interrupt()
+            used = driver.tx.driver.get_used()
+        got += used
+        if len(got) < count and not used:
+            assert time.monotonic() < deadline, f"{len(got)} of {count} came back"
+            driver.tx.wait_call(max(deadline - time.monotonic(), 0.01))
+    return got
+
+
+def test_sizes_match_the_protocol() -> None:
+    assert XFER_SIZE == PcmXfer.FORMAT.size
+    assert STATUS_SIZE == PcmStatus.FORMAT.size
+
+
+def test_a_new_queue_holds_nothing() -> None:
+    held = PlaybackBuffers(3)
+    assert (len(held), held.held_bytes, held.stream_id) == (0, 0, 3)
+    held.clear()
+
+
+def test_playing_stream_takes_split_buffers_byte_for_byte(
+    driver: SoundDriver, speaker: HostSpeaker
+) -> None:
+    """Header split 1+3, samples in odd pieces, status across two descriptors; three in
+    flight, each next one posted when one comes back, so most are taken by the playing
+    stream's own wake-ups (kicks are off). The host hears exactly what was posted, in
+    order, and every buffer comes back with an OK status and a bounded latency."""
+    count, in_flight = 12, 3
+    driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 4)
+    periods = [bytes([i + 1]) * PERIOD for i in range(count)]
+    cuts = [1, XFER_SIZE + 5, XFER_SIZE + 700]
+    for i in range(in_flight):
+        post_split(driver, periods[i], cuts, 1 + i % 7)
+    posted, done = in_flight, 0
+    while done < count:
+        back = reap_raw(driver, 1)
+        for head, length in back:  # all read before a new post may reuse their heads
+            status, latency = struct.unpack("<II", driver.ram.memory.read(STATUS_AT[head], 8))
+            assert (status, length) == (Status.OK, STATUS_SIZE)
+            assert latency <= PERIOD * 4
+        done += len(back)
+        for _ in back:
+            if posted < count:
+                post_split(driver, periods[posted], cuts, 1 + posted % 7)
+                posted += 1
+    deadline = time.monotonic() + 1
+    while len(speaker.heard) < PERIOD * count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert bytes(speaker.heard) == b"".join(periods)
+
+
+def test_playing_stream_refuses_what_is_not_its_own(driver: SoundDriver) -> None:
+    """Buffers a playing stream pops that are another stream's, or over its buffer, or
+    malformed, get the device's usual BAD_MSG; the good ones around them play."""
+    driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 3)
+    driver.post_playback(bytes(PERIOD))
+    driver.reap(driver.tx, 1)  # the stream now takes buffers on its own wake-ups
+    heads = [
+        driver.post_playback(bytes(PERIOD), publish=False),
+        driver.post_playback(bytes(PERIOD), stream=1, publish=False),
+        driver.post_playback(bytes(PERIOD), publish=False),
+        driver.post_playback(bytes(PERIOD * 3), publish=False),  # over the buffer
+        driver.post_playback(bytes(PERIOD), publish=False),
+    ]
+    driver.tx.publish()
+    done: dict[int, Completed] = {c.head: c for c in driver.reap(driver.tx, 5)}
+    assert [done[h].status for h in heads] == [
+        Status.OK,
+        Status.BAD_MSG,
+        Status.OK,
+        Status.BAD_MSG,
+        Status.OK,
+    ]
+
+
+def test_latency_counts_the_buffers_just_taken(tmp_path: Path) -> None:
+    """A completion's latency is the audio queued in the device, including buffers
+    taken at the same wake-up: with the null backend, four 10 ms periods in flight and
+    two played per 20 ms tick, two periods are always queued when one completes."""
+    switches = Switches(frozenset(Direction))
+    with (
+        running_daemon(lambda: SoundDevice(NullBackend(), switches), tmp_path / "snd.sock"),
+        Frontend.connect(tmp_path / "snd.sock") as frontend,
+    ):
+        driver = SoundDriver(frontend)
+        driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 4)
+        done = driver.play([bytes(PERIOD)] * 24, 4)
+    assert statistics.median(c.latency for c in done[4:]) == 2 * PERIOD
