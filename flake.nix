@@ -14,6 +14,7 @@
       devices = [
         "packages/vhost-device-rng"
         "packages/vhost-device-sound"
+        "packages/vhost-device-vsock"
       ];
 
       # What a device needs beyond its pyproject dependencies: C libraries its Cython

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -158,17 +158,14 @@ class BulkGuest:
         got = advertised = 0
         while got < total:
             if not d.poll(payloads=False):
-                self.wait()
-                continue
+                self.wait()  # which may poll too: what it found is in d.received
             while d.received:
                 hdr = d.received.popleft().header
                 if hdr.op == Op.RW:
                     got += hdr.len
             if GUEST_BUF_ALLOC - (got - advertised) < BLOCK:
                 d.send(
-                    d.header(
-                        port, peer, Op.CREDIT_UPDATE, buf_alloc=GUEST_BUF_ALLOC, fwd_cnt=got
-                    )
+                    d.header(port, peer, Op.CREDIT_UPDATE, buf_alloc=GUEST_BUF_ALLOC, fwd_cnt=got)
                 )
                 advertised = got
 
@@ -218,9 +215,9 @@ def daemon(tmp: Path, tx_buffer: int) -> Iterator[tuple[subprocess.Popen[bytes],
         proc.wait(10)
 
 
-def measure(pid: int, label: str, nbytes: int, run: object) -> None:
+def measure(pid: int, label: str, nbytes: int, run: Callable[[], None]) -> None:
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
-    run()  # type: ignore[operator]
+    run()
     elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
     print(
         f"  {label:<16} {nbytes / elapsed / 1e9:6.2f} GB/s   daemon CPU "
@@ -246,51 +243,52 @@ def main() -> None:
     total = int(args.gib * (1 << 30))
     print(f"vhost-device-vsock, frontend guest, queue {QUEUE_SIZE}, {BLOCK // 1024} KiB writes")
     for tx_buffer in (64 * 1024, 1 << 20):
-        with tempfile.TemporaryDirectory() as tmp, daemon(Path(tmp), tx_buffer) as (
-            proc,
-            sock,
-            uds,
-        ):
-            print(f" --tx-buffer-size {tx_buffer // 1024} KiB:")
-            with Frontend.connect(sock) as frontend:
-                driver = VsockDriver(
-                    frontend,
-                    CID,
-                    queue_size=QUEUE_SIZE,
-                    rx_buffer=HEADER_SIZE + BLOCK,
-                    rx_count=64,
-                    memory_size=64 << 20,
-                )
-                guest = BulkGuest(driver)
-                sink = spawn_host("sink", f"{uds}_1234")
+        with tempfile.TemporaryDirectory() as tmp:
+            run_one(Path(tmp), tx_buffer, total, args.connections)
 
-                def to_host() -> None:
-                    guest.send_bulk(1234, total)
-                    assert sink.stdout is not None
-                    assert int(sink.stdout.readline()) == total
 
-                measure(proc.pid, "guest -> host", total, to_host)
-                sink.wait()
+def run_one(tmp: Path, tx_buffer: int, total: int, connections: int) -> None:
+    """Every measurement against one daemon with `--tx-buffer-size tx_buffer`."""
+    with daemon(tmp, tx_buffer) as (proc, sock, uds), Frontend.connect(sock) as frontend:
+        print(f" --tx-buffer-size {tx_buffer // 1024} KiB:")
+        driver = VsockDriver(
+            frontend,
+            CID,
+            queue_size=QUEUE_SIZE,
+            rx_buffer=HEADER_SIZE + BLOCK,
+            rx_count=64,
+            memory_size=64 << 20,
+        )
+        guest = BulkGuest(driver)
+        sink = spawn_host("sink", f"{uds}_1234")
 
-                source = spawn_host("source", str(uds), "5000", str(total))
-                measure(proc.pid, "host -> guest", total, lambda: guest.receive_bulk(5000, total))
-                source.wait()
+        def to_host() -> None:
+            guest.send_bulk(1234, total)
+            assert sink.stdout is not None
+            assert int(sink.stdout.readline()) == total
 
-                acceptor = spawn_host("acceptor", f"{uds}_1235")
-                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-                guest.connections(1235, args.connections)
-                elapsed = time.perf_counter() - t0
-                cpu = cpu_seconds(proc.pid) - cpu0
-                acceptor.kill()
-                acceptor.wait()
-                print(
-                    f"  connections      {args.connections / elapsed:8.0f} /s    daemon CPU "
-                    f"{cpu / args.connections * 1e6:5.0f} us each"
-                )
-                cpu0 = cpu_seconds(proc.pid)
-                time.sleep(2)
-                print(f"  idle             {cpu_seconds(proc.pid) - cpu0:.3f} s CPU in 2 s")
-                print(f"  peak RSS         {peak_rss_kib(proc.pid) / 1024:.1f} MiB")
+        measure(proc.pid, "guest -> host", total, to_host)
+        sink.wait()
+
+        source = spawn_host("source", str(uds), "5000", str(total))
+        measure(proc.pid, "host -> guest", total, lambda: guest.receive_bulk(5000, total))
+        source.wait()
+
+        acceptor = spawn_host("acceptor", f"{uds}_1235")
+        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        guest.connections(1235, connections)
+        elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(proc.pid) - cpu0
+        acceptor.kill()
+        acceptor.wait()
+        print(
+            f"  connections      {connections / elapsed:8.0f} /s    daemon CPU "
+            f"{cpu / connections * 1e6:5.0f} us each"
+        )
+        cpu0 = cpu_seconds(proc.pid)
+        time.sleep(2)
+        print(f"  idle             {cpu_seconds(proc.pid) - cpu0:.3f} s CPU in 2 s")
+        print(f"  peak RSS         {peak_rss_kib(proc.pid) / 1024:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -146,8 +146,10 @@ def check_single_vm(result: GuestResult, host: dict[str, object], to_guest: byte
     assert (seq.int("ok"), seq.int("of")) == (50, 50), text
     assert parse_result(text, "CONNECT")["result"] == "ECONNRESET"
     mib_s = BULK / MIB / (sent.int("ms") / 1000)
-    print(f"guest -> host {mib_s:.0f} MiB/s, host -> guest "
-          f"{BULK / MIB / (received.int('ms') / 1000):.0f} MiB/s (TCG guest)")
+    print(
+        f"guest -> host {mib_s:.0f} MiB/s, host -> guest "
+        f"{BULK / MIB / (received.int('ms') / 1000):.0f} MiB/s (TCG guest)"
+    )
 
 
 SENDER_SCRIPT = f"""
@@ -188,9 +190,7 @@ def test_siblings_in_a_group_talk_and_other_groups_are_refused(
         listeners = [
             serve_in_thread(lambda: boot(vm4, LISTENER_SCRIPT)),
             serve_in_thread(
-                lambda: boot(
-                    vm5, LISTENER_SCRIPT, on_console={"LISTENING": five_listening.set}
-                )
+                lambda: boot(vm5, LISTENER_SCRIPT, on_console={"LISTENING": five_listening.set})
             ),
         ]
         boot(vm3, SENDER_SCRIPT)

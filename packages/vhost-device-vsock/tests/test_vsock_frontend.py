@@ -4,19 +4,23 @@ reset, SEQPACKET and hostile packets."""
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vsock_daemon import Vm, VsockDaemon, running_daemon
+from vsock_daemon import DAEMON, Vm, VsockDaemon, running_daemon
 
 from vhost_device_vsock.packet import HEADER_SIZE, Header, Op, SeqFlag, Shutdown, SocketType
 from vhost_device_vsock.testing import Packet, VsockDriver
 from vhost_user_core.frontend import Frontend
+from vhost_user_core.testing.harness import wait_for_socket
 
 CID = 3
 GUEST_PORT = 40000
@@ -39,7 +43,9 @@ def guest(vm: Vm) -> Iterator[VsockDriver]:
         yield VsockDriver(frontend, CID)
 
 
-def connect_to_host(guest: VsockDriver, port: int, guest_port: int = GUEST_PORT, **kw: int) -> Packet:
+def connect_to_host(
+    guest: VsockDriver, port: int, guest_port: int = GUEST_PORT, **kw: int
+) -> Packet:
     """Send a REQUEST; the device's answer (packets for other connections skipped)."""
     guest.send(guest.header(guest_port, port, Op.REQUEST, **kw))
     while True:
@@ -48,7 +54,9 @@ def connect_to_host(guest: VsockDriver, port: int, guest_port: int = GUEST_PORT,
             return packet
 
 
-def open_stream(guest: VsockDriver, vm: Vm, port: int = 1234) -> tuple[socket.socket, socket.socket]:
+def open_stream(
+    guest: VsockDriver, vm: Vm, port: int = 1234
+) -> tuple[socket.socket, socket.socket]:
     """A guest->host connection: (the host listener, the host's accepted socket)."""
     listener = vm.listen(port)
     reply = connect_to_host(guest, port)
@@ -231,9 +239,7 @@ def test_guest_ignoring_credit_is_reset(guest: VsockDriver, vm: Vm) -> None:
     assert reset is not None, "the device kept buffering beyond the credit"
 
 
-def test_guest_half_close_reaches_host_which_can_still_answer(
-    guest: VsockDriver, vm: Vm
-) -> None:
+def test_guest_half_close_reaches_host_which_can_still_answer(guest: VsockDriver, vm: Vm) -> None:
     _, host = open_stream(guest, vm)
     guest.send(guest.header(GUEST_PORT, 1234, Op.RW, length=4), b"ping")
     guest.send(guest.header(GUEST_PORT, 1234, Op.SHUTDOWN, flags=Shutdown.SEND))
@@ -247,9 +253,7 @@ def test_guest_half_close_reaches_host_which_can_still_answer(
     guest.expect(Op.RST)
 
 
-def test_host_half_close_reaches_guest_which_can_still_send(
-    guest: VsockDriver, vm: Vm
-) -> None:
+def test_host_half_close_reaches_guest_which_can_still_send(guest: VsockDriver, vm: Vm) -> None:
     _, host = open_stream(guest, vm)
     host.sendall(b"last words")
     host.shutdown(socket.SHUT_WR)
@@ -317,7 +321,9 @@ def test_seqpacket_keeps_message_boundaries(guest: VsockDriver, vm: Vm) -> None:
     host.settimeout(5)
     seq = dict(sock_type=SocketType.SEQPACKET)
     for part, flags in ((b"one-", 0), (b"message", SeqFlag.EOM), (b"two", SeqFlag.EOM)):
-        guest.send(guest.header(GUEST_PORT, 4321, Op.RW, length=len(part), flags=flags, **seq), part)
+        guest.send(
+            guest.header(GUEST_PORT, 4321, Op.RW, length=len(part), flags=flags, **seq), part
+        )
     assert host.recv(100) == b"one-message"
     assert host.recv(100) == b"two"
     big = os.urandom(10000)
@@ -415,3 +421,30 @@ def test_header_round_trip() -> None:
     hdr = Header(3, 2, 1, 4, 5, 1, 5, 0, 65536, 7)
     assert Header.decode(hdr.encode()) == hdr
     assert len(hdr.encode()) == HEADER_SIZE
+
+
+def test_forward_mode_resets_a_connection_the_host_cannot_make(tmp_path: Path) -> None:
+    """--forward-cid relays over the host's AF_VSOCK. This machine has AF_VSOCK but no
+    transport to connect through, so the connect fails (after its 2 s timeout) and the
+    guest must get an RST, not wait forever; the --forward-listen port is bound."""
+    sock = tmp_path / "fwd.sock"
+    proc = subprocess.Popen(
+        [*DAEMON, "--guest-cid", "3", "--socket", str(sock), "--forward-cid", "1"]
+        + ["--forward-listen", "7070"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_socket(sock)
+        probe = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        with pytest.raises(OSError) as taken:
+            probe.bind((socket.VMADDR_CID_ANY, 7070))
+        assert taken.value.errno == errno.EADDRINUSE
+        probe.close()
+        with Frontend.connect(sock) as frontend:
+            guest = VsockDriver(frontend, CID)
+            guest.send(guest.header(GUEST_PORT, 5555, Op.REQUEST))
+            reset = guest.recv(timeout=10)
+            assert reset.op == Op.RST and reset.header.dst_port == GUEST_PORT
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0

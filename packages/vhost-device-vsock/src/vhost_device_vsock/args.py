@@ -61,10 +61,10 @@ round, a host program connects to `<uds-path>`, writes `CONNECT <port>\\n`, read
 the stream both ways.
 
 Siblings: the VMs of one process (several --vm, or a --config file) that share at least
-one group can reach each other by guest CID; packets between VMs without a common group
-are dropped. A VM with --forward-cid instead relays over the host's AF_VSOCK: guest
-connections go to that CID at the same port, and --forward-listen ports are listened on
-for connections into the guest."""
+one group can reach each other by guest CID; a connection to a VM without a
+common group is refused (the guest gets a reset). A VM with --forward-cid instead
+relays over the host's AF_VSOCK: guest connections go to that CID at the same port,
+and --forward-listen ports are listened on for connections into the guest."""
 
 #: The single-VM flags, by their argparse dest.
 SINGLE_VM_FLAGS = (

@@ -20,6 +20,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from vhost_user_core import VhostUserBackend
@@ -101,7 +102,7 @@ class VsockBackend(VhostUserBackend):
         self.rx, self.tx = vrings[RX], vrings[TX]
         self.vm.attach(self)
         for listener in self.vm.host.listeners:
-            self.worker.add_reader(listener.sock.fileno(), lambda lst=listener: self._accept(lst))
+            self.worker.add_reader(listener.sock.fileno(), partial(self._accept, listener))
 
     def handle_queue(self, vring: Vring) -> None:
         if vring.index == TX:
@@ -306,7 +307,7 @@ class VsockBackend(VhostUserBackend):
                 fd = sock.fileno()
                 self.handshakes[fd] = (sock, bytearray())
                 assert self.worker is not None
-                self.worker.add_reader(fd, lambda: self._handshake(fd))
+                self.worker.add_reader(fd, partial(self._handshake, fd))
 
     def _handshake(self, fd: int) -> None:
         sock, buffer = self.handshakes[fd]

@@ -57,6 +57,7 @@ class VsockDriver:
         )
         self.rx, self.tx, self.event = self.queues
         ram = frontend.ram
+        assert ram is not None
         self.memory = ram.memory
         self.rx_buffer = rx_buffer
         self._rx_gpa: dict[int, int] = {}
