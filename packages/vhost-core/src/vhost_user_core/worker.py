@@ -124,7 +124,9 @@ class Worker:
         """Make the loop look at its queues again. From its own thread there is no need
         (it does before it next sleeps), and skipping it saves a wake-up per timer: a
         sound stream arms one every period."""
-        if threading.get_ident() != self._thread.ident:
+        # Once stopping, the wake fd is being closed and its number may be reused:
+        # a late call from another thread (a sibling VM's) must not write to it.
+        if threading.get_ident() != self._thread.ident and not self._stopping:
             os.eventfd_write(self._wake, 1)
 
     def _timeout(self) -> float:
