@@ -8,23 +8,21 @@ through raw kernel ioctls. Pass ``extra_files={"snd-test": snd_test_binary()}`` 
 console text gives one `SndReport` per invocation.
 
 The binary is compiled on the host with the system gcc (static, so it needs nothing
-from the guest) and cached under ~/.cache/vhost-device-py/snd-test/, keyed by a hash of
-the preprocessed source (so header changes count too), the compiler and the flags.
+from the guest) by the core's `vhost_user_core.testing.guest_program`, which caches it
+keyed by a hash of the preprocessed source (so header changes count too), the compiler
+and the flags.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import os
 import re
 import shlex
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from vhost_user_core.testing import guest_program
 
 log = logging.getLogger(__name__)
 
@@ -35,87 +33,32 @@ GUEST_PATH = "/" + GUEST_NAME
 CFLAGS = ("-static", "-O2", "-Wall", "-Wextra")
 LIBS = ("-lm",)
 #: Debian packages the build needs: <sound/asound.h> comes from linux-libc-dev.
-DEBIAN_PACKAGES = ("gcc", "libc6-dev", "linux-libc-dev")
+DEBIAN_PACKAGES = guest_program.DEBIAN_PACKAGES
 
 _KEY = re.compile(r"[a-z_][a-z0-9_]*\Z")
 
 
-class SndTestBuildError(RuntimeError):
-    """snd_test.c could not be compiled (no gcc, missing headers, or a compile error)."""
-
-
 def cache_dir() -> Path:
-    """Same root as the guest image cache (`vhost_user_core.testing.guest_image`)."""
-    return Path.home() / ".cache" / "vhost-device-py" / "snd-test"
-
-
-def _compiler() -> str:
-    cc = shutil.which("gcc")
-    if not cc:
-        raise SndTestBuildError(
-            "gcc is needed to build the guest's snd-test program: install "
-            + " ".join(DEBIAN_PACKAGES)
-            + " (python3 xtask test does)"
-        )
-    return cc
-
-
-def _run(cmd: list[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(cmd, capture_output=True, check=False)
+    """Where the core's builder caches guest programs."""
+    return guest_program.default_cache_dir()
 
 
 def cache_key(cc: str | None = None, source: Path = SOURCE) -> str:
-    """Hash of what determines the binary: the source with every header it includes
-    expanded (``gcc -E -P``), the compiler's version and target, and the flags."""
-    cc = cc or _compiler()
-    pre = _run([cc, "-E", "-P", str(source)])
-    if pre.returncode != 0:
-        raise SndTestBuildError(
-            f"cannot preprocess {source} (is linux-libc-dev installed?):\n"
-            + pre.stderr.decode(errors="replace")
-        )
-    version = _run([cc, "--version"]).stdout + _run([cc, "-dumpmachine"]).stdout
-    digest = hashlib.sha256()
-    for part in (pre.stdout, version, " ".join(CFLAGS + LIBS).encode()):
-        digest.update(len(part).to_bytes(8, "little"))
-        digest.update(part)
-    return digest.hexdigest()[:24]
+    """Hash of what determines the binary (the core's: preprocessed source, compiler
+    and flags)."""
+    return guest_program.cache_key(source, cflags=CFLAGS, libs=LIBS, cc=cc)
 
 
 def compile_snd_test(output: Path, *, cc: str | None = None, werror: bool = False) -> str:
     """Compile snd_test.c to `output`; returns the compiler's diagnostics (warnings)."""
-    cc = cc or _compiler()
-    cmd = [cc, *CFLAGS, *(["-Werror"] if werror else []), "-o", str(output), str(SOURCE), *LIBS]
-    done = _run(cmd)
-    diagnostics = done.stderr.decode(errors="replace")
-    if done.returncode != 0:
-        raise SndTestBuildError(f"{' '.join(cmd)} failed:\n{diagnostics}")
-    return diagnostics
+    flags = CFLAGS + (("-Werror",) if werror else ())
+    return guest_program.compile_program(SOURCE, output, cflags=flags, libs=LIBS, cc=cc)
 
 
 @functools.cache
 def snd_test_binary() -> bytes:
     """The static guest program, built on first use and then taken from the cache."""
-    cc = _compiler()
-    directory = cache_dir()
-    cached = directory / f"snd-test-{cache_key(cc)}"
-    if cached.is_file():
-        return cached.read_bytes()
-    directory.mkdir(parents=True, exist_ok=True)
-    # Build beside the final name and rename: concurrent test runs never see half a file.
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".snd-test-")
-    os.close(fd)
-    try:
-        warnings = compile_snd_test(Path(tmp), cc=cc)
-        if warnings:
-            log.warning("snd_test.c compiled with warnings:\n%s", warnings)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, cached)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    log.info("built %s", cached)
-    return cached.read_bytes()
+    return guest_program.build_static(SOURCE, GUEST_NAME, cflags=CFLAGS, libs=LIBS)
 
 
 def guest_files() -> dict[str, bytes]:
