@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import signal
 import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from vsock_daemon import DAEMON, Vm, VsockDaemon, running_daemon
 
+from vhost_device_vsock.device import MAX_CONNECTIONS
 from vhost_device_vsock.packet import HEADER_SIZE, Header, Op, SeqFlag, Shutdown, SocketType
 from vhost_device_vsock.testing import Packet, VsockDriver
 from vhost_user_core.frontend import Frontend
 from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.procstat import cpu_seconds
 
 CID = 3
 GUEST_PORT = 40000
@@ -448,3 +452,75 @@ def test_forward_mode_resets_a_connection_the_host_cannot_make(tmp_path: Path) -
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+def test_connection_flood_is_bounded(guest: VsockDriver, vm: Vm) -> None:
+    """A guest opening connections without end gets RSTs beyond the per-VM limit,
+    and the device keeps serving once it closes some."""
+    listener = vm.listen(1234)
+    accepted: list[socket.socket] = []
+
+    def accept_all() -> None:
+        try:
+            while True:
+                accepted.append(listener.accept()[0])
+        except OSError:
+            pass  # the listener closed at the end of the test
+
+    threading.Thread(target=accept_all, daemon=True).start()
+    extra = 20
+    total = MAX_CONNECTIONS + extra
+    answers: dict[int, int] = {}
+    for start in range(0, total, 64):
+        ports = range(start, min(start + 64, total))
+        for i in ports:
+            guest.send(guest.header(10000 + i, 1234, Op.REQUEST), publish=False)
+        guest.tx.publish()
+        while len(answers) < ports[-1] + 1:
+            packet = guest.recv()
+            answers[packet.header.dst_port - 10000] = packet.op
+    ops = list(answers.values())
+    assert ops.count(Op.RESPONSE) == MAX_CONNECTIONS
+    assert ops.count(Op.RST) == extra
+    for i in range(64):  # close a few; new connections work again
+        guest.send(guest.header(10000 + i, 1234, Op.RST), publish=False)
+    guest.tx.publish()
+    assert_still_serving(guest, vm)
+    listener.close()
+
+
+def test_out_of_fds_does_not_spin_or_crash(tmp_path: Path) -> None:
+    """With its open-file limit at 40, the daemon runs out of fds under a flood of
+    host connections: it must neither spin on the listener nor die, and must serve
+    again once the flood is gone."""
+    vm = Vm(3, tmp_path / "fd.sock", tmp_path / "fd.vsock")
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+    proc = subprocess.Popen(
+        [*DAEMON, "--socket", str(vm.socket), "--uds-path", str(vm.uds)],
+        preexec_fn=low_limit,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_socket(vm.socket)
+        with Frontend.connect(vm.socket) as frontend:
+            guest = VsockDriver(frontend, CID)
+            flood = []
+            for _ in range(60):
+                sock = socket.socket(socket.AF_UNIX)
+                sock.connect(str(vm.uds))  # queued in the backlog if not accepted
+                flood.append(sock)
+            time.sleep(0.5)
+            before = cpu_seconds(proc.pid)
+            time.sleep(1.0)
+            assert cpu_seconds(proc.pid) - before < 0.2, "the daemon spins"
+            for sock in flood:
+                sock.close()
+            time.sleep(1.5)  # past the accept retry
+            assert_still_serving(guest, vm)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert proc.stderr is not None and b"retrying in 1 s" in proc.stderr.read()

@@ -58,6 +58,8 @@ MAX_HANDSHAKES = 64
 MAX_CONTROL = 4 * MAX_CONNECTIONS
 #: A host program's CONNECT waits this long for the guest to answer.
 CONNECT_TIMEOUT = 10.0
+#: After a failed accept (out of fds), the listener is left alone this long.
+ACCEPT_RETRY = 1.0
 #: rx buffers popped at a time (the rest stay on the ring).
 RX_BATCH = 64
 #: Host ports of host-initiated connections (Firecracker's range).
@@ -295,7 +297,10 @@ class VsockBackend(VhostUserBackend):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("accepting a host connection: %s", exc)
+                # Out of fds, say: the listener stays readable, so stop watching it
+                # for a while rather than spin on it.
+                log.warning("accepting a host connection: %s; retrying in 1 s", exc)
+                self._pause_listener(listener)
                 return
             sock.setblocking(False)
             if listener.guest_port is not None:
@@ -308,6 +313,18 @@ class VsockBackend(VhostUserBackend):
                 self.handshakes[fd] = (sock, bytearray())
                 assert self.worker is not None
                 self.worker.add_reader(fd, partial(self._handshake, fd))
+
+    def _pause_listener(self, listener: HostListener) -> None:
+        worker = self.worker
+        assert worker is not None
+        fd = listener.sock.fileno()
+        worker.remove_reader(fd)
+
+        def resume() -> None:
+            if not self._closed:
+                worker.add_reader(fd, partial(self._accept, listener))
+
+        worker.call_later(ACCEPT_RETRY, resume)
 
     def _handshake(self, fd: int) -> None:
         sock, buffer = self.handshakes[fd]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 from contextlib import ExitStack
 
@@ -13,9 +14,22 @@ from .args import build_parser, vm_configs
 from .vm import SiblingMap, VirtualMachine
 
 
+def raise_fd_limit() -> None:
+    """Each vsock connection holds a host socket, and a VM may have 1024 of them: use
+    the hard limit on open files, not the soft one (often 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass  # keep the soft limit: connections beyond it are refused, not fatal
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
+    raise_fd_limit()
     configs = vm_configs(args)
     siblings = SiblingMap()
     with ExitStack() as cleanup:
