@@ -381,6 +381,7 @@ def test_len_beyond_the_buffer_is_reset(guest: VsockDriver, vm: Vm) -> None:
     _, host = open_stream(guest, vm)
     guest.send(guest.header(GUEST_PORT, 1234, Op.RW, length=100), b"short")
     guest.expect(Op.RST)
+    assert host.recv(10) == b"", "the connection was reset on the host side too"
     assert_still_serving(guest, vm)
 
 

@@ -168,7 +168,11 @@ class VsockBackend(VhostUserBackend):
             return
         if hdr.len > total - HEADER_SIZE:
             self._complain("%s: len exceeds the %d-byte buffer", hdr.describe(), total)
-            self._reset_reply(hdr)
+            conn = self.conns.get((hdr.dst_port, hdr.src_port))
+            if conn is not None and hdr.dst_cid == VMADDR_CID_HOST:
+                self._reset(conn)  # the guest takes the RST as the end of it
+            else:
+                self._reset_reply(hdr)
             return
         if hdr.dst_cid != VMADDR_CID_HOST:
             self._to_sibling(hdr, chain)
