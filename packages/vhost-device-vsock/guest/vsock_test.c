@@ -351,6 +351,29 @@ static int vsock_accept(int listener, struct sockaddr_vm *peer)
 	return fd;
 }
 
+/* Listen on port, accept one connection and close the listener: the connected fd,
+ * with I/O timeouts set, or -1 after printing kind's error line. */
+static int accept_one(const char *kind, int type, uint32_t port, struct sockaddr_vm *peer)
+{
+	const char *step;
+	int listener, fd;
+
+	listener = vsock_listen(type, port, &step);
+	if (listener < 0) {
+		result(kind, "error=%s", errtext(step, errno, NULL));
+		return -1;
+	}
+	fd = vsock_accept(listener, peer);
+	if (fd < 0) {
+		result(kind, "error=%s", errtext("accept", errno, NULL));
+		close(listener);
+		return -1;
+	}
+	close(listener);
+	set_io_timeouts(fd);
+	return fd;
+}
+
 /* Write all of buf; 0, or -1 with errno set. */
 static int write_all(int fd, const void *buf, size_t len)
 {
@@ -442,20 +465,11 @@ static int cmd_recv(uint32_t port)
 	uint64_t got = 0, start;
 	uint32_t crc = 0;
 	const char *step;
-	int listener, fd;
+	int fd;
 
-	listener = vsock_listen(SOCK_STREAM, port, &step);
-	if (listener < 0) {
-		result("RECV", "error=%s", errtext(step, errno, NULL));
+	fd = accept_one("RECV", SOCK_STREAM, port, &peer);
+	if (fd < 0)
 		return 1;
-	}
-	fd = vsock_accept(listener, &peer);
-	if (fd < 0) {
-		result("RECV", "error=%s", errtext("accept", errno, NULL));
-		return 1;
-	}
-	close(listener);
-	set_io_timeouts(fd);
 	start = now_ms();
 	for (;;) {
 		/* 0 is the peer's EOF (its SHUT_WR or close), nothing else. */
@@ -675,21 +689,12 @@ static int cmd_seqrecv(uint32_t port, uint32_t count)
 	struct sockaddr_vm peer;
 	uint64_t total = 0;
 	uint32_t ok = 0, crc = 0;
-	const char *step, *error = NULL;
-	int listener, fd, truncated;
+	const char *error = NULL;
+	int fd, truncated;
 
-	listener = vsock_listen(SOCK_SEQPACKET, port, &step);
-	if (listener < 0) {
-		result("SEQRECV", "error=%s", errtext(step, errno, NULL));
+	fd = accept_one("SEQRECV", SOCK_SEQPACKET, port, &peer);
+	if (fd < 0)
 		return 1;
-	}
-	fd = vsock_accept(listener, &peer);
-	if (fd < 0) {
-		result("SEQRECV", "error=%s", errtext("accept", errno, NULL));
-		return 1;
-	}
-	close(listener);
-	set_io_timeouts(fd);
 	while (ok < count) {
 		ssize_t n = recv_message(fd, buf, &truncated);
 
