@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.harness import daemon_process
 from vhost_user_core.testing.qemu import vhost_user_device
 
 DAEMON = [sys.executable, "-m", "vhost_device_sound.main"]
@@ -50,18 +48,11 @@ def running_daemon(
     if daemon.control is not None:
         argv += ["--control-socket", str(daemon.control)]
     log = tmp_path / "daemon.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(argv, env=env, stderr=stderr)
+    sockets = [daemon.socket] + ([daemon.control] if daemon.control is not None else [])
     try:
-        wait_for_socket(daemon.socket)
-        if daemon.control is not None:
-            wait_for_socket(daemon.control)
-        yield daemon
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0, log.read_text(errors="replace")
+        with daemon_process(argv, log=log, sockets=sockets, env=env):
+            yield daemon
     finally:
-        proc.kill()
-        proc.wait()
         daemon.stderr = log.read_text(errors="replace")
     assert not daemon.socket.exists()
     assert daemon.control is None or not daemon.control.exists()

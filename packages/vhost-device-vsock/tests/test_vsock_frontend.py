@@ -7,10 +7,8 @@ from __future__ import annotations
 import errno
 import os
 import resource
-import signal
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from vhost_device_vsock.device import MAX_CONNECTIONS
 from vhost_device_vsock.packet import HEADER_SIZE, Header, Op, SeqFlag, Shutdown, SocketType
 from vhost_device_vsock.testing import Packet, VsockDriver
 from vhost_user_core.frontend import Frontend
-from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.harness import daemon_process
 from vhost_user_core.testing.procstat import cpu_seconds
 
 CID = 3
@@ -433,13 +431,10 @@ def test_forward_mode_resets_a_connection_the_host_cannot_make(tmp_path: Path) -
     transport to connect through, so the connect fails (after its 2 s timeout) and the
     guest must get an RST, not wait forever; the --forward-listen port is bound."""
     sock = tmp_path / "fwd.sock"
-    proc = subprocess.Popen(
-        [*DAEMON, "--guest-cid", "3", "--socket", str(sock), "--forward-cid", "1"]
-        + ["--forward-listen", "7070"],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_socket(sock)
+    argv = [*DAEMON, "--guest-cid", "3", "--socket", str(sock), "--forward-cid", "1"]
+    with daemon_process(
+        [*argv, "--forward-listen", "7070"], log=tmp_path / "fwd.log", sockets=[sock]
+    ):
         probe = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
         with pytest.raises(OSError) as taken:
             probe.bind((socket.VMADDR_CID_ANY, 7070))
@@ -450,9 +445,6 @@ def test_forward_mode_resets_a_connection_the_host_cannot_make(tmp_path: Path) -
             guest.send(guest.header(GUEST_PORT, 5555, Op.REQUEST))
             reset = guest.recv(timeout=10)
             assert reset.op == Op.RST and reset.header.dst_port == GUEST_PORT
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
 
 
 def test_connection_flood_is_bounded(guest: VsockDriver, vm: Vm) -> None:
@@ -499,13 +491,9 @@ def test_out_of_fds_does_not_spin_or_crash(tmp_path: Path) -> None:
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
 
-    proc = subprocess.Popen(
-        [*DAEMON, "--socket", str(vm.socket), "--uds-path", str(vm.uds)],
-        preexec_fn=low_limit,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_socket(vm.socket)
+    log = tmp_path / "fd.log"
+    argv = [*DAEMON, "--socket", str(vm.socket), "--uds-path", str(vm.uds)]
+    with daemon_process(argv, log=log, sockets=[vm.socket], preexec_fn=low_limit) as proc:
         with Frontend.connect(vm.socket) as frontend:
             guest = VsockDriver(frontend, CID)
             flood = []
@@ -521,7 +509,4 @@ def test_out_of_fds_does_not_spin_or_crash(tmp_path: Path) -> None:
                 sock.close()
             time.sleep(1.5)  # past the accept retry
             assert_still_serving(guest, vm)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    assert proc.stderr is not None and b"retrying in 1 s" in proc.stderr.read()
+    assert "retrying in 1 s" in log.read_text()

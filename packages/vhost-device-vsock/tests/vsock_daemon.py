@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.harness import daemon_process
 from vhost_user_core.testing.qemu import vhost_user_device
 
 DAEMON = [sys.executable, "-m", "vhost_device_vsock.main"]
@@ -71,17 +69,10 @@ def running_daemon(
         argv += vm_flag(vm, groups[i] if groups else "default", **extra)
     daemon = VsockDaemon(vms)
     log = tmp_path / "vsock-daemon.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(argv, stderr=stderr)
     try:
-        for vm in vms:
-            wait_for_socket(vm.socket)
-        yield daemon
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0, log.read_text(errors="replace")
+        with daemon_process(argv, log=log, sockets=[vm.socket for vm in vms]):
+            yield daemon
     finally:
-        proc.kill()
-        proc.wait()
         daemon.stderr = log.read_text(errors="replace")
     for vm in vms:
         assert not vm.socket.exists()

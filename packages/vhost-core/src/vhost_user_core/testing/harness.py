@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from ..daemon import BackendFactory, Daemon, Listener
 from ..frontend import Frontend
@@ -50,3 +54,31 @@ def wait_for_socket(path: str | os.PathLike[str], timeout: float = 10.0) -> None
             time.sleep(0.02)
         finally:
             probe.close()
+
+
+@contextmanager
+def daemon_process(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    sockets: Sequence[str | os.PathLike[str]] = (),
+    **popen: Any,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a daemon command as a process, its stderr in `log`, until the block ends;
+    returns once it listens on every one of `sockets`. At the end, SIGTERM must make it
+    exit 0 (else AssertionError with its log); if the block raised, it is killed."""
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(list(argv), stderr=stderr, **popen)
+    try:
+        for path in sockets:
+            wait_for_socket(path)
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        if proc.wait(10) != 0:
+            raise AssertionError(
+                f"{argv[0]} exited {proc.returncode} on SIGTERM:\n"
+                + log.read_text(errors="replace")
+            )
+    finally:
+        proc.kill()
+        proc.wait()
