@@ -216,6 +216,27 @@ def test_large_guest_to_host_transfer_never_waits_for_credit_forever(
     assert received == expected
 
 
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        pytest.param([10, 30, 7], id="header-split"),
+        pytest.param([1] * HEADER_SIZE + [3] * 100, id="bytes-then-small-pieces"),
+        # More pieces than one sendmsg takes: the rest is held, then flushed.
+        pytest.param([HEADER_SIZE - 4] + [2] * 300, id="more-than-256-pieces"),
+    ],
+)
+def test_data_split_anywhere_across_descriptors_arrives_intact(vm: Vm, sizes: list[int]) -> None:
+    with Frontend.connect(vm.socket) as frontend:
+        guest = VsockDriver(frontend, CID, queue_size=1024)
+        _, host = open_stream(guest, vm)
+        payload = os.urandom(1000)
+        header = guest.header(GUEST_PORT, 1234, Op.RW, length=len(payload)).encode()
+        guest.send_pieces(header + payload, sizes)
+        assert recv_exactly(host, len(payload)) == payload
+        guest.send(guest.header(GUEST_PORT, 1234, Op.RW, length=4), b"next")
+        assert recv_exactly(host, 4) == b"next"
+
+
 def _read_all(sock: socket.socket, total: int) -> bytes:
     data = bytearray()
     while len(data) < total:
@@ -450,7 +471,12 @@ def test_forward_mode_resets_a_connection_the_host_cannot_make(tmp_path: Path) -
 def test_connection_flood_is_bounded(guest: VsockDriver, vm: Vm) -> None:
     """A guest opening connections without end gets RSTs beyond the per-VM limit,
     and the device keeps serving once it closes some."""
+    extra = 20
+    total = MAX_CONNECTIONS + extra
     listener = vm.listen(1234)
+    # A backlog for all of them: the device's connect must not fail because the
+    # accepting thread (sharing this process's GIL with the guest) fell behind.
+    listener.listen(total)
     accepted: list[socket.socket] = []
 
     def accept_all() -> None:
@@ -461,8 +487,6 @@ def test_connection_flood_is_bounded(guest: VsockDriver, vm: Vm) -> None:
             pass  # the listener closed at the end of the test
 
     threading.Thread(target=accept_all, daemon=True).start()
-    extra = 20
-    total = MAX_CONNECTIONS + extra
     answers: dict[int, int] = {}
     for start in range(0, total, 64):
         ports = range(start, min(start + 64, total))

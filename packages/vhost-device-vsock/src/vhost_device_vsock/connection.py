@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from .credit import Credit
-from .packet import SocketType
+from .packet import Shutdown, SocketType
 
 #: Host sockets refuse a sendmsg with more parts than this (IOV_MAX).
 IOV_MAX = 1024
@@ -100,6 +100,17 @@ class VsockConnection:
     def seqpacket(self) -> bool:
         return self.sock_type == SocketType.SEQPACKET
 
+    @property
+    def takes_data_now(self) -> bool:
+        """An established stream the guest may still send on, holding nothing back: a
+        data packet can go straight to the host socket (the tx fast path's test)."""
+        return (
+            self.state is State.ESTABLISHED
+            and not self.guest_shut & Shutdown.SEND
+            and not self.held
+            and self.sock_type == SocketType.STREAM
+        )
+
     # guest -> host
     def from_guest(self, views: Sequence[memoryview], nbytes: int, eom: bool) -> None:
         """Pass `nbytes` of guest payload (the `views`) to the host socket, keeping
@@ -114,12 +125,19 @@ class VsockConnection:
                 self.flush()
             elif len(self.message) > self.credit.buf_alloc:
                 raise GuestOverrun("a message larger than the buffer")
+            self._check_window()
         else:
-            sent = 0
-            if not self.held and nbytes:
-                sent = self._send_views(views)
-            if sent < nbytes:
-                self._hold_tail(views, sent)
+            sent = self._send_views(views) if not self.held and nbytes else 0
+            self.hold_rest(views, nbytes, sent)
+
+    def hold_rest(self, views: Sequence[memoryview], nbytes: int, sent: int) -> None:
+        """Keep what follows the first `sent` bytes of a stream packet's `nbytes` (the
+        `views`), which the host socket took already. GuestOverrun as from_guest."""
+        if sent < nbytes:
+            self._hold_tail(views, sent)
+        self._check_window()
+
+    def _check_window(self) -> None:
         if not self.credit.within_window(self.held_bytes + len(self.message)):
             raise GuestOverrun(
                 f"{self.held_bytes + len(self.message)} bytes held, credit was "

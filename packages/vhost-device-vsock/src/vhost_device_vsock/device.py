@@ -16,7 +16,9 @@ connection.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 from collections import deque
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from vhost_user_core.virtqueue import DescriptorChain
 from vhost_user_core.vring import Vring
 from vhost_user_core.worker import TimerHandle, Worker
 
+from ._txpath import forward
 from .connection import GuestOverrun, State, VsockConnection, slice_views
 from .hostside import HandshakeError, HostListener, parse_connect
 from .packet import (
@@ -145,14 +148,18 @@ class VsockBackend(VhostUserBackend):
 
     # tx: packets from the guest
     def _process_tx(self, tx: Vring) -> None:
+        touched = self._touched
         for batch in tx.batches():
-            for chain in batch:
-                self._tx_packet(chain)
+            forward(batch, self.conns, self.cid, touched, self._tx_packet, self._rest_of_data)
+            for conn in touched:
+                self._check_credit(conn)
+                self._want_read(conn)  # the guest's credit may have grown
+            touched.clear()
+            # Replies first (credit updates above all), then the tx interrupt: the
+            # guest wakes once and finds both, instead of waking for the tx buffers
+            # and again for the credit it is waiting on.
+            self.fill_rx()
             tx.complete(batch, [0] * len(batch))
-        for conn in self._touched:
-            self._check_credit(conn)
-        self._touched.clear()
-        self.fill_rx()
 
     def _tx_packet(self, chain: DescriptorChain) -> None:
         if chain.error:
@@ -210,7 +217,6 @@ class VsockBackend(VhostUserBackend):
             self._reset(conn)
         if conn.key in self.conns:
             self._touched.add(conn)
-            self._want_read(conn)  # the guest's credit may have grown
 
     def _type_ok(self, sock_type: int) -> bool:
         return sock_type == SocketType.STREAM or (
@@ -253,6 +259,22 @@ class VsockBackend(VhostUserBackend):
             return
         if conn.held:
             self._watch_write(conn)
+
+    def _rest_of_data(self, conn: VsockConnection, chain: DescriptorChain, result: int) -> None:
+        """The fast path's sendmsg of a data packet took `result` bytes of it, or
+        failed with -`result` (errno): hold the rest, or the host peer is gone."""
+        if result < 0 and result not in (-errno.EAGAIN, -errno.EWOULDBLOCK):
+            self._host_gone(conn, OSError(-result, os.strerror(-result)))
+            return
+        hdr = Header.decode(chain.read(HEADER_SIZE))
+        views = slice_views(chain.readable_views(), HEADER_SIZE, hdr.len)
+        try:
+            conn.hold_rest(views, hdr.len, max(result, 0))
+        except GuestOverrun as exc:
+            self._complain("%s: guest ignored the credit (%s)", hdr.describe(), exc)
+            self._reset(conn)
+            return
+        self._watch_write(conn)
 
     def _guest_shutdown(self, conn: VsockConnection, flags: int) -> None:
         conn.guest_shut |= flags & Shutdown.BOTH

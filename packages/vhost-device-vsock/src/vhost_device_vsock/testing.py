@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
@@ -107,14 +108,24 @@ class VsockDriver:
 
     def send_raw(self, header: bytes, payload: bytes = b"", *, publish: bool = True) -> None:
         """Post header bytes as given (short or garbage headers, for hostile tests)."""
+        self.send_pieces(header + payload, [len(header)], publish=publish)
+
+    def send_pieces(self, packet: bytes, sizes: Sequence[int], *, publish: bool = True) -> None:
+        """Post a packet's bytes (header and payload as one) in descriptors of `sizes`,
+        the rest in a last one: a guest may split a chain anywhere. An empty packet
+        is one empty descriptor."""
         gpa = self._tx_slot()
-        if len(header) + len(payload) > self.tx_slot:
+        if len(packet) > self.tx_slot:
             raise ValueError("packet larger than a tx slot")
-        self.memory.write(gpa, header)
-        chain = [(gpa, len(header), False)]
-        if payload:
-            self.memory.write(gpa + len(header), payload)
-            chain.append((gpa + len(header), len(payload), False))
+        self.memory.write(gpa, packet)
+        chain = []
+        offset = 0
+        for size in [*sizes, len(packet)]:
+            size = min(size, len(packet) - offset)
+            if size > 0:
+                chain.append((gpa + offset, size, False))
+                offset += size
+        chain = chain or [(gpa, 0, False)]
         head = self.tx.driver.add(chain)
         self._tx_gpa[head] = gpa
         if publish:

@@ -1,0 +1,162 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The guest's data packets for open stream connections, forwarded to the host in C.
+
+Why C: with the default 64 KiB buffer a guest's whole window is one packet, so every
+packet waits a credit round trip, and the daemon's Python per packet (header decode,
+connection lookup, memoryviews, socket.sendmsg) was about a third of that trip.
+
+`forward` walks a popped tx batch in order. A packet that is plainly data for a
+connection that can take it at once (RW from the guest's CID to the host, with no more
+payload than its buffer holds, for a connection whose `takes_data_now` is true) goes to
+the host socket with one sendmsg straight from guest memory, the GIL released, and the
+connection's credit moves. Any other packet goes to `slow(chain)`, the device's Python
+path, unchanged: control packets, SEQPACKET, malformed or foreign packets, data for a
+connection that holds earlier bytes back. What the host socket did not take at once goes
+to `rest(conn, chain, result)`, with `result` the bytes it took or -errno.
+"""
+
+from libc.errno cimport EINTR, errno
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from vhost_user_core.memory cimport Segment
+from vhost_user_core.virtqueue cimport ChainBatch, ChainInfo
+
+cdef extern from "<endian.h>" nogil:
+    uint16_t le16toh(uint16_t)
+    uint32_t le32toh(uint32_t)
+    uint64_t le64toh(uint64_t)
+
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+
+cdef extern from "<sys/socket.h>" nogil:
+    struct msghdr:
+        void* msg_name
+        unsigned int msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    ssize_t sendmsg(int fd, const msghdr* msg, int flags)
+    enum:
+        MSG_DONTWAIT
+        MSG_NOSIGNAL
+
+# struct virtio_vsock_hdr (virtio 1.3 5.10.6), little-endian on the wire.
+cdef packed struct vsock_hdr:
+    uint64_t src_cid
+    uint64_t dst_cid
+    uint32_t src_port
+    uint32_t dst_port
+    uint32_t len
+    uint16_t type
+    uint16_t op
+    uint32_t flags
+    uint32_t buf_alloc
+    uint32_t fwd_cnt
+
+cdef enum:
+    _HEADER_SIZE = 44  # sizeof(vsock_hdr)
+    _CID_HOST = 2
+    _TYPE_STREAM = 1
+    _OP_RW = 5
+    # iovecs per sendmsg; a packet in more pieces than this is sent in part and the
+    # rest held (a Linux guest's 64 KiB packet is at most 17).
+    _MAX_IOV = 256
+
+
+cdef bint _read_header(ChainBatch batch, ChainInfo* info, vsock_hdr* out) noexcept nogil:
+    """Gather the header from the chain's readable segments; False if they are short."""
+    cdef uint8_t* dst = <uint8_t*>out
+    cdef uint64_t done = 0, take
+    cdef uint32_t s = info.first_seg
+    cdef uint32_t end = s + info.n_read
+    cdef Segment* seg
+    while done < _HEADER_SIZE and s < end:
+        seg = &batch.segs[s]
+        take = _HEADER_SIZE - done if _HEADER_SIZE - done < seg.len else seg.len
+        memcpy(dst + done, seg.ptr, take)
+        done += take
+        s += 1
+    return done == _HEADER_SIZE
+
+
+cdef ssize_t _send_payload(int fd, ChainBatch batch, ChainInfo* info,
+                           uint64_t length) noexcept nogil:
+    """sendmsg of the `length` bytes after the header; bytes sent, or -errno."""
+    cdef iovec iov[_MAX_IOV]
+    cdef msghdr msg
+    cdef size_t n = 0
+    cdef uint64_t skip = _HEADER_SIZE, take
+    cdef uint32_t s = info.first_seg
+    cdef uint32_t end = s + info.n_read
+    cdef Segment* seg
+    cdef ssize_t sent
+    while length and s < end and n < _MAX_IOV:
+        seg = &batch.segs[s]
+        s += 1
+        if skip >= seg.len:
+            skip -= seg.len
+            continue
+        take = seg.len - skip if seg.len - skip < length else length
+        iov[n].iov_base = seg.ptr + skip
+        iov[n].iov_len = take
+        n += 1
+        length -= take
+        skip = 0
+    msg.msg_name = NULL
+    msg.msg_namelen = 0
+    msg.msg_iov = iov
+    msg.msg_iovlen = n
+    msg.msg_control = NULL
+    msg.msg_controllen = 0
+    msg.msg_flags = 0
+    while True:
+        sent = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
+        if sent >= 0:
+            return sent
+        if errno != EINTR:
+            return -errno
+
+
+def forward(ChainBatch batch not None, dict conns not None, uint64_t cid,
+            set touched not None, slow, rest):
+    """Forward the batch's packets in order (see the module doc). Connections whose
+    credit moved are added to `touched`."""
+    cdef int i
+    cdef ChainInfo* info
+    cdef vsock_hdr hdr
+    cdef uint64_t length
+    cdef ssize_t result
+    cdef int fd
+    for i in range(batch.count):
+        info = &batch.chains[i]
+        conn = None
+        if (
+            info.error == 0
+            and _read_header(batch, info, &hdr)
+            and le16toh(hdr.op) == _OP_RW
+            and le16toh(hdr.type) == _TYPE_STREAM
+            and le64toh(hdr.src_cid) == cid
+            and le64toh(hdr.dst_cid) == _CID_HOST
+            and 0 < le32toh(hdr.len) <= info.read_len - _HEADER_SIZE
+        ):
+            conn = conns.get((le32toh(hdr.dst_port), le32toh(hdr.src_port)))
+        if conn is None or not conn.takes_data_now:
+            slow(batch[i])
+            continue
+        credit = conn.credit
+        credit.peer_update(le32toh(hdr.buf_alloc), le32toh(hdr.fwd_cnt))
+        touched.add(conn)
+        fd = conn.fd
+        length = le32toh(hdr.len)
+        with nogil:
+            result = _send_payload(fd, batch, info, length)
+        if result > 0:
+            credit.forwarded(result)
+        if result != <ssize_t>length:
+            rest(conn, batch[i], result)
