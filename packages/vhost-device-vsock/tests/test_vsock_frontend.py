@@ -177,6 +177,32 @@ def test_credit_limits_host_to_guest_and_updates_resume_it(guest: VsockDriver, v
     assert got == data
 
 
+@pytest.mark.parametrize("blocked_by", ["credit", "rx-buffers"])
+def test_host_data_the_guest_cannot_take_waits_without_spinning(
+    daemon: VsockDaemon, vm: Vm, blocked_by: str
+) -> None:
+    """Host data stays in its socket, and the worker sleeps, while the guest has no
+    credit or no rx buffers for it; it all arrives once the guest has."""
+    with Frontend.connect(vm.socket) as frontend:
+        guest = VsockDriver(frontend, CID, rx_count=1 if blocked_by == "rx-buffers" else None)
+        listener = vm.listen(1234)
+        window = 1000 if blocked_by == "credit" else 1 << 20
+        assert connect_to_host(guest, 1234, buf_alloc=window).op == Op.RESPONSE
+        host, _ = listener.accept()
+        data = os.urandom(100_000)
+        host.sendall(data)
+        time.sleep(0.3)
+        before = cpu_seconds(daemon.pid)
+        time.sleep(1.0)
+        assert cpu_seconds(daemon.pid) - before < 0.1, "the worker spins"
+        update = guest.header(GUEST_PORT, 1234, Op.CREDIT_UPDATE, buf_alloc=1 << 20)
+        guest.send(update)  # and receiving re-posts the rx buffers
+        got = b""
+        while len(got) < len(data):
+            got += guest.expect(Op.RW).payload
+        assert got == data
+
+
 def test_credit_request_is_answered(guest: VsockDriver, vm: Vm) -> None:
     _, host = open_stream(guest, vm)
     guest.send(guest.header(GUEST_PORT, 1234, Op.CREDIT_REQUEST))

@@ -49,6 +49,7 @@ class VsockDaemon:
     vms: list[Vm]
     #: What the daemon logged; complete once the `running_daemon` block has ended.
     stderr: str = field(default="")
+    pid: int = 0
 
 
 def vm_flag(vm: Vm, groups: str = "default", **extra: object) -> list[str]:
@@ -70,7 +71,8 @@ def running_daemon(
     daemon = VsockDaemon(vms)
     log = tmp_path / "vsock-daemon.log"
     try:
-        with daemon_process(argv, log=log, sockets=[vm.socket for vm in vms]):
+        with daemon_process(argv, log=log, sockets=[vm.socket for vm in vms]) as proc:
+            daemon.pid = proc.pid
             yield daemon
     finally:
         daemon.stderr = log.read_text(errors="replace")

@@ -14,9 +14,14 @@ import select
 import socket
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+from ._datapath import recv_into
 from .credit import Credit
 from .packet import Shutdown, SocketType
+
+if TYPE_CHECKING:
+    from vhost_user_core.virtqueue import DescriptorChain
 
 #: Host sockets refuse a sendmsg with more parts than this (IOV_MAX).
 IOV_MAX = 1024
@@ -191,16 +196,16 @@ class VsockConnection:
         return True
 
     # host -> guest
-    def read_into(self, views: Sequence[memoryview], limit: int) -> int:
-        """Fill up to `limit` bytes of `views` with host data; 0 means the host peer
-        shut down (EOF). BlockingIOError if it has nothing now; OSError if it is gone.
-        A SEQPACKET message is read whole and handed out in pieces: `message_done`
-        tells whether the last piece went."""
+    def read_into(self, chain: DescriptorChain, offset: int, limit: int) -> int:
+        """Fill up to `limit` bytes of the chain's writable buffers, from `offset`, with
+        host data; 0 means the host peer shut down (EOF). BlockingIOError if it has
+        nothing now; OSError if it is gone. A SEQPACKET message is read whole and handed
+        out in pieces: `message_done` tells whether the last piece went."""
         if self.seqpacket and self.from_host is None and not self._read_message():
             return 0
         if self.from_host is not None:
-            return self._copy_from_host(views, limit)
-        return self.sock.recvmsg_into(_truncate(views, limit))[0]
+            return self._copy_from_host(chain, offset, limit)
+        return recv_into(chain, offset, self.fd, limit)
 
     def _read_message(self) -> bool:
         """Take the next whole message off a SEQPACKET socket; False at EOF."""
@@ -217,16 +222,10 @@ class VsockConnection:
                 return False
             self.sock.recv(1)
 
-    def _copy_from_host(self, views: Sequence[memoryview], limit: int) -> int:
+    def _copy_from_host(self, chain: DescriptorChain, offset: int, limit: int) -> int:
         assert self.from_host is not None
-        data = memoryview(self.from_host)[self.from_host_offset :]
-        copied = 0
-        for view in views:
-            take = min(len(view), len(data) - copied, limit - copied)
-            if take <= 0:
-                break
-            view[:take] = data[copied : copied + take]
-            copied += take
+        start = self.from_host_offset
+        copied: int = chain.write(memoryview(self.from_host)[start : start + limit], offset)
         self.from_host_offset += copied
         if self.from_host_offset == len(self.from_host):
             self.from_host = None
@@ -238,18 +237,6 @@ class VsockConnection:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def _truncate(views: Sequence[memoryview], limit: int) -> list[memoryview]:
-    out = []
-    for view in views:
-        if limit <= 0:
-            break
-        if len(view) > limit:
-            view = view[:limit]
-        out.append(view)
-        limit -= len(view)
-    return out
 
 
 def slice_views(views: Sequence[memoryview], start: int, length: int) -> list[memoryview]:

@@ -8,10 +8,11 @@ and counted in the log.
 rx: the device fills rx buffers only when it has something to say, in this order:
 control packets (RESPONSE, RST, SHUTDOWN, CREDIT_UPDATE, REQUEST), sibling packets,
 then host data from connections that are ready, round robin. Host data is read
-straight into the guest's buffer, never more than the guest's credit allows; a
-connection without credit or without data is not read (its socket leaves the epoll
-set until that changes), so a stuck host peer or guest stalls only its own
-connection.
+straight into the guest's buffer, never more than the guest's credit allows. A
+connection's socket stays in the epoll set while the guest can take its data (once
+drained, it wakes the worker only when data comes); without credit, or while the guest
+has no rx buffers, it leaves the set until that changes. So a stuck host peer or guest
+stalls only its own connection, and nothing spins.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from vhost_user_core.virtqueue import DescriptorChain
 from vhost_user_core.vring import Vring
 from vhost_user_core.worker import TimerHandle, Worker
 
-from ._txpath import forward
+from ._datapath import forward
 from .connection import GuestOverrun, State, VsockConnection, slice_views
 from .hostside import HandshakeError, HostListener, parse_connect
 from .packet import (
@@ -445,7 +446,8 @@ class VsockBackend(VhostUserBackend):
         self.fill_rx()
 
     def _host_readable(self, conn: VsockConnection) -> None:
-        self._unwatch_read(conn)
+        # The socket stays watched: once drained it only wakes us when data comes. It
+        # leaves the epoll set when its data cannot move (no credit, no rx buffers).
         if not conn.ready:
             conn.ready = True
             self.ready.append(conn)
@@ -493,12 +495,16 @@ class VsockBackend(VhostUserBackend):
     # rx: packets to the guest
     def fill_rx(self) -> None:
         rx = self.rx
-        while rx is not None and rx.active and self._has_rx_work():
-            batch = rx.poll(RX_BATCH)
+        while self._has_rx_work():
+            batch = rx.poll(RX_BATCH) if rx is not None else ()
             if not batch:
-                if rx.active and rx.queue.enable_notification():
+                if rx is not None and rx.active and rx.queue.enable_notification():
                     continue
-                return  # the guest's next rx kick brings us back
+                # The guest's next rx kick brings us back; until then a readable
+                # socket would wake us for nothing, again and again.
+                for conn in self.ready:
+                    self._unwatch_read(conn)
+                return
             lengths = []
             for chain in batch:
                 length = self._fill(chain)
@@ -563,10 +569,10 @@ class VsockBackend(VhostUserBackend):
         limit = min(conn.credit.peer_free(), room - HEADER_SIZE)
         if limit <= 0:  # no credit: the guest's next credit update resumes it
             self._not_ready(conn)
+            self._unwatch_read(conn)
             return 0
-        views = slice_views(chain.writable_views(), HEADER_SIZE, limit)
         try:
-            got = conn.read_into(views, limit)
+            got = conn.read_into(chain, HEADER_SIZE, limit)
         except (BlockingIOError, InterruptedError):
             self._not_ready(conn)
             self._want_read(conn)
@@ -577,6 +583,7 @@ class VsockBackend(VhostUserBackend):
             return 0
         if got == 0:
             self._not_ready(conn)
+            self._unwatch_read(conn)  # EOF stays readable
             conn.host_eof = True
             self._send_control(conn, Op.SHUTDOWN, Shutdown.SEND)
             return 0

@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The guest's data packets for open stream connections, forwarded to the host in C.
+"""The vsock data path in C: guest data to host sockets, host data into rx buffers.
 
 Why C: with the default 64 KiB buffer a guest's whole window is one packet, so every
 packet waits a credit round trip, and the daemon's Python per packet (header decode,
-connection lookup, memoryviews, socket.sendmsg) was about a third of that trip.
+connection lookup, memoryviews, socket.sendmsg / recvmsg_into) was about a third of
+that trip.
 
 `forward` walks a popped tx batch in order. A packet that is plainly data for a
 connection that can take it at once (RW from the guest's CID to the host, with no more
@@ -13,14 +14,19 @@ connection's credit moves. Any other packet goes to `slow(chain)`, the device's 
 path, unchanged: control packets, SEQPACKET, malformed or foreign packets, data for a
 connection that holds earlier bytes back. What the host socket did not take at once goes
 to `rest(conn, chain, result)`, with `result` the bytes it took or -errno.
+
+`recv_into` is the other direction's one syscall: recvmsg from a host socket straight
+into an rx chain's writable buffers.
 """
+
+import os
 
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from vhost_user_core.memory cimport Segment
-from vhost_user_core.virtqueue cimport ChainBatch, ChainInfo
+from vhost_user_core.virtqueue cimport ChainBatch, ChainInfo, DescriptorChain
 
 cdef extern from "<endian.h>" nogil:
     uint16_t le16toh(uint16_t)
@@ -42,6 +48,7 @@ cdef extern from "<sys/socket.h>" nogil:
         size_t msg_controllen
         int msg_flags
     ssize_t sendmsg(int fd, const msghdr* msg, int flags)
+    ssize_t recvmsg(int fd, msghdr* msg, int flags)
     enum:
         MSG_DONTWAIT
         MSG_NOSIGNAL
@@ -64,8 +71,9 @@ cdef enum:
     _CID_HOST = 2
     _TYPE_STREAM = 1
     _OP_RW = 5
-    # iovecs per sendmsg; a packet in more pieces than this is sent in part and the
-    # rest held (a Linux guest's 64 KiB packet is at most 17).
+    # iovecs per sendmsg / recvmsg; a packet in more pieces than this is sent in
+    # part and the rest held, a buffer is filled in part (a Linux guest's 64 KiB
+    # packet is at most 17 pieces, its rx buffers one).
     _MAX_IOV = 256
 
 
@@ -85,19 +93,15 @@ cdef bint _read_header(ChainBatch batch, ChainInfo* info, vsock_hdr* out) noexce
     return done == _HEADER_SIZE
 
 
-cdef ssize_t _send_payload(int fd, ChainBatch batch, ChainInfo* info,
-                           uint64_t length) noexcept nogil:
-    """sendmsg of the `length` bytes after the header; bytes sent, or -errno."""
-    cdef iovec iov[_MAX_IOV]
-    cdef msghdr msg
+cdef size_t _iovecs(Segment* segs, uint32_t first, uint32_t count, uint64_t skip,
+                    uint64_t length, iovec* iov) noexcept nogil:
+    """Fill `iov` with the `length` bytes after the first `skip` of the segments."""
     cdef size_t n = 0
-    cdef uint64_t skip = _HEADER_SIZE, take
-    cdef uint32_t s = info.first_seg
-    cdef uint32_t end = s + info.n_read
+    cdef uint32_t s = first
+    cdef uint64_t take
     cdef Segment* seg
-    cdef ssize_t sent
-    while length and s < end and n < _MAX_IOV:
-        seg = &batch.segs[s]
+    while length and s < first + count and n < _MAX_IOV:
+        seg = &segs[s]
         s += 1
         if skip >= seg.len:
             skip -= seg.len
@@ -108,6 +112,13 @@ cdef ssize_t _send_payload(int fd, ChainBatch batch, ChainInfo* info,
         n += 1
         length -= take
         skip = 0
+    return n
+
+
+cdef ssize_t _transfer(int fd, iovec* iov, size_t n, bint send) noexcept nogil:
+    """One non-blocking sendmsg or recvmsg of the iovecs: bytes moved, or -errno."""
+    cdef msghdr msg
+    cdef ssize_t done
     msg.msg_name = NULL
     msg.msg_namelen = 0
     msg.msg_iov = iov
@@ -116,9 +127,12 @@ cdef ssize_t _send_payload(int fd, ChainBatch batch, ChainInfo* info,
     msg.msg_controllen = 0
     msg.msg_flags = 0
     while True:
-        sent = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
-        if sent >= 0:
-            return sent
+        if send:
+            done = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
+        else:
+            done = recvmsg(fd, &msg, MSG_DONTWAIT)
+        if done >= 0:
+            return done
         if errno != EINTR:
             return -errno
 
@@ -133,6 +147,8 @@ def forward(ChainBatch batch not None, dict conns not None, uint64_t cid,
     cdef uint64_t length
     cdef ssize_t result
     cdef int fd
+    cdef iovec iov[_MAX_IOV]
+    cdef size_t n
     for i in range(batch.count):
         info = &batch.chains[i]
         conn = None
@@ -155,8 +171,28 @@ def forward(ChainBatch batch not None, dict conns not None, uint64_t cid,
         fd = conn.fd
         length = le32toh(hdr.len)
         with nogil:
-            result = _send_payload(fd, batch, info, length)
+            n = _iovecs(batch.segs, info.first_seg, info.n_read, _HEADER_SIZE, length, iov)
+            result = _transfer(fd, iov, n, True)
         if result > 0:
             credit.forwarded(result)
         if result != <ssize_t>length:
             rest(conn, batch[i], result)
+
+
+def recv_into(DescriptorChain chain not None, uint64_t offset, int fd, uint64_t limit):
+    """Read up to `limit` bytes from `fd` into the chain's writable buffers from
+    `offset`: the byte count, 0 at EOF. BlockingIOError if it has nothing now, OSError
+    for any other error."""
+    cdef ChainInfo* info = chain.info
+    cdef iovec iov[_MAX_IOV]
+    cdef size_t n
+    cdef ssize_t got
+    n = _iovecs(chain.batch.segs, info.first_seg + info.n_read, info.n_write, offset,
+                limit, iov)
+    if n == 0:
+        raise ValueError("no room in the chain to read into")  # 0 would read as EOF
+    with nogil:
+        got = _transfer(fd, iov, n, False)
+    if got < 0:
+        raise OSError(-got, os.strerror(-got))  # BlockingIOError for EAGAIN
+    return got
