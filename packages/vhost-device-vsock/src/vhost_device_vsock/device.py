@@ -496,8 +496,7 @@ class VsockBackend(VhostUserBackend):
     def fill_rx(self) -> None:
         rx = self.rx
         while self._has_rx_work():
-            batch = rx.poll(RX_BATCH) if rx is not None else ()
-            if not batch:
+            if rx is None or not (batch := rx.poll(RX_BATCH)):
                 if rx is not None and rx.active and rx.queue.enable_notification():
                     continue
                 # The guest's next rx kick brings us back; until then a readable
