@@ -1,10 +1,11 @@
 """Benchmark of vhost-device-vsock through the core's Python frontend (run by hand).
 
 Starts the real daemon as a process; this script plays the guest driver (queue size
-256) and a second process plays the host program on the hybrid Unix socket. Prints:
-bulk throughput guest -> host and host -> guest with 64 KiB writes, connections per
-second (REQUEST, RESPONSE, RST), and the daemon's CPU time per GB, its idle CPU use
-and its peak RSS.
+256) and a second process plays the host program on the hybrid Unix socket. Prints
+this machine's wake-up round trip (the floor under a credit round trip), then for each
+--tx-buffer-size: bulk throughput guest -> host and host -> guest with 64 KiB writes,
+connections per second (REQUEST, RESPONSE, RST), and the daemon's CPU time per GB, its
+idle CPU use and its peak RSS.
 
 The frontend counts the bytes it receives without copying them out of its buffers
 (a real guest would copy them to its socket). On a 2-CPU machine the three processes
@@ -225,11 +226,44 @@ def measure(pid: int, label: str, nbytes: int, run: Callable[[], None]) -> None:
     )
 
 
+def wakeup_round_trip(rounds: int = 20000) -> float:
+    """Seconds per eventfd ping-pong between two processes that sleep in between: the
+    floor under one credit round trip (a kick there, an interrupt back)."""
+    ping, pong = os.eventfd(0), os.eventfd(0)
+    pid = os.fork()
+    if pid == 0:
+        waiter = select.epoll()
+        waiter.register(ping, select.EPOLLIN)
+        for _ in range(rounds):
+            waiter.poll()
+            os.eventfd_read(ping)
+            os.eventfd_write(pong, 1)
+        os._exit(0)
+    waiter = select.poll()
+    waiter.register(pong, select.POLLIN)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        os.eventfd_write(ping, 1)
+        waiter.poll()
+        os.eventfd_read(pong)
+    elapsed = time.perf_counter() - start
+    os.waitpid(pid, 0)
+    os.close(ping)
+    os.close(pong)
+    return elapsed / rounds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--gib", type=float, default=2.0, help="bytes per direction, GiB")
     parser.add_argument("--connections", type=int, default=5000)
+    parser.add_argument(
+        "--tx-buffer-size",
+        type=int,
+        action="append",
+        help="the daemon's --tx-buffer-size, repeatable (default: 65536, 262144, 1048576)",
+    )
     args = parser.parse_args()
     if args.host:
         kind, *rest = args.host
@@ -242,7 +276,12 @@ def main() -> None:
         return
     total = int(args.gib * (1 << 30))
     print(f"vhost-device-vsock, frontend guest, queue {QUEUE_SIZE}, {BLOCK // 1024} KiB writes")
-    for tx_buffer in (64 * 1024, 1 << 20):
+    rtt = wakeup_round_trip()
+    print(
+        f"  wake-up round trip {rtt * 1e6:.0f} us between two processes: with a window of "
+        f"one 64 KiB packet, guest -> host cannot beat {BLOCK / rtt / 1e9:.2f} GB/s"
+    )
+    for tx_buffer in args.tx_buffer_size or (64 * 1024, 256 * 1024, 1 << 20):
         with tempfile.TemporaryDirectory() as tmp:
             run_one(Path(tmp), tx_buffer, total, args.connections)
 
