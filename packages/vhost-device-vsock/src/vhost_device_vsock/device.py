@@ -243,14 +243,21 @@ class VsockBackend(VhostUserBackend):
         self.conns[conn.key] = conn
         self._watch_write(conn)  # writable once the connect has finished
 
-    def _guest_data(self, conn: VsockConnection, hdr: Header, chain: DescriptorChain) -> None:
+    def _guest_data(
+        self, conn: VsockConnection, hdr: Header, chain: DescriptorChain, sent: int | None = None
+    ) -> None:
+        """Pass a data packet on to the host socket; `sent`: how much of it the fast
+        path's sendmsg passed on already (only the rest is kept)."""
         if conn.state != State.ESTABLISHED or conn.guest_shut & Shutdown.SEND:
             self._complain("%s: data on a connection not open for it", hdr.describe())
             self._reset(conn)
             return
         views = slice_views(chain.readable_views(), HEADER_SIZE, hdr.len)
         try:
-            conn.from_guest(views, hdr.len, bool(hdr.flags & SeqFlag.EOM))
+            if sent is None:
+                conn.from_guest(views, hdr.len, bool(hdr.flags & SeqFlag.EOM))
+            else:
+                conn.hold_rest(views, hdr.len, sent)
         except GuestOverrun as exc:
             self._complain("%s: guest ignored the credit (%s)", hdr.describe(), exc)
             self._reset(conn)
@@ -263,19 +270,11 @@ class VsockBackend(VhostUserBackend):
 
     def _rest_of_data(self, conn: VsockConnection, chain: DescriptorChain, result: int) -> None:
         """The fast path's sendmsg of a data packet took `result` bytes of it, or
-        failed with -`result` (errno): hold the rest, or the host peer is gone."""
+        failed with -`result` (errno): keep the rest, or the host peer is gone."""
         if result < 0 and result not in (-errno.EAGAIN, -errno.EWOULDBLOCK):
             self._host_gone(conn, OSError(-result, os.strerror(-result)))
             return
-        hdr = Header.decode(chain.read(HEADER_SIZE))
-        views = slice_views(chain.readable_views(), HEADER_SIZE, hdr.len)
-        try:
-            conn.hold_rest(views, hdr.len, max(result, 0))
-        except GuestOverrun as exc:
-            self._complain("%s: guest ignored the credit (%s)", hdr.describe(), exc)
-            self._reset(conn)
-            return
-        self._watch_write(conn)
+        self._guest_data(conn, Header.decode(chain.read(HEADER_SIZE)), chain, max(result, 0))
 
     def _guest_shutdown(self, conn: VsockConnection, flags: int) -> None:
         conn.guest_shut |= flags & Shutdown.BOTH
