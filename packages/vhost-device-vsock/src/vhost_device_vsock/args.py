@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         type=_flag_type(check_tx_buffer_size),
         help="per-connection buffer for data from the guest, "
-        f"1..{MAX_TX_BUFFER_SIZE} (default: {DEFAULT_TX_BUFFER_SIZE})",
+        f"1..{MAX_TX_BUFFER_SIZE} (default: {DEFAULT_TX_BUFFER_SIZE}); it is the guest's "
+        "send window, so a bigger one (262144, say) speeds up bulk guest-to-host transfers",
     )
     single.add_argument(
         "--queue-size",
