@@ -26,6 +26,7 @@ from .config import (
     VMADDR_CID_ANY,
     ConfigError,
     VmConfig,
+    check_backend,
     check_distinct,
     check_forward_cid,
     check_groups,
@@ -186,18 +187,8 @@ def _single_vm(args: argparse.Namespace) -> VmConfig:
             "--socket is required (or describe the VMs with --vm or --config); "
             "see vhost-device-vsock --help"
         )
-    if args.uds_path is not None and args.forward_cid is not None:
-        raise ConfigError(
-            "--uds-path and --forward-cid cannot be used together: choose the hybrid "
-            "(Unix socket) backend or the AF_VSOCK backend"
-        )
-    if args.uds_path is None and args.forward_cid is None:
-        raise ConfigError(
-            "a backend is missing: give --uds-path (hybrid, Unix sockets) "
-            "or --forward-cid (AF_VSOCK)"
-        )
-    if args.forward_listen is not None and args.forward_cid is None:
-        raise ConfigError("--forward-listen needs --forward-cid")
+    # Before VmConfig checks the same, to name the flags as they were typed.
+    check_backend(args.uds_path, args.forward_cid, args.forward_listen, _flag)
 
     def value(name: str, default: T) -> T:
         given: T | None = getattr(args, name)

@@ -161,6 +161,29 @@ def check_path(value: object) -> str:
     return value
 
 
+def check_backend(
+    uds_path: str | None,
+    forward_cid: int | None,
+    forward_listen: tuple[int, ...] | None,
+    spell: Callable[[str], str] = str,
+) -> None:
+    """Exactly one backend: hybrid (uds-path) or AF_VSOCK (forward-cid, the only one
+    that takes forward-listen ports). `spell` names a key as the user wrote it (the
+    command line's --flags)."""
+    uds, cid, listen = spell("uds-path"), spell("forward-cid"), spell("forward-listen")
+    if uds_path is not None and forward_cid is not None:
+        raise ConfigError(
+            f"{uds} and {cid} cannot be used together: choose the hybrid "
+            "(Unix socket) backend or the AF_VSOCK backend"
+        )
+    if uds_path is None and forward_cid is None:
+        raise ConfigError(
+            f"a backend is missing: give {uds} (hybrid, Unix sockets) or {cid} (AF_VSOCK)"
+        )
+    if forward_listen and forward_cid is None:
+        raise ConfigError(f"{listen} needs {cid} (it is for the AF_VSOCK backend)")
+
+
 def _field(key: str, check: Callable[[object], T], value: object) -> T:
     try:
         return check(value)
@@ -208,18 +231,7 @@ class VmConfig:
             raise ConfigError("groups: no group given")
         for group in self.groups:
             _field("groups", check_group, group)
-        if self.uds_path is not None and self.forward_cid is not None:
-            raise ConfigError(
-                "uds-path and forward-cid cannot be used together: choose the hybrid "
-                "(Unix socket) backend or the AF_VSOCK backend"
-            )
-        if self.uds_path is None and self.forward_cid is None:
-            raise ConfigError(
-                "a backend is missing: give uds-path (hybrid, Unix sockets) "
-                "or forward-cid (AF_VSOCK)"
-            )
-        if self.forward_listen and self.forward_cid is None:
-            raise ConfigError("forward-listen needs forward-cid (it is for the AF_VSOCK backend)")
+        check_backend(self.uds_path, self.forward_cid, self.forward_listen)
         if self.uds_path is not None and _same_path(self.socket, self.uds_path):
             raise ConfigError(f"socket and uds-path are the same path {self.socket!r}")
 
