@@ -2,7 +2,7 @@
 # completes buffers on a hot path without a Python call per buffer (a sound stream
 # returns its played periods this way). The Python API is the .pyi's; what is declared
 # here is for cimport only.
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from .memory cimport GuestMemory, Segment
 from .ring cimport vring_desc, vring_used_elem
@@ -29,6 +29,10 @@ cdef class ChainBatch:
 cdef class DescriptorChain:
     cdef ChainBatch batch
     cdef ChainInfo* info
+
+# Gather readable bytes of a chain in C (a device's hot path parses its header this way).
+cdef uint64_t chain_read(ChainBatch batch, ChainInfo* info, uint64_t offset, uint8_t* dst,
+                         uint64_t n) noexcept nogil
 
 cdef class Virtqueue:
     cdef readonly int index

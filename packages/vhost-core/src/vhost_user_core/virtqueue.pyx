@@ -143,6 +143,27 @@ cdef class ChainBatch:
                 s += 1
 
 
+cdef uint64_t chain_read(ChainBatch batch, ChainInfo* info, uint64_t offset, uint8_t* dst,
+                         uint64_t n) noexcept nogil:
+    """Copy up to n of a chain's device-readable bytes, from `offset`, into dst; the
+    byte count (less if the chain is shorter)."""
+    cdef uint32_t s = info.first_seg
+    cdef uint32_t end = s + info.n_read
+    cdef uint64_t done = 0, take
+    cdef Segment* seg
+    while done < n and s < end:
+        seg = &batch.segs[s]
+        s += 1
+        if offset >= seg.len:
+            offset -= seg.len
+            continue
+        take = seg.len - offset if seg.len - offset < n - done else n - done
+        memcpy(dst + done, seg.ptr + offset, take)
+        done += take
+        offset = 0
+    return done
+
+
 cdef class DescriptorChain:
     @property
     def head(self):
@@ -163,21 +184,13 @@ cdef class DescriptorChain:
     def read(self, Py_ssize_t max_len=-1):
         """Gather the device-readable buffers (up to max_len bytes)."""
         cdef uint64_t total = self.info.read_len
-        cdef uint64_t done = 0, take
-        cdef uint32_t s
-        cdef Segment* seg
         if 0 <= max_len < <Py_ssize_t>total:
             total = max_len
         out = bytearray(total)
         cdef unsigned char[::1] dst = out
-        s = self.info.first_seg
-        with nogil:
-            while done < total:
-                seg = &self.batch.segs[s]
-                take = total - done if total - done < seg.len else seg.len
-                memcpy(&dst[done], seg.ptr, take)
-                done += take
-                s += 1
+        if total:
+            with nogil:
+                chain_read(self.batch, self.info, 0, &dst[0], total)
         return bytes(out)
 
     def write(self, data, Py_ssize_t offset=0):

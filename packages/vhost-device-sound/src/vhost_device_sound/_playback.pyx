@@ -31,7 +31,9 @@ from posix.unistd cimport write
 
 from vhost_user_core.memory cimport Segment
 from vhost_user_core.ring cimport vq_load_acquire16
-from vhost_user_core.virtqueue cimport ChainBatch, ChainInfo, DescriptorChain, Virtqueue
+from vhost_user_core.virtqueue cimport (
+    ChainBatch, ChainInfo, DescriptorChain, Virtqueue, chain_read,
+)
 from vhost_device_sound._pcmring cimport (
     PcmRing, drain_fd, pcm_ring, ring_discard, ring_fill, ring_produce, ring_read_pos,
     ring_write_pos,
@@ -59,10 +61,10 @@ cdef struct Held:
     bint queued
 
 
-cdef uint64_t _gather(ChainBatch batch, ChainInfo* info, uint64_t offset, uint8_t* dst,
-                      uint64_t n, pcm_ring* ring) noexcept:
-    """Copy up to n readable bytes from `offset` of a chain into `dst`, or (dst NULL)
-    into `ring` as far as it has room; returns the byte count."""
+cdef uint64_t _to_ring(ChainBatch batch, ChainInfo* info, uint64_t offset, uint64_t n,
+                       pcm_ring* ring) noexcept:
+    """Copy up to n readable bytes from `offset` of a chain into `ring`, as far as it
+    has room; returns the byte count."""
     cdef uint32_t s = info.first_seg
     cdef uint32_t end = s + info.n_read
     cdef uint64_t moved = 0, take, put
@@ -74,11 +76,7 @@ cdef uint64_t _gather(ChainBatch batch, ChainInfo* info, uint64_t offset, uint8_
             offset -= seg.len
             continue
         take = seg.len - offset if seg.len - offset < n else n
-        if dst != NULL:
-            memcpy(dst + moved, seg.ptr + offset, take)
-            put = take
-        else:
-            put = ring_produce(ring, seg.ptr + offset, take)
+        put = ring_produce(ring, seg.ptr + offset, take)
         moved += put
         n -= put
         if put < take:
@@ -252,8 +250,8 @@ cdef class PlaybackBuffers:
             if h.queued:
                 continue
             if h.done < h.size:
-                h.done += _gather(<ChainBatch>h.batch, h.info, _XFER_SIZE + h.done, NULL,
-                                  h.size - h.done, ring)
+                h.done += _to_ring(<ChainBatch>h.batch, h.info, _XFER_SIZE + h.done,
+                                   h.size - h.done, ring)
                 if h.done < h.size:
                     return  # the ring is full
             h.end_pos = ring_write_pos(ring)
@@ -285,7 +283,7 @@ cdef class PlaybackBuffers:
                 info.error == 0
                 and info.read_len >= _XFER_SIZE
                 and info.write_len >= _STATUS_SIZE
-                and _gather(batch, info, 0, header, _XFER_SIZE, NULL) == _XFER_SIZE
+                and chain_read(batch, info, 0, header, _XFER_SIZE) == _XFER_SIZE
             ):
                 stream_id = (header[0] | header[1] << 8 | header[2] << 16
                              | <uint32_t>header[3] << 24)

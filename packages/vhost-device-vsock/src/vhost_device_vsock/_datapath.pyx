@@ -23,10 +23,9 @@ import os
 
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
 
 from vhost_user_core.memory cimport Segment
-from vhost_user_core.virtqueue cimport ChainBatch, ChainInfo, DescriptorChain
+from vhost_user_core.virtqueue cimport ChainBatch, ChainInfo, DescriptorChain, chain_read
 
 cdef extern from "<endian.h>" nogil:
     uint16_t le16toh(uint16_t)
@@ -75,22 +74,6 @@ cdef enum:
     # part and the rest held, a buffer is filled in part (a Linux guest's 64 KiB
     # packet is at most 17 pieces, its rx buffers one).
     _MAX_IOV = 256
-
-
-cdef bint _read_header(ChainBatch batch, ChainInfo* info, vsock_hdr* out) noexcept nogil:
-    """Gather the header from the chain's readable segments; False if they are short."""
-    cdef uint8_t* dst = <uint8_t*>out
-    cdef uint64_t done = 0, take
-    cdef uint32_t s = info.first_seg
-    cdef uint32_t end = s + info.n_read
-    cdef Segment* seg
-    while done < _HEADER_SIZE and s < end:
-        seg = &batch.segs[s]
-        take = _HEADER_SIZE - done if _HEADER_SIZE - done < seg.len else seg.len
-        memcpy(dst + done, seg.ptr, take)
-        done += take
-        s += 1
-    return done == _HEADER_SIZE
 
 
 cdef size_t _iovecs(Segment* segs, uint32_t first, uint32_t count, uint64_t skip,
@@ -154,7 +137,7 @@ def forward(ChainBatch batch not None, dict conns not None, uint64_t cid,
         conn = None
         if (
             info.error == 0
-            and _read_header(batch, info, &hdr)
+            and chain_read(batch, info, 0, <uint8_t*>&hdr, _HEADER_SIZE) == _HEADER_SIZE
             and le16toh(hdr.op) == _OP_RW
             and le16toh(hdr.type) == _TYPE_STREAM
             and le64toh(hdr.src_cid) == cid
