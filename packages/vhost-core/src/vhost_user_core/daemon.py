@@ -172,16 +172,24 @@ def run_all(daemons: Sequence[Daemon]) -> None:
             daemon.shutdown()
 
     previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # The kernel may deliver a signal to any thread; then the main thread's select()
+    # is not interrupted and the Python handler waits for it. The wake-up fd makes
+    # any signal readable here, whichever thread took it.
+    signalled, wake_up = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous_wake_up = signal.set_wakeup_fd(wake_up, warn_on_full_buffer=False)
     try:
         for daemon in daemons:
             daemon.start()
-        # Signal handlers run on the main thread, so it waits in select() (which a
-        # signal interrupts; PEP 475 retries it after the handler made an eventfd
-        # readable), not in join(). One-shot daemons call shutdown() themselves.
-        select.select([daemon._shutdown for daemon in daemons], [], [])
+        # Until a shutdown: ours from a signal handler, or a one-shot daemon's own.
+        watched = [signalled, *(daemon._shutdown for daemon in daemons)]
+        while select.select(watched, [], [])[0] == [signalled]:
+            os.read(signalled, 4096)  # a signal came: its handler, if ours, ends this
         stop_all()
         for daemon in daemons:
             daemon.wait()
     finally:
+        signal.set_wakeup_fd(previous_wake_up)
+        os.close(signalled)
+        os.close(wake_up)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
