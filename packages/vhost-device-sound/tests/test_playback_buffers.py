@@ -15,7 +15,7 @@ import pytest
 
 from vhost_device_sound._pcmring import PcmRing
 from vhost_device_sound._playback import STATUS_SIZE, XFER_SIZE, PlaybackBuffers
-from vhost_device_sound.backends.base import AudioBackend, StreamSetup
+from vhost_device_sound.backends.base import StreamSetup
 from vhost_device_sound.backends.null import NullBackend
 from vhost_device_sound.device import SoundDevice
 from vhost_device_sound.protocol import Direction, PcmStatus, PcmXfer, Status
@@ -27,7 +27,7 @@ from vhost_user_core.testing.harness import running_daemon
 PERIOD = 1920  # 10 ms of 48 kHz stereo S16
 
 
-class HostSpeaker(AudioBackend):
+class HostSpeaker(NullBackend):
     """A backend double with a host clock: a thread that consumes one period from the
     output ring every 10 ms through the gated consumer, as PipeWire's realtime callback
     does, and keeps what it got."""
@@ -36,6 +36,7 @@ class HostSpeaker(AudioBackend):
     drives_clock = True
 
     def __init__(self) -> None:
+        super().__init__()
         self.ring: PcmRing | None = None
         self.heard = bytearray()
         self.stop_event = threading.Event()
@@ -56,18 +57,6 @@ class HostSpeaker(AudioBackend):
             if self.ring is not None:
                 got = self.ring.consume_into(chunk)
                 self.heard += chunk[:got]
-
-    def stop(self, stream_id: int) -> None:
-        pass
-
-    def release(self, stream_id: int) -> None:
-        pass
-
-    def set_active(self, direction: Direction, active: bool) -> None:
-        pass
-
-    def set_volume(self, direction: Direction, gain: float, muted: bool) -> None:
-        pass
 
     def close(self) -> None:
         self.stop_event.set()

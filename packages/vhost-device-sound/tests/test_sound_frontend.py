@@ -461,15 +461,17 @@ def test_malformed_io_buffers(driver: SoundDriver) -> None:
 # -- the input switch is a security boundary ------------------------------------------------
 
 
-class HostMicrophone(AudioBackend):
+class HostMicrophone(NullBackend):
     """A backend double with a host clock: a thread that 'captures' a constant non-zero
     signal into the input ring every 10 ms, through the gated producer, as PipeWire's
-    realtime callback does."""
+    realtime callback does. Like the null backend it ignores the input switch
+    (set_active), deliberately: the ring's gate must hold on its own."""
 
     name = "host-microphone"
     drives_clock = True
 
     def __init__(self) -> None:
+        super().__init__()
         self.ring: PcmRing | None = None
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
@@ -487,18 +489,6 @@ class HostMicrophone(AudioBackend):
         while not self.stop_event.wait(0.01):
             if self.ring is not None:
                 self.ring.produce(b"\x11\x22" * (PERIOD // 2))
-
-    def stop(self, stream_id: int) -> None:
-        pass
-
-    def release(self, stream_id: int) -> None:
-        pass
-
-    def set_active(self, direction: Direction, active: bool) -> None:
-        pass  # deliberately ignores the switch: the ring's gate must hold on its own
-
-    def set_volume(self, direction: Direction, gain: float, muted: bool) -> None:
-        pass
 
     def close(self) -> None:
         self.stop_event.set()
