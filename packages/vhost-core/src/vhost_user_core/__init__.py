@@ -1,6 +1,20 @@
-"""vhost-user device backends in Python: protocol, guest memory, virtqueues, daemon."""
+"""vhost-user device backends in Python: protocol, guest memory, virtqueues, daemon.
+
+Everything a device needs is importable from here; the submodules are the framework's
+own rooms (see the README's "Device API").
+"""
 
 from .backend import VhostUserBackend
+from .cli import (
+    add_logging_args,
+    add_socket_args,
+    main_guard,
+    open_listeners,
+    positive_int,
+    run_daemon,
+    setup_logging,
+)
+from .daemon import Daemon, Listener, run_all
 from .errors import (
     BackendError,
     Disconnected,
@@ -9,16 +23,50 @@ from .errors import (
     QueueError,
     VhostUserError,
 )
+from .memory import GuestMemory
+from .protocol import (
+    STANDARD_FEATURES,
+    VIRTIO_F_NOTIFY_ON_EMPTY,
+    VIRTIO_F_RING_RESET,
+    VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
+    ProtocolFeature,
+)
+from .virtqueue import ChainBatch, DescriptorChain
+from .vring import Vring
+from .worker import TimerHandle, Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "STANDARD_FEATURES",
+    "VIRTIO_F_NOTIFY_ON_EMPTY",
+    "VIRTIO_F_RING_RESET",
+    "VIRTIO_RING_F_EVENT_IDX",
+    "VIRTIO_RING_F_INDIRECT_DESC",
     "BackendError",
+    "ChainBatch",
+    "Daemon",
+    "DescriptorChain",
     "Disconnected",
+    "GuestMemory",
     "GuestMemoryError",
+    "Listener",
     "ProtocolError",
+    "ProtocolFeature",
     "QueueError",
+    "TimerHandle",
     "VhostUserBackend",
     "VhostUserError",
+    "Vring",
+    "Worker",
     "__version__",
+    "add_logging_args",
+    "add_socket_args",
+    "main_guard",
+    "open_listeners",
+    "positive_int",
+    "run_all",
+    "run_daemon",
+    "setup_logging",
 ]
