@@ -16,6 +16,7 @@ from .cli import (
 )
 from .daemon import Daemon, Listener, run_all
 from .errors import (
+    BackendContractError,
     BackendError,
     Disconnected,
     GuestMemoryError,
@@ -44,6 +45,7 @@ __all__ = [
     "VIRTIO_F_RING_RESET",
     "VIRTIO_RING_F_EVENT_IDX",
     "VIRTIO_RING_F_INDIRECT_DESC",
+    "BackendContractError",
     "BackendError",
     "ChainBatch",
     "Daemon",
