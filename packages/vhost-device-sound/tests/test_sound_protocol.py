@@ -28,7 +28,7 @@ from vhost_device_sound.protocol import (
     ctl_values,
     encode_ctl_values,
 )
-from vhost_user_core.errors import ProtocolError
+from vhost_user_core import ProtocolError
 
 
 @pytest.mark.parametrize(

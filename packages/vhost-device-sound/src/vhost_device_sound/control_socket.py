@@ -17,7 +17,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from vhost_user_core.errors import VhostUserError
+from vhost_user_core import VhostUserError
 
 from .control_protocol import (
     MAX_LINE,

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from vhost_user_core.errors import ProtocolError
+from vhost_user_core import ProtocolError
 
 DEVICE_ID = 25
 QUEUE_SIZE = 64  # like upstream: the Linux driver drops elements on a full queue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from vhost_user_core.errors import BackendError, ProtocolError
+from vhost_user_core import BackendError, ProtocolError
 
 from .backends.base import AudioBackend
 from .controls import ELEMENTS, ControlValueError, MasterControls

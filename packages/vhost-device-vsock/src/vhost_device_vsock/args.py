@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeVar
 
-from vhost_user_core.cli import add_logging_args
+from vhost_user_core import add_logging_args
 
 from .config import (
     DEFAULT_GROUPS,

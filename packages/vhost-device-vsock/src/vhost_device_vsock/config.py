@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
-from vhost_user_core.errors import VhostUserError
+from vhost_user_core import VhostUserError
 
 T = TypeVar("T")
 

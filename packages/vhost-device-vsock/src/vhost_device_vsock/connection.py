@@ -21,7 +21,7 @@ from .credit import Credit
 from .packet import Shutdown, SocketType
 
 if TYPE_CHECKING:
-    from vhost_user_core.virtqueue import DescriptorChain
+    from vhost_user_core import DescriptorChain
 
 #: Host sockets refuse a sendmsg with more parts than this (IOV_MAX).
 IOV_MAX = 1024

@@ -26,11 +26,15 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-from vhost_user_core import VhostUserBackend
-from vhost_user_core.protocol import STANDARD_FEATURES, ProtocolFeature
-from vhost_user_core.virtqueue import DescriptorChain
-from vhost_user_core.vring import Vring
-from vhost_user_core.worker import TimerHandle, Worker
+from vhost_user_core import (
+    STANDARD_FEATURES,
+    DescriptorChain,
+    ProtocolFeature,
+    TimerHandle,
+    VhostUserBackend,
+    Vring,
+    Worker,
+)
 
 from ._datapath import forward
 from .connection import GuestOverrun, State, VsockConnection, slice_views
@@ -496,7 +500,7 @@ class VsockBackend(VhostUserBackend):
         rx = self.rx
         while self._has_rx_work():
             if rx is None or not (batch := rx.poll(RX_BATCH)):
-                if rx is not None and rx.active and rx.queue.enable_notification():
+                if rx is not None and rx.active and rx.enable_notification():
                     continue
                 # The guest's next rx kick brings us back; until then a readable
                 # socket would wake us for nothing, again and again.

@@ -17,7 +17,7 @@ import errno
 import socket
 from dataclasses import dataclass
 
-from vhost_user_core.daemon import Listener
+from vhost_user_core import Listener
 
 from .config import VmConfig
 from .packet import SocketType

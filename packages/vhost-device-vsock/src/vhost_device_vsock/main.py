@@ -6,9 +6,7 @@ import resource
 import sys
 from contextlib import ExitStack
 
-from vhost_user_core.cli import main_guard, setup_logging
-from vhost_user_core.daemon import Daemon, Listener, run_all
-from vhost_user_core.errors import VhostUserError
+from vhost_user_core import Daemon, Listener, VhostUserError, main_guard, run_all, setup_logging
 
 from .args import build_parser, vm_configs
 from .vm import SiblingMap, VirtualMachine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from vhost_user_core.errors import BackendError
+from vhost_user_core import BackendError
 
 from .base import AudioBackend, StreamSetup
 

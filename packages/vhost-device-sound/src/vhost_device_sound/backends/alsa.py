@@ -43,7 +43,7 @@ from typing import Any, Protocol, cast
 import alsaaudio  # type: ignore[import-not-found]  # a C extension without stubs
 from typing_extensions import Buffer
 
-from vhost_user_core.errors import BackendError
+from vhost_user_core import BackendError
 
 from .._pcmring import PcmRing, scale_samples
 from ..protocol import SAMPLE_BYTES, Direction, Format

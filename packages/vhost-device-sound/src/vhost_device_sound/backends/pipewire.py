@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import TypedDict
 
-from vhost_user_core.errors import BackendError
+from vhost_user_core import BackendError
 
 from .. import _pipewire as pw
 from ..params import BASE_RATES, HIGH_RATES, Capabilities
