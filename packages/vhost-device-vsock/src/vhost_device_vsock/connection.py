@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 #: Host sockets refuse a sendmsg with more parts than this (IOV_MAX).
 IOV_MAX = 1024
+#: Connections per VM, both directions together; a guest REQUEST beyond it is reset.
+MAX_CONNECTIONS = 1024
 
 
 class State(enum.Enum):
@@ -254,3 +256,11 @@ def slice_views(views: Sequence[memoryview], start: int, length: int) -> list[me
         if length <= 0:
             break
     return out
+
+
+def shut_write(sock: socket.socket) -> None:
+    """Pass the guest's SHUTDOWN(SEND) on to the host peer."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the host peer is gone: the next read tells
