@@ -24,7 +24,6 @@ from .config import (
     MIN_GUEST_CID,
     SEPARATOR,
     VMADDR_CID_ANY,
-    ConfigError,
     VmConfig,
     check_backend,
     check_distinct,
@@ -38,6 +37,7 @@ from .config import (
     load_config_file,
     parse_vm,
 )
+from .errors import ConfigError
 
 __all__ = [
     "ConfigError",

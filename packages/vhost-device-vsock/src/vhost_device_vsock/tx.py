@@ -20,12 +20,12 @@ from vhost_user_core import DescriptorChain, Vring
 from ._datapath import forward
 from .connection import (
     MAX_CONNECTIONS,
-    GuestOverrun,
     State,
     VsockConnection,
     shut_write,
     slice_views,
 )
+from .errors import GuestOverrun
 from .packet import HEADER_SIZE, VMADDR_CID_HOST, Header, Op, SeqFlag, Shutdown, SocketType
 
 if TYPE_CHECKING:
