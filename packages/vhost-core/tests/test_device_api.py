@@ -226,3 +226,48 @@ def test_readme_example_device_serves_zeros(tmp_path: Path) -> None:
             used = queue.wait_used(3, 5.0)
             assert sorted(length for _, length in used) == [32, 32, 32]
             assert all(frontend.ram.memory.read(gpa, 32) == bytes(32) for gpa in gpas)
+
+
+# -- the import rule, for every device of the workspace --------------------------------
+
+WORKSPACE = Path(__file__).resolve().parents[3]
+#: What device code may import beyond the top level: the VMM side and the test plugin.
+TEST_ONLY = ("vhost_user_core.frontend", "vhost_user_core.testing")
+
+
+def _device_sources() -> list[Path]:
+    roots = [*WORKSPACE.glob("packages/vhost-device-*/src"), *WORKSPACE.glob("staging/*/src")]
+    return sorted(p for root in roots for ext in ("*.py", "*.pyi") for p in root.rglob(ext))
+
+
+def test_devices_import_only_the_top_level() -> None:
+    import ast
+
+    sources = _device_sources()
+    assert sources, "no device sources found"
+    offenders = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                inner = name.startswith("vhost_user_core.")
+                if inner and not name.startswith(TEST_ONLY):
+                    offenders.append(f"{path.relative_to(WORKSPACE)}:{node.lineno}: {name}")
+    assert not offenders, "import these from vhost_user_core itself: " + "; ".join(offenders)
+
+
+def test_devices_leave_the_ring_internals_alone() -> None:
+    """Python device code uses Vring's methods; `vring.queue` is for a device's Cython."""
+    offenders = [
+        f"{path.relative_to(WORKSPACE)}:{i}"
+        for path in _device_sources()
+        if path.suffix == ".py"
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if ".queue.next_avail" in line or ".queue.enable_notification" in line
+    ]
+    assert not offenders, offenders
