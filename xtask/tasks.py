@@ -7,7 +7,7 @@ from pathlib import Path
 
 from xtask import environment, system
 from xtask.proc import TaskError, clean_env, run, say
-from xtask.workspace import ROOT, Package, discover, find
+from xtask.workspace import ROOT, XTASK_TESTS, Package, discover, find
 
 PYTEST_NO_TESTS = 5
 
@@ -58,7 +58,7 @@ def _user_selected_paths(args: list[str]) -> list[str] | None:
 def test(args: list[str]) -> int:
     py = bootstrap()
     build_guest_image(py)
-    dirs = [p.tests for p in discover() if p.tests.is_dir()]
+    dirs = [p.tests for p in discover() if p.tests.is_dir()] + [XTASK_TESTS]
     selected = _user_selected_paths(args)
     if selected is None:
         duplicates = _duplicate_test_modules(dirs)
@@ -75,8 +75,9 @@ def test(args: list[str]) -> int:
     if rc == PYTEST_NO_TESTS:
         say("pytest ran no tests: that is a failure")
         return 1
-    if selected is None:  # the whole suite: the style and type checks are part of it
-        rc = rc or _lint(py, [])
+    if selected is None:  # the whole suite: man pages, style and types are part of it
+        checks = [_manpages(py, check=True), _lint(py, [])]
+        rc = rc or max(checks)
     return rc
 
 
@@ -92,13 +93,19 @@ def demo(device: str) -> int:
 
 
 def manpages(*, check: bool) -> int:
-    """Render man/<distribution>.1 for every package with `[tool.vhost-device] parser`."""
-    py = bootstrap()
+    """Render (or check) man/<distribution>.1 of every package with `[tool.vhost-device]
+    parser`; `xtask test` runs the check."""
+    return _manpages(bootstrap(), check=check)
+
+
+def _manpages(py: Path, *, check: bool) -> int:
     failed = 0
     for package in discover():
         if package.parser is None:
             continue
-        cmd: list[str | Path] = [py, "-m", "vhost_user_core.manpage", "--package", package.path]
+        # The renderer is xtask's own (stdlib-only) module, run with the venv's python
+        # because it imports the device's parser.
+        cmd: list[str | Path] = [py, "-m", "xtask.manpage", "--package", package.path]
         if check:
             cmd.append("--check")
         # bootstrap() has just reinstalled every changed package, so the installed

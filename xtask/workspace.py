@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 GROUPS = ("packages", "staging")
 TEMPLATE = ROOT / "template"
+#: xtask's own tests (the man page renderer's), run by `xtask test` with the packages'.
+XTASK_TESTS = ROOT / "xtask" / "tests"
 DEVICE_PREFIX = "vhost-device-"
 TEST_EXTRAS = ("test", "tests", "testing")
 

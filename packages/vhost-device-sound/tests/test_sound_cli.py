@@ -15,9 +15,6 @@ from vhost_device_sound.args import build_parser
 from vhost_device_sound.protocol import Code, Direction, Status
 from vhost_device_sound.testing import SoundDriver, tone
 from vhost_user_core.frontend import Frontend
-from vhost_user_core.manpage import PackagePage
-
-PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def test_defaults() -> None:
@@ -60,13 +57,6 @@ def test_rejected(argv: list[str], message: str, capsys: pytest.CaptureFixture[s
         build_parser().parse_args(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
-
-
-def test_man_page_matches_the_parser() -> None:
-    page = PackagePage.of(PACKAGE)
-    assert page.diff() == "", "run `python3 xtask manpages`"
-    for text in ("initial\\-streams", "control\\-socket", "QUERY"):
-        assert text in page.page
 
 
 def test_daemon_with_a_control_socket(tmp_path: Path) -> None:
