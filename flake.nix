@@ -28,7 +28,7 @@
 
       pyprojectOf = dir: (lib.importTOML (./. + "/${dir}/pyproject.toml")).project;
 
-      # "vhost-user-core==0.1.0; python_version >= '3.11'" -> "vhost-user-core"
+      # "vhost-user-core>=0.1,<0.2; python_version >= '3.11'" -> "vhost-user-core"
       requirementName = req: lib.toLower (builtins.head (builtins.match "[[:space:]]*([A-Za-z0-9._-]+).*" req));
 
       mkPackages = pkgs:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+import vhost_device_rng
 from vhost_device_rng.args import MAX_PERIOD_MS, UNLIMITED, build_parser
 
 
@@ -62,3 +67,10 @@ def test_rejected(argv: list[str], message: str, capsys: pytest.CaptureFixture[s
         parse(*argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_version_flag() -> None:
+    """The installed script prints the distribution's version (pyproject's, the only one)."""
+    script = Path(sys.executable).parent / "vhost-device-rng"
+    run = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    assert run.stdout == f"vhost-device-rng {vhost_device_rng.__version__}\n"

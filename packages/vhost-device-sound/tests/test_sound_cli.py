@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from sound_daemon import DAEMON, running_daemon
 
+import vhost_device_sound
 from vhost_device_sound.args import build_parser
 from vhost_device_sound.protocol import Code, Direction, Status
 from vhost_device_sound.testing import SoundDriver, tone
@@ -141,3 +143,10 @@ def test_pipewire_missing_at_start_is_a_warning_not_an_exit(tmp_path: Path) -> N
         assert driver.pcm(Code.PCM_PREPARE, 0) is Status.IO_ERR
     assert "cannot connect to PipeWire" in daemon.stderr
     assert "PREPARE fails until" in daemon.stderr
+
+
+def test_version_flag() -> None:
+    """The installed script prints the distribution's version (pyproject's, the only one)."""
+    script = Path(sys.executable).parent / "vhost-device-sound"
+    run = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    assert run.stdout == f"vhost-device-sound {vhost_device_sound.__version__}\n"
