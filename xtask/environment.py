@@ -32,7 +32,7 @@ BASE_TOOLS = [
 STATE = VENV / "xtask-installed.json"
 _SKIP_DIRS = {"__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".so", ".c", ".pyc", ".pyd", ".o")
-_NOT_INSTALLED = {"tests", "bench"}
+_NOT_INSTALLED = {"tests", "bench", "demo"}
 
 
 def python() -> Path:

@@ -87,6 +87,10 @@ def guest_image(args: list[str]) -> int:
 
 
 def demo(device: str) -> int:
+    package = find(device, discover())
+    if package.demo is None:
+        with_demo = ", ".join(p.short for p in discover() if p.demo is not None)
+        raise TaskError(f"{package.rel} declares no [tool.vhost-device.demo] (try: {with_demo})")
     py = bootstrap()
     build_guest_image(py)
     return run([py, "-m", "xtask.demo", device], cwd=ROOT, env=clean_env(), check=False)

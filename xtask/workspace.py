@@ -86,7 +86,7 @@ class Package:
     @property
     def tool(self) -> dict[str, Any]:
         """Our own `[tool.vhost-device]` table: parser = "module:factory", man-date,
-        debian = [Debian packages to build, run and test it]."""
+        debian = [Debian packages to build, run and test it], demo = {...}, nix = {...}."""
         table = self.pyproject.get("tool", {}).get("vhost-device", {})
         return table if isinstance(table, dict) else {}
 
@@ -94,6 +94,12 @@ class Package:
     def parser(self) -> str | None:
         spec = self.tool.get("parser")
         return str(spec) if spec else None
+
+    @property
+    def demo(self) -> dict[str, Any] | None:
+        """`[tool.vhost-device.demo]`: how `xtask demo` boots a guest with it (see demo.py)."""
+        table = self.tool.get("demo")
+        return table if isinstance(table, dict) else None
 
     @property
     def manpage(self) -> Path:
