@@ -14,7 +14,7 @@ from vhost_user_core import VhostUserError
 from vhost_user_core.frontend import Frontend
 from vhost_user_core.testing.harness import daemon_process
 
-DAEMON = Path(sys.executable).parent / "vhost-device-template"
+DAEMON = [sys.executable, "-m", "vhost_device_template.main"]
 
 
 def _config(*flags: str) -> LoopbackConfig:
@@ -33,12 +33,12 @@ def test_output_goes_with_the_file_sink_only(flags: list[str]) -> None:
 
 
 def test_version_flag() -> None:
-    run = subprocess.run([DAEMON, "--version"], capture_output=True, text=True, check=True)
+    run = subprocess.run([*DAEMON, "--version"], capture_output=True, text=True, check=True)
     assert run.stdout == f"vhost-device-template {vhost_device_template.__version__}\n"
 
 
 def test_a_bad_config_is_one_line_and_status_1(tmp_path: Path) -> None:
-    argv = [DAEMON, "-s", tmp_path / "t.sock", "--sink", "file"]
+    argv = [*DAEMON, "-s", str(tmp_path / "t.sock"), "--sink", "file"]
     run = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert run.returncode == 1
     assert run.stderr == "error: --output PATH goes with --sink file, and only with it\n"
@@ -47,7 +47,7 @@ def test_a_bad_config_is_one_line_and_status_1(tmp_path: Path) -> None:
 
 def test_daemon_writes_the_guest_bytes_to_its_file(tmp_path: Path) -> None:
     out, socket = tmp_path / "out.bin", tmp_path / "t.sock0"
-    argv = [str(DAEMON), "-s", str(tmp_path / "t.sock"), "--sink", "file", "-o", str(out)]
+    argv = [*DAEMON, "-s", str(tmp_path / "t.sock"), "--sink", "file", "-o", str(out)]
     with daemon_process(argv, log=tmp_path / "log", sockets=[socket]):
         with Frontend.connect(socket) as frontend:
             (queue,) = frontend.start_device(1, 128)

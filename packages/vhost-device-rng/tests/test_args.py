@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -70,7 +69,7 @@ def test_rejected(argv: list[str], message: str, capsys: pytest.CaptureFixture[s
 
 
 def test_version_flag() -> None:
-    """The installed script prints the distribution's version (pyproject's, the only one)."""
-    script = Path(sys.executable).parent / "vhost-device-rng"
-    run = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    """The command prints the installed distribution's version (pyproject's, the only one)."""
+    command = [sys.executable, "-m", "vhost_device_rng.main", "--version"]
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
     assert run.stdout == f"vhost-device-rng {vhost_device_rng.__version__}\n"

@@ -146,7 +146,7 @@ def test_pipewire_missing_at_start_is_a_warning_not_an_exit(tmp_path: Path) -> N
 
 
 def test_version_flag() -> None:
-    """The installed script prints the distribution's version (pyproject's, the only one)."""
-    script = Path(sys.executable).parent / "vhost-device-sound"
-    run = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    """The command prints the installed distribution's version (pyproject's, the only one)."""
+    command = [sys.executable, "-m", "vhost_device_sound.main", "--version"]
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
     assert run.stdout == f"vhost-device-sound {vhost_device_sound.__version__}\n"

@@ -444,7 +444,7 @@ def test_help_text() -> None:
 
 
 def test_version_flag() -> None:
-    """The installed script prints the distribution's version (pyproject's, the only one)."""
-    script = Path(sys.executable).parent / "vhost-device-vsock"
-    run = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    """The command prints the installed distribution's version (pyproject's, the only one)."""
+    command = [sys.executable, "-m", "vhost_device_vsock.main", "--version"]
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
     assert run.stdout == f"vhost-device-vsock {vhost_device_vsock.__version__}\n"
