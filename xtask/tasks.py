@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from xtask import environment, system
+from xtask import environment, new_device, system
 from xtask.proc import TaskError, clean_env, run, say
 from xtask.workspace import ROOT, XTASK_TESTS, Package, discover, find
 
@@ -102,9 +102,9 @@ def manpages(*, check: bool) -> int:
     return _manpages(bootstrap(), check=check)
 
 
-def _manpages(py: Path, *, check: bool) -> int:
+def _manpages(py: Path, *, check: bool, packages: list[Package] | None = None) -> int:
     failed = 0
-    for package in discover():
+    for package in discover() if packages is None else packages:
         if package.parser is None:
             continue
         # The renderer is xtask's own (stdlib-only) module, run with the venv's python
@@ -122,6 +122,19 @@ def _manpages(py: Path, *, check: bool) -> int:
         else:
             say(f"{rel}: {'up to date' if check else 'written'}")
     return 1 if failed else 0
+
+
+def new(name: str, *, staging: bool, cython: bool) -> int:
+    """A new device package from template/, installed, its man page rendered."""
+    device = new_device.NewDevice.parse(name, staging=staging)
+    path = new_device.create(device, discover(), cython=cython)
+    rel = path.relative_to(ROOT).as_posix()
+    say(f"{rel}: created from template/" + (" with a Cython module" if cython else ""))
+    py = bootstrap()  # builds and installs it: the man page is rendered from its parser
+    rc = _manpages(py, check=False, packages=[Package(path)])
+    if rc == 0:
+        say(f"next: `python3 xtask test {rel}/tests`, then make it yours (template/README.md)")
+    return rc
 
 
 def bench(device: str | None, args: list[str]) -> int:
@@ -152,3 +165,14 @@ def _lint(py: Path, args: list[str]) -> int:
     status |= run([bindir / "ruff", "format", "--check", "."], cwd=ROOT, check=False)
     status |= run([bindir / "mypy"], cwd=ROOT, env=clean_env(), check=False)
     return 1 if status else 0
+
+
+def devices(args: list[str]) -> int:
+    """The workspace's packages as a Markdown table, read from their pyproject.toml (so
+    no README keeps a list that a new or deleted device would leave stale)."""
+    if args:
+        raise TaskError("devices takes no arguments")
+    print("| package | where | description |\n|---|---|---|")
+    for package in discover():
+        print(f"| {package.name} | {package.rel} | {package.project.get('description', '')} |")
+    return 0
