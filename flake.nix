@@ -139,7 +139,7 @@
           ];
           # xtask makes its own .venv from this Python; nothing to do on Debian-only steps.
           shellHook = ''
-            echo "vhost-device-py: python3 xtask test | demo | manpages | bench"
+            echo "vhost-device-py: python3 xtask test | lint | new | devices | demo | manpages | bench"
           '';
         };
       });
