@@ -16,6 +16,7 @@ tasks:
   bootstrap [--reinstall]
                       system packages, .venv, tools and every workspace package
   test [pytest args]  bootstrap, build the guest image, run every package's tests
+                      (and xtask's); with no args also manpages --check and lint
   new <name> [--staging] [--cython]
                       a new device package from template/, passing at once
   devices             list the workspace's packages (from their pyproject.toml)
