@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def _fake_entry(directory: Path) -> Path:
     for name in kmodules.MODULES:
         data = f"vermagic={VERSION} SMP\0{name}".encode()
         (entry / f"{name}.ko").write_bytes(data)
-        ko[name] = kmodules.hashlib.sha256(data).hexdigest()
+        ko[name] = hashlib.sha256(data).hexdigest()
     (entry / "manifest.json").write_text(json.dumps({"ko": ko}))
     return entry
 
