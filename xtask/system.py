@@ -144,12 +144,19 @@ def backports_text(
 
 
 def ensure_backports(codename: str, suite: str) -> None:
-    """Add (or bring up to date) xtask's source file for `suite`, unless apt has it."""
+    """Add (or bring up to date) xtask's source file for `suite`; remove it if another
+    source now serves the suite (apt warns about sources configured twice)."""
     global _updated
     sourcelist, sourceparts = apt_source_paths()
     own = sourceparts / BACKPORTS_FILE
     text = backports_text(aptsources.read_sources(sourcelist, sourceparts), codename, suite, own)
-    if text is None or (own.is_file() and own.read_text(errors="replace") == text):
+    if text is None:
+        if own.is_file():
+            say(f"removing {own}: {suite} is configured elsewhere")
+            run([*_root_prefix(), "rm", "-f", own])
+            _updated = False
+        return
+    if own.is_file() and own.read_text(errors="replace") == text:
         return
     say(f"adding {suite} to apt sources ({own}), from the machine's own Debian mirror")
     # Written beside it then renamed, so a concurrent apt never reads half a file.

@@ -212,14 +212,20 @@ def test_real_apt_installs_from_the_backports_written(
         assert "W: " not in done.stderr and "E: " not in done.stderr, done.stderr
         return done.stdout
 
-    # the paths xtask asks apt for are the ones APT_CONFIG set
+    # xtask asks apt where its sources are: here, where APT_CONFIG says. The temp dir is
+    # this user's own, so xtask needs no sudo to write into it.
     monkeypatch.setenv("APT_CONFIG", str(config))
+    monkeypatch.setattr(system, "_root_prefix", lambda: [])
     assert system.apt_source_paths() == (sourcelist, parts)
     own = parts / system.BACKPORTS_FILE
-    sources = aptsources.read_sources(sourcelist, parts)
-    text = system.backports_text(sources, "bookworm", "bookworm-backports", own)
-    assert text is not None and "Trusted: yes\n" in text
-    own.write_text(text)
+    system.ensure_backports("bookworm", "bookworm-backports")
+    assert "URIs: file:" + str(mirror) + "\n" in own.read_text()
+    assert "Trusted: yes\n" in own.read_text()
+    written = own.stat()
+    system.ensure_backports("bookworm", "bookworm-backports")  # up to date: left alone
+    assert own.stat().st_ino == written.st_ino and own.stat().st_mtime_ns == written.st_mtime_ns
+    assert sorted(p.name for p in parts.iterdir()) == [system.BACKPORTS_FILE]
+
     apt("apt-get", "update", "-qq")
     simulated = apt("apt-get", "install", "-s", "-t", "bookworm-backports", "vhost-probe")
     assert "Inst vhost-probe (2.0~bpo12+1 Debian:bookworm-backports [all])" in simulated
@@ -227,3 +233,10 @@ def test_real_apt_installs_from_the_backports_written(
     assert "Inst vhost-probe (1.0 Debian:bookworm [all])" in apt(
         "apt-get", "install", "-s", "vhost-probe"
     )
+
+    # The user configures backports themselves: xtask's copy goes, so apt sees it once.
+    with sourcelist.open("a") as f:
+        f.write(f"deb [trusted=yes] file:{mirror} bookworm-backports main\n")
+    system.ensure_backports("bookworm", "bookworm-backports")
+    assert not own.exists()
+    apt("apt-get", "update", "-qq")
