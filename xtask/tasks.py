@@ -59,6 +59,7 @@ def test(args: list[str]) -> int:
     py = bootstrap()
     build_guest_image(py)
     dirs = [p.tests for p in discover() if p.tests.is_dir()]
+    dirs += [d for d in [ROOT / "xtask" / "tests"] if d.is_dir()]  # xtask's own
     selected = _user_selected_paths(args)
     if selected is None:
         duplicates = _duplicate_test_modules(dirs)

@@ -79,6 +79,7 @@ def default_dir() -> Path:
 
 
 def newest_kernel_package() -> str:
+    """The newest Debian 6.12 kernel in apt's lists, from whichever suite carries it."""
     out = subprocess.run(
         ["apt-cache", "search", "--names-only", "^linux-image-6.12"],
         capture_output=True,
@@ -89,8 +90,8 @@ def newest_kernel_package() -> str:
     matches = [n for n in names if KERNEL_PATTERN.match(n)]
     if not matches:
         raise RuntimeError(
-            "no linux-image-6.12.*-amd64-unsigned package in apt; enable "
-            "bookworm-backports (python3 xtask bootstrap does)"
+            "no linux-image-6.12.*-amd64-unsigned package in apt's lists: Debian trixie "
+            "carries it, bookworm its backports and security suites (run `apt-get update`)"
         )
 
     def version(name: str) -> tuple[int, ...]:
