@@ -16,6 +16,10 @@ tasks:
   bootstrap [--reinstall]
                       system packages, .venv, tools and every workspace package
   test [pytest args]  bootstrap, build the guest image, run every package's tests
+                      (and xtask's); with no args also manpages --check and lint
+  new <name> [--staging] [--cython]
+                      a new device package from template/, passing at once
+  devices             list the workspace's packages (from their pyproject.toml)
   demo [device]       boot a QEMU guest that uses the device (default: rng)
   guest-image [args]  build the guest kernel + initramfs
   manpages [--check]  render (or check) man/<package>.1 from the argparse parsers
@@ -41,6 +45,15 @@ def _demo(argv: list[str]) -> int:
     return tasks.demo(parser.parse_args(argv).device)
 
 
+def _new(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="xtask new", description="A new device package.")
+    parser.add_argument("name", help="the device name, e.g. foo for vhost-device-foo")
+    parser.add_argument("--staging", action="store_true", help="in staging/, not packages/")
+    parser.add_argument("--cython", action="store_true", help="with a Cython module")
+    args = parser.parse_args(argv)
+    return tasks.new(args.name, staging=args.staging, cython=args.cython)
+
+
 def _manpages(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="xtask manpages")
     parser.add_argument("--check", action="store_true", help="fail if a page is out of date")
@@ -55,6 +68,8 @@ def _bench(argv: list[str]) -> int:
 TASKS: dict[str, Callable[[list[str]], int]] = {
     "bootstrap": _bootstrap,
     "test": tasks.test,
+    "new": _new,
+    "devices": tasks.devices,
     "demo": _demo,
     "guest-image": tasks.guest_image,
     "manpages": _manpages,

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 GROUPS = ("packages", "staging")
 TEMPLATE = ROOT / "template"
+#: xtask's own tests (the man page renderer's), run by `xtask test` with the packages'.
+XTASK_TESTS = ROOT / "xtask" / "tests"
 DEVICE_PREFIX = "vhost-device-"
 TEST_EXTRAS = ("test", "tests", "testing")
 
@@ -84,7 +86,7 @@ class Package:
     @property
     def tool(self) -> dict[str, Any]:
         """Our own `[tool.vhost-device]` table: parser = "module:factory", man-date,
-        debian = [Debian packages to build, run and test it]."""
+        debian = [Debian packages to build, run and test it], demo = {...}, nix = {...}."""
         table = self.pyproject.get("tool", {}).get("vhost-device", {})
         return table if isinstance(table, dict) else {}
 
@@ -92,6 +94,12 @@ class Package:
     def parser(self) -> str | None:
         spec = self.tool.get("parser")
         return str(spec) if spec else None
+
+    @property
+    def demo(self) -> dict[str, Any] | None:
+        """`[tool.vhost-device.demo]`: how `xtask demo` boots a guest with it (see demo.py)."""
+        table = self.tool.get("demo")
+        return table if isinstance(table, dict) else None
 
     @property
     def manpage(self) -> Path:

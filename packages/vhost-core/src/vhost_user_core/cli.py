@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -57,6 +58,17 @@ def add_socket_args(
             default=1,
             help="number of guests (sockets) to serve (default: %(default)s)",
         )
+
+
+def add_version_arg(parser: argparse.ArgumentParser, distribution: str) -> None:
+    """`-V/--version` (upstream's clap spelling), printing the installed distribution's
+    version: pyproject.toml is the one place a version is written."""
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.metadata.version(distribution)}",
+    )
 
 
 def add_logging_args(parser: argparse.ArgumentParser) -> None:

@@ -1,14 +1,16 @@
 """The guest image: Debian's 6.12 kernel and a busybox initramfs, built without root.
 
 The kernel package is downloaded (not installed), vmlinuz and the virtio modules are
-taken out of it, the modules decompressed so busybox's insmod can load them, and
-/init runs the /test.sh that each boot appends as a second cpio archive.
+taken out of it, the modules decompressed so busybox's insmod can load them, the ones
+Debian leaves out built from its source (`kmodules`), and /init runs the /test.sh that
+each boot appends as a second cpio archive.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import lzma
 import os
@@ -19,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import kmodules
 from .cpio import Entry, write_newc
 
 #: Modules loaded at boot, in this order after their dependencies.
@@ -30,7 +33,13 @@ DEFAULT_MODULES = (
     "virtio_snd",
     "virtio_scsi",
     "sd_mod",
+    "configfs",
+    "i2c-virtio",
+    "gpio-virtio",
 )
+#: Modules in /lib/modules/<name>.ko that tests load themselves (their dependencies
+#: are among DEFAULT_MODULES).
+ON_DEMAND_MODULES = ("gpio-sim",)
 KERNEL_PATTERN = re.compile(r"^linux-image-(6\.12\.\d+\+deb\d+-amd64)-unsigned$")
 BUSYBOX = Path("/bin/busybox")
 
@@ -70,6 +79,7 @@ def default_dir() -> Path:
 
 
 def newest_kernel_package() -> str:
+    """The newest Debian 6.12 kernel in apt's lists, from whichever suite carries it."""
     out = subprocess.run(
         ["apt-cache", "search", "--names-only", "^linux-image-6.12"],
         capture_output=True,
@@ -80,8 +90,8 @@ def newest_kernel_package() -> str:
     matches = [n for n in names if KERNEL_PATTERN.match(n)]
     if not matches:
         raise RuntimeError(
-            "no linux-image-6.12.*-amd64-unsigned package in apt; enable "
-            "bookworm-backports (python3 xtask bootstrap does)"
+            "no linux-image-6.12.*-amd64-unsigned package in apt's lists: Debian trixie "
+            "carries it, bookworm its backports and security suites (run `apt-get update`)"
         )
 
     def version(name: str) -> tuple[int, ...]:
@@ -95,9 +105,13 @@ def _modinfo_depends(ko: bytes) -> list[str]:
     return [d for d in found.group(1).decode().split(",") if d] if found else []
 
 
-def _collect_modules(modroot: Path, wanted: tuple[str, ...]) -> list[tuple[str, bytes]]:
-    """Decompressed modules in load order (dependencies first)."""
+def _collect_modules(
+    modroot: Path, wanted: tuple[str, ...], extra: dict[str, Path]
+) -> list[tuple[str, bytes]]:
+    """Decompressed modules in load order (dependencies first), from the kernel package
+    or `extra` (built out of tree); all must have the kernel's vermagic."""
     index = {p.name.split(".ko")[0].replace("-", "_"): p for p in modroot.rglob("*.ko*")}
+    index |= {name.replace("-", "_"): path for name, path in extra.items()}
     ordered: list[tuple[str, bytes]] = []
     seen: set[str] = set()
 
@@ -118,20 +132,35 @@ def _collect_modules(modroot: Path, wanted: tuple[str, ...]) -> list[tuple[str, 
 
     for name in wanted:
         visit(name)
+    magics = {kmodules.vermagic(data) for _, data in ordered}
+    if len(magics) > 1:
+        raise RuntimeError(f"modules built for different kernels: {sorted(magics)}")
     return ordered
 
 
 def build_image(
-    directory: Path | None = None, modules: tuple[str, ...] = DEFAULT_MODULES
+    directory: Path | None = None,
+    modules: tuple[str, ...] = DEFAULT_MODULES,
+    on_demand: tuple[str, ...] = ON_DEMAND_MODULES,
 ) -> GuestImage:
-    """Build (or reuse) the image in `directory`; idempotent."""
+    """Build (or reuse) the image in `directory`; idempotent. `modules` are loaded at
+    boot, `on_demand` only shipped."""
     directory = directory or default_dir()
     directory.mkdir(parents=True, exist_ok=True)
     stamp = directory / "stamp.json"
     package = newest_kernel_package()
-    want = {"package": package, "modules": list(modules), "init": INIT, "format": 1}
-    kernel, initramfs = directory / "vmlinuz", directory / "initramfs.gz"
     version = KERNEL_PATTERN.match(package).group(1)  # type: ignore[union-attr]
+    extra = kmodules.build_out_of_tree(version, directory=directory)
+    built = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in extra.items()}
+    want = {
+        "package": package,
+        "modules": list(modules),
+        "on_demand": list(on_demand),
+        "out_of_tree": built,
+        "init": INIT,
+        "format": 2,
+    }
+    kernel, initramfs = directory / "vmlinuz", directory / "initramfs.gz"
     if stamp.exists() and json.loads(stamp.read_text()) == want and kernel.exists():
         return GuestImage(kernel, initramfs, version)
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
@@ -149,7 +178,8 @@ def build_image(
             for p in ("lib/modules", "usr/lib/modules")
             if (unpacked / p / version).exists()
         )
-        loaded = _collect_modules(modroot, modules)
+        loaded = _collect_modules(modroot, modules, extra)
+        shipped = _collect_modules(modroot, modules + on_demand, extra)
     entries = [
         Entry.directory(d)
         for d in ("bin", "etc", "lib", "lib/modules", "proc", "sys", "dev", "tmp")
@@ -158,7 +188,7 @@ def build_image(
     entries.append(Entry.symlink("bin/sh", "busybox"))
     entries.append(Entry.executable("init", INIT.encode()))
     entries.append(Entry("etc/modules", "\n".join(n for n, _ in loaded).encode() + b"\n"))
-    entries += [Entry(f"lib/modules/{name}.ko", data) for name, data in loaded]
+    entries += [Entry(f"lib/modules/{name}.ko", data) for name, data in shipped]
     initramfs.write_bytes(gzip.compress(write_newc(entries), compresslevel=6))
     stamp.write_text(json.dumps(want))
     return GuestImage(kernel, initramfs, version)

@@ -27,8 +27,8 @@ def guest_image() -> GuestImage:
     if qemu_major() < MIN_QEMU_MAJOR:
         pytest.fail(
             f"QEMU {MIN_QEMU_MAJOR}+ is required for guest tests; run "
-            "`python3 xtask bootstrap` (it installs qemu-system-x86 from "
-            "bookworm-backports)",
+            "`python3 xtask bootstrap` (it installs qemu-system-x86, on bookworm "
+            "from bookworm-backports)",
             pytrace=False,
         )
     try:

@@ -1,5 +1,9 @@
 """The hatchling build hook that compiles a workspace package's Cython modules.
 
+Build-only: a top-level module of the vhost-user-core wheel beside `vhost_user_core`,
+which it never imports, so no daemon loads it and loading it in a device's (isolated)
+build imports none of the runtime package's compiled modules.
+
 Our own small hook rather than hatch-cython (which compiles every .py and ships the
 generated C). A package lists its extensions in pyproject.toml:
 
@@ -8,9 +12,9 @@ generated C). A package lists its extensions in pyproject.toml:
     package = "src/vhost_device_sound"
     extensions = ["_pcmring", { name = "_pipewire", pkg-config = ["libpipewire-0.3"] }]
 
-and its hatch_build.py imports `CythonBuildHook` from here (vhost-user-core's own
-hatch_build.py loads this file by path, since the package is not installed while it
-builds). Wheels get the compiled modules; editable installs build them in place.
+and its hatch_build.py does `from vhost_user_core_build import CythonBuildHook`
+(vhost-user-core's own hatch_build.py loads this file by path, since the package is not
+installed while it builds). Wheels get the compiled modules; editable installs build them in place.
 Standard library, Cython and setuptools only.
 """
 

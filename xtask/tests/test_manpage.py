@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vhost_user_core.manpage import (
+from xtask.manpage import (
     BulletItem,
     CodeBlock,
     Paragraph,
