@@ -237,6 +237,7 @@ TEST_ONLY = ("vhost_user_core.frontend", "vhost_user_core.testing")
 
 def _device_sources() -> list[Path]:
     roots = [*WORKSPACE.glob("packages/vhost-device-*/src"), *WORKSPACE.glob("staging/*/src")]
+    roots.append(WORKSPACE / "template" / "src")
     return sorted(p for root in roots for ext in ("*.py", "*.pyi") for p in root.rglob(ext))
 
 
