@@ -6,10 +6,13 @@ import argparse
 import sys
 import threading
 
-from vhost_user_core import VhostUserBackend
-from vhost_user_core.errors import BackendError
-from vhost_user_core.protocol import STANDARD_FEATURES, ProtocolFeature
-from vhost_user_core.vring import Vring
+from vhost_user_core import (
+    STANDARD_FEATURES,
+    BackendError,
+    ProtocolFeature,
+    VhostUserBackend,
+    Vring,
+)
 
 
 class EchoBackend(VhostUserBackend):
@@ -56,7 +59,7 @@ class EchoBackend(VhostUserBackend):
 
 def main() -> int:
     """Run the echo device as a real daemon process (for signal and fd tests)."""
-    from vhost_user_core.cli import (
+    from vhost_user_core import (
         add_socket_args,
         main_guard,
         open_listeners,

@@ -28,7 +28,7 @@ from vhost_device_sound.backends import StreamSetup, backend_class
 from vhost_device_sound.backends.alsa import AlsaBackend
 from vhost_device_sound.params import PcmParams
 from vhost_device_sound.protocol import Direction, Format, Rate
-from vhost_user_core.errors import BackendError
+from vhost_user_core import BackendError
 
 PERIOD_FRAMES = 256
 

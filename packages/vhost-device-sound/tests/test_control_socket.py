@@ -15,7 +15,7 @@ from vhost_device_sound.control_protocol import MAX_LINE
 from vhost_device_sound.control_socket import ControlServer
 from vhost_device_sound.protocol import Direction
 from vhost_device_sound.switches import Switches
-from vhost_user_core.errors import VhostUserError
+from vhost_user_core import VhostUserError
 
 
 class Client:

@@ -29,7 +29,7 @@ from vhost_device_sound.backends.base import StreamSetup
 from vhost_device_sound.backends.pipewire import PipeWireBackend, node_name
 from vhost_device_sound.params import BASE_RATES, DEFAULT_POSITIONS, HIGH_RATES, PcmParams
 from vhost_device_sound.protocol import SAMPLE_BYTES, Direction, Format, Rate
-from vhost_user_core.errors import BackendError
+from vhost_user_core import BackendError
 
 OUTPUT = Direction.OUTPUT
 INPUT = Direction.INPUT

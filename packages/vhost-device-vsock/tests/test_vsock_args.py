@@ -18,7 +18,7 @@ from vhost_device_vsock.args import (
     parse_vm,
     vm_configs,
 )
-from vhost_user_core.errors import VhostUserError
+from vhost_user_core import VhostUserError
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -19,6 +19,7 @@ from .cli import (
 )
 from .daemon import Daemon, Listener, run_all
 from .errors import (
+    BackendContractError,
     BackendError,
     Disconnected,
     GuestMemoryError,
@@ -47,6 +48,7 @@ __all__ = [
     "VIRTIO_F_RING_RESET",
     "VIRTIO_RING_F_EVENT_IDX",
     "VIRTIO_RING_F_INDIRECT_DESC",
+    "BackendContractError",
     "BackendError",
     "ChainBatch",
     "Daemon",

@@ -25,3 +25,9 @@ class BackendError(VhostUserError):
 
 class Disconnected(VhostUserError):
     """The peer closed the vhost-user connection."""
+
+
+class BackendContractError(VhostUserError, TypeError):
+    """A VhostUserBackend subclass breaks the base class's contract (no `handle_queue`,
+    a queue count or size that cannot work): a programming error, reported when the
+    device is constructed rather than on a worker thread at the first kick."""

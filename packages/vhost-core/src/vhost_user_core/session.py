@@ -66,6 +66,8 @@ class Session:
             Vring(i, backend.max_queue_size, self.workers[self._worker_of(i)])
             for i in range(backend.num_queues)
         ]
+        #: Rings whose kick fd is in their worker's epoll set.
+        self._watching: set[int] = set()
         self._handlers: dict[Request, Handler] = {
             Request.GET_FEATURES: self._get_features,
             Request.SET_FEATURES: self._set_features,
@@ -301,9 +303,9 @@ class Session:
         """GET_VRING_BASE / reset: the ring stops and forgets its fds and addresses."""
         if vring.ready:
             self.backend.queue_stopped(vring)
-        vring.started = False
+        vring._set_stopped()
         self._update_registration(vring)
-        vring.close_fds()
+        vring._close_fds()
         vring.queue.reset()
 
     def _set_vring_kick(self, p: object, msg: Message) -> None:
@@ -312,24 +314,18 @@ class Session:
             raise ProtocolError("polling mode (kick without an fd) is not supported")
         if vring.kick_fd is not None:
             vring.worker.remove_reader(vring.kick_fd)
-            os.close(vring.kick_fd)
-        vring.kick_fd = msg.take_fd()
-        vring.started = True
+        vring._set_kick_fd(msg.take_fd())
         self._update_registration(vring)
         return None
 
     def _set_vring_call(self, p: object, msg: Message) -> None:
         vring, has_fd = self._vring_fd_target(p, msg)
-        if vring.call_fd is not None:
-            os.close(vring.call_fd)
-        vring.call_fd = msg.take_fd() if has_fd else None
+        vring._set_call_fd(msg.take_fd() if has_fd else None)
         return None
 
     def _set_vring_err(self, p: object, msg: Message) -> None:
         vring, has_fd = self._vring_fd_target(p, msg)
-        if vring.err_fd is not None:
-            os.close(vring.err_fd)
-        vring.err_fd = msg.take_fd() if has_fd else None
+        vring._set_err_fd(msg.take_fd() if has_fd else None)
         return None
 
     def _vring_fd_target(self, p: object, msg: Message) -> tuple[Vring, bool]:
@@ -352,7 +348,7 @@ class Session:
         return None
 
     def _enable(self, vring: Vring, enabled: bool) -> None:
-        vring.enabled = enabled
+        vring._set_enabled(enabled)
         self._update_registration(vring)
 
     def _update_registration(self, vring: Vring) -> None:
@@ -362,14 +358,14 @@ class Session:
         if kick is None:
             return
         if vring.active:
-            was_watching = vring.worker_watching
+            was_watching = vring.index in self._watching
             vring.worker.add_reader(kick, lambda: self._kicked(vring))
-            vring.worker_watching = True
+            self._watching.add(vring.index)
             if not was_watching:
                 vring.worker.call_soon(lambda: self._process(vring))
-        elif vring.worker_watching:
+        elif vring.index in self._watching:
             vring.worker.remove_reader(kick)
-            vring.worker_watching = False
+            self._watching.discard(vring.index)
 
     def _kicked(self, vring: Vring) -> None:
         if vring.kick_fd is None:
@@ -413,7 +409,7 @@ class Session:
     def _reset_device(self, _p: object, _m: Message) -> None:
         for vring in self.vrings:
             self._stop(vring)
-            vring.enabled = False
+            vring._set_enabled(False)
         self.acked_features = 0
         self.status = 0
         self.backend.reset()
@@ -435,7 +431,7 @@ class Session:
         for worker in self.workers:
             worker.stop()
         for vring in self.vrings:
-            vring.close_fds()
+            vring._close_fds()
         if self.backend_channel is not None:
             self.backend_channel.close()
         try:

@@ -1,4 +1,9 @@
-"""A virtqueue plus its vhost-user state: kick/call fds, enabled, started."""
+"""A virtqueue plus its vhost-user state: kick/call fds, enabled, started.
+
+A device sees a `Vring` through its public methods and read-only properties only; the
+fds and the started/enabled state are the session's to change (its `_`-prefixed
+methods), the split ring itself the framework's (`queue`, for a device's Cython).
+"""
 
 from __future__ import annotations
 
@@ -22,38 +27,79 @@ class Vring:
     A ring is processed only while it is *started* (kick fd received, addresses valid)
     and *enabled* (SET_VRING_ENABLE, or implicitly when PROTOCOL_FEATURES is not
     negotiated). `batches()` runs the EVENT_IDX-safe loop; `complete()` returns
-    buffers and interrupts the guest only when it asked for it.
+    buffers and interrupts the guest only when it asked for it; `poll()`, `rewind()`
+    and `enable_notification()` serve a device that takes buffers on its own schedule.
     """
 
+    __slots__ = (
+        "_index",
+        "_queue",
+        "_worker",
+        "_kick_fd",
+        "_call_fd",
+        "_err_fd",
+        "_enabled",
+        "_started",
+    )
+
     def __init__(self, index: int, max_size: int, worker: Worker) -> None:
-        self.index = index
-        self.queue = Virtqueue(index, max_size)
-        self.worker = worker
-        self.kick_fd: int | None = None
-        self.call_fd: int | None = None
-        self.err_fd: int | None = None
-        self.enabled = False
-        self.started = False
-        #: Whether the kick fd is in the worker's epoll set (maintained by the session).
-        self.worker_watching = False
+        self._index = index
+        self._queue = Virtqueue(index, max_size)
+        self._worker = worker
+        self._kick_fd: int | None = None
+        self._call_fd: int | None = None
+        self._err_fd: int | None = None
+        self._enabled = False
+        self._started = False
+
+    # -- what a device reads ----------------------------------------------------------
+
+    @property
+    def index(self) -> int:
+        """The queue's number (0 for the device's first queue)."""
+        return self._index
+
+    @property
+    def worker(self) -> Worker:
+        """The worker thread that owns this ring: arm its timers, watch its fds here."""
+        return self._worker
+
+    @property
+    def queue(self) -> Virtqueue:
+        """The split ring itself, for a device's own Cython that cimports
+        `vhost_user_core.virtqueue` (`push_used`, `notify_due`); Python device code uses
+        this class's methods instead."""
+        return self._queue
+
+    @property
+    def call_fd(self) -> int | None:
+        """The guest's interrupt eventfd (None: none given), for a device's Cython that
+        interrupts once after `push_used`; Python code uses `complete()` / `signal()`."""
+        return self._call_fd
+
+    @property
+    def kick_fd(self) -> int | None:
+        return self._kick_fd
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     @property
     def ready(self) -> bool:
-        return self.started and self.queue.configured
+        """Started with valid addresses: the ring takes buffers back (`complete`)."""
+        return self._started and self._queue.configured
 
     @property
     def active(self) -> bool:
-        return self.ready and self.enabled and not self.queue.broken
+        """Ready, enabled and not broken by the guest: the ring yields buffers."""
+        return self.ready and self._enabled and not self._queue.broken
 
-    def signal(self) -> None:
-        """Interrupt the guest unconditionally (config change, errors)."""
-        if self.call_fd is not None:
-            os.eventfd_write(self.call_fd, 1)
-
-    def signal_used(self) -> None:
-        """Interrupt the guest if the entries added since last time warrant it."""
-        if self.call_fd is not None and self.queue.needs_notification():
-            os.eventfd_write(self.call_fd, 1)
+    # -- taking buffers --------------------------------------------------------------
 
     def batches(self, limit: int = 0) -> Iterator[ChainBatch]:
         """Yield batches until the ring is empty and notifications are back on.
@@ -61,7 +107,7 @@ class Vring:
         With EVENT_IDX the driver may skip kicks while we have notifications off, so
         we re-check for work after re-enabling them, as the spec requires.
         """
-        queue = self.queue
+        queue = self._queue
         try:
             while self.active:
                 queue.disable_notification()
@@ -82,42 +128,96 @@ class Vring:
         off: for a device that wakes on its own schedule while busy (a playing sound
         stream takes new buffers at each period, vsock fills rx buffers when it has
         data) and so saves a wake-up per buffer. `batches()`, or
-        `queue.enable_notification()`, turns kicks back on when it needs them."""
+        `enable_notification()`, turns kicks back on when it needs them."""
         if not self.active:
             return ()
-        self.queue.disable_notification()
+        self._queue.disable_notification()
         return self._pop(limit) or ()
 
     def rewind(self, count: int) -> None:
         """Put the last `count` popped chains back on the ring, unused, to be popped
         again later (e.g. rx buffers popped in a batch that had less to carry)."""
-        self.queue.next_avail = (self.queue.next_avail - count) & 0xFFFF
+        self._queue.next_avail = (self._queue.next_avail - count) & 0xFFFF
+
+    def enable_notification(self) -> bool:
+        """Ask the driver to kick again when it posts buffers (after `poll()` left kicks
+        off). Returns True if chains arrived meanwhile: pop them now, since no kick
+        will come for those. False on a ring without addresses or broken by the guest
+        (check `active` first to tell "nothing new" from "not running")."""
+        return bool(self._queue.enable_notification())
+
+    def disable_notification(self) -> None:
+        """Tell the driver it need not kick (a hint: a kick may still come); `poll()`
+        and `batches()` do this themselves."""
+        self._queue.disable_notification()
 
     def _pop(self, limit: int = 0) -> ChainBatch | None:
         """Pop up to `limit` chains; None if the guest broke the ring (reported once:
         the queue yields nothing more until it is reset)."""
         try:
-            return self.queue.pop(limit)
+            return self._queue.pop(limit)
         except QueueError as exc:
-            log.error("queue %d: %s; the ring is stopped until reset", self.index, exc)
+            log.error("queue %d: %s; the ring is stopped until reset", self._index, exc)
             self.report_error()
             return None
 
+    # -- returning buffers -----------------------------------------------------------
+
     def complete(self, batch: ChainBatch, lengths: Sequence[int]) -> None:
-        self.queue.add_used_batch(batch, lengths)
+        """Return the first len(lengths) chains of `batch` (lengths[i] bytes written
+        into chain i), then interrupt the guest if it asked for it."""
+        self._queue.add_used_batch(batch, lengths)
         self.signal_used()
 
     def complete_one(self, head: int, length: int) -> None:
-        self.queue.add_used(head, length)
+        """Return one chain by its head (a chain held across wake-ups)."""
+        self._queue.add_used(head, length)
         self.signal_used()
 
-    def report_error(self) -> None:
-        if self.err_fd is not None:
-            os.eventfd_write(self.err_fd, 1)
+    def signal(self) -> None:
+        """Interrupt the guest unconditionally (config change, errors)."""
+        if self._call_fd is not None:
+            os.eventfd_write(self._call_fd, 1)
 
-    def close_fds(self) -> None:
-        for name in ("kick_fd", "call_fd", "err_fd"):
-            fd = getattr(self, name)
+    def signal_used(self) -> None:
+        """Interrupt the guest if the entries added since last time warrant it."""
+        if self._call_fd is not None and self._queue.needs_notification():
+            os.eventfd_write(self._call_fd, 1)
+
+    def report_error(self) -> None:
+        """Tell the VMM this ring failed (its err eventfd), if it gave one."""
+        if self._err_fd is not None:
+            os.eventfd_write(self._err_fd, 1)
+
+    # -- the session's side (framework only) -----------------------------------------
+
+    def _set_kick_fd(self, fd: int) -> None:
+        """SET_VRING_KICK: the new kick fd (the old one closed) starts the ring."""
+        if self._kick_fd is not None:
+            os.close(self._kick_fd)
+        self._kick_fd = fd
+        self._started = True
+
+    def _set_call_fd(self, fd: int | None) -> None:
+        if self._call_fd is not None:
+            os.close(self._call_fd)
+        self._call_fd = fd
+
+    def _set_err_fd(self, fd: int | None) -> None:
+        if self._err_fd is not None:
+            os.close(self._err_fd)
+        self._err_fd = fd
+
+    def _set_enabled(self, enabled: bool) -> None:
+        self._enabled = enabled
+
+    def _set_stopped(self) -> None:
+        """GET_VRING_BASE / reset: no longer started (the session then unwatches the
+        kick fd and calls `_close_fds`)."""
+        self._started = False
+
+    def _close_fds(self) -> None:
+        for fd in (self._kick_fd, self._call_fd, self._err_fd):
             if fd is not None:
                 os.close(fd)
-                setattr(self, name, None)
+        self._kick_fd = self._call_fd = self._err_fd = None

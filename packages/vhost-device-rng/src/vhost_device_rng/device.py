@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from vhost_user_core import VhostUserBackend
-from vhost_user_core.protocol import STANDARD_FEATURES, ProtocolFeature
-from vhost_user_core.virtqueue import ChainBatch
-from vhost_user_core.vring import Vring
-from vhost_user_core.worker import TimerHandle
+from vhost_user_core import (
+    STANDARD_FEATURES,
+    ChainBatch,
+    ProtocolFeature,
+    TimerHandle,
+    VhostUserBackend,
+    Vring,
+)
 
 from .ratelimit import TokenBucket
 from .source import EntropySource
@@ -59,7 +62,7 @@ class RngBackend(VhostUserBackend):
         """Fill as much of `batch` as quota and source allow; False if they ran out.
 
         One source read serves the whole batch. Chains that get nothing are put back
-        on the ring (next_avail rewound), to be served whole in a later period rather
+        on the ring (`Vring.rewind`), to be served whole in a later period rather
         than answered empty, which would make the guest driver spin.
         """
         wanted = batch.writable_lengths()
@@ -78,7 +81,7 @@ class RngBackend(VhostUserBackend):
         batch.scatter(self._buffer, lengths)
         unserved = len(wanted) - len(lengths)
         if unserved:
-            vring.queue.next_avail = (vring.queue.next_avail - unserved) & 0xFFFF
+            vring.rewind(unserved)
         vring.complete(batch, lengths)
         self.bytes_served += got
         return unserved == 0

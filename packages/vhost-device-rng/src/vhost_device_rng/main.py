@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from vhost_user_core.cli import main_guard, open_listeners, run_daemon, setup_logging
+from vhost_user_core import main_guard, open_listeners, run_daemon, setup_logging
 
 from .args import RngConfig, build_parser
 from .device import RngBackend

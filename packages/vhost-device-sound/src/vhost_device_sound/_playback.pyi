@@ -3,8 +3,7 @@ one call per wake-up of a playing stream, no Python object per buffer."""
 
 from collections.abc import Callable
 
-from vhost_user_core.virtqueue import DescriptorChain
-from vhost_user_core.vring import Vring
+from vhost_user_core import DescriptorChain, Vring
 
 from ._pcmring import PcmRing
 

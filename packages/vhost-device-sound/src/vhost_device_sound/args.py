@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vhost_user_core.cli import add_logging_args, add_socket_args, add_version_arg
+from vhost_user_core import add_logging_args, add_socket_args, add_version_arg
 
 from .backends import BACKENDS
 from .protocol import Direction

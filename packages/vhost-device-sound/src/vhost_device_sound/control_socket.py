@@ -17,16 +17,14 @@ import tempfile
 import threading
 from pathlib import Path
 
-from vhost_user_core.errors import VhostUserError
-
 from .control_protocol import (
     MAX_LINE,
-    CommandError,
     Query,
     format_error,
     format_state,
     parse,
 )
+from .errors import CommandError, ControlSocketError
 from .switches import Switches
 
 log = logging.getLogger(__name__)
@@ -197,7 +195,9 @@ def _bind_private(path: Path) -> socket.socket:
     A stale socket file is replaced; any other file is refused."""
     try:
         if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise VhostUserError(f"{path} exists and is not a socket; refusing to replace it")
+            raise ControlSocketError(
+                path, f"{path} exists and is not a socket; refusing to replace it"
+            )
         path.unlink()
     except FileNotFoundError:
         pass
@@ -214,5 +214,7 @@ def _bind_private(path: Path) -> socket.socket:
             private.rmdir()
     except OSError as exc:
         sock.close()
-        raise VhostUserError(f"cannot create control socket {path}: {exc.strerror}") from exc
+        raise ControlSocketError(
+            path, f"cannot create control socket {path}: {exc.strerror}"
+        ) from exc
     return sock

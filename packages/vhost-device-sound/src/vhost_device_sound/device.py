@@ -11,11 +11,14 @@ import logging
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from vhost_user_core import VhostUserBackend
-from vhost_user_core.protocol import STANDARD_FEATURES, ProtocolFeature
-from vhost_user_core.virtqueue import DescriptorChain
-from vhost_user_core.vring import Vring
-from vhost_user_core.worker import Worker
+from vhost_user_core import (
+    STANDARD_FEATURES,
+    DescriptorChain,
+    ProtocolFeature,
+    VhostUserBackend,
+    Vring,
+    Worker,
+)
 
 from .backends.base import AudioBackend
 from .controls import ELEMENTS, MasterControls

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from vhost_user_core.cli import main_guard, open_listeners, run_daemon, setup_logging
-from vhost_user_core.errors import BackendError
+from vhost_user_core import BackendError, main_guard, open_listeners, run_daemon, setup_logging
 
 from .args import build_parser
 from .backends import AudioBackend, backend_class

@@ -21,10 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vhost_user_core.errors import QueueError
-from vhost_user_core.virtqueue import DescriptorChain
-from vhost_user_core.vring import Vring
-from vhost_user_core.worker import TimerHandle, Worker
+from vhost_user_core import DescriptorChain, QueueError, TimerHandle, Vring, Worker
 
 from ._pcmring import PcmRing, Switch
 from ._playback import PlaybackBuffers

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from vhost_user_core import STANDARD_FEATURES
 from vhost_user_core.frontend import Frontend, FrontendQueue, GuestRam
-from vhost_user_core.protocol import STANDARD_FEATURES
 
 from .protocol import (
     QUEUE_SIZE,

@@ -3,7 +3,7 @@ guest memory, host data read straight into rx buffers; no Python object per pack
 
 from collections.abc import Callable
 
-from vhost_user_core.virtqueue import ChainBatch, DescriptorChain
+from vhost_user_core import ChainBatch, DescriptorChain
 
 from .connection import VsockConnection
 

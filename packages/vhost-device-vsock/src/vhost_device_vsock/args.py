@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeVar
 
-from vhost_user_core.cli import add_logging_args, add_version_arg
+from vhost_user_core import add_logging_args, add_version_arg
 
 from .config import (
     DEFAULT_GROUPS,
@@ -24,7 +24,6 @@ from .config import (
     MIN_GUEST_CID,
     SEPARATOR,
     VMADDR_CID_ANY,
-    ConfigError,
     VmConfig,
     check_backend,
     check_distinct,
@@ -38,6 +37,7 @@ from .config import (
     load_config_file,
     parse_vm,
 )
+from .errors import ConfigError
 
 __all__ = [
     "ConfigError",

@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING
 
 from ._datapath import recv_into
 from .credit import Credit
+from .errors import GuestOverrun
 from .packet import Shutdown, SocketType
 
 if TYPE_CHECKING:
-    from vhost_user_core.virtqueue import DescriptorChain
+    from vhost_user_core import DescriptorChain
 
 #: Host sockets refuse a sendmsg with more parts than this (IOV_MAX).
 IOV_MAX = 1024
+#: Connections per VM, both directions together; a guest REQUEST beyond it is reset.
+MAX_CONNECTIONS = 1024
 
 
 class State(enum.Enum):
@@ -35,10 +38,6 @@ class State(enum.Enum):
     ESTABLISHED = 3
     #: The guest shut both directions down; flushing its last bytes before the RST.
     CLOSING = 4
-
-
-class GuestOverrun(Exception):
-    """The guest sent more than its credit allowed."""
 
 
 class VsockConnection:
@@ -129,7 +128,12 @@ class VsockConnection:
                 self.message = bytearray()
                 self.flush()
             elif len(self.message) > self.credit.buf_alloc:
-                raise GuestOverrun("a message larger than the buffer")
+                raise GuestOverrun(
+                    self.key,
+                    len(self.message),
+                    self.credit.buf_alloc,
+                    "a message larger than the buffer",
+                )
             self._check_window()
         else:
             sent = self._send_views(views) if not self.held and nbytes else 0
@@ -144,10 +148,9 @@ class VsockConnection:
 
     def _check_window(self) -> None:
         if not self.credit.within_window(self.held_bytes + len(self.message)):
-            raise GuestOverrun(
-                f"{self.held_bytes + len(self.message)} bytes held, credit was "
-                f"{self.credit.buf_alloc}"
-            )
+            held = self.held_bytes + len(self.message)
+            window = self.credit.buf_alloc
+            raise GuestOverrun(self.key, held, window, f"{held} bytes held, credit was {window}")
 
     def _send_views(self, views: Sequence[memoryview]) -> int:
         try:
@@ -254,3 +257,11 @@ def slice_views(views: Sequence[memoryview], start: int, length: int) -> list[me
         if length <= 0:
             break
     return out
+
+
+def shut_write(sock: socket.socket) -> None:
+    """Pass the guest's SHUTDOWN(SEND) on to the host peer."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the host peer is gone: the next read tells

@@ -17,19 +17,16 @@ import errno
 import socket
 from dataclasses import dataclass
 
-from vhost_user_core.daemon import Listener
+from vhost_user_core import Listener
 
 from .config import VmConfig
+from .errors import HandshakeError
 from .packet import SocketType
 
 #: Longest `CONNECT <port>\n` line accepted; longer means garbage.
 MAX_CONNECT_LINE = 32
 #: Host connections waiting in the listen queue.
 LISTEN_BACKLOG = 128
-
-
-class HandshakeError(ValueError):
-    """A host program's first line is not `CONNECT <port>`."""
 
 
 def parse_connect(buffer: bytes) -> tuple[int, bytes] | None:

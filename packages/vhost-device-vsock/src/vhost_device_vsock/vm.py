@@ -15,6 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .config import VmConfig
+from .errors import ConfigError
 from .hostside import HostSide, host_side
 from .packet import Header
 
@@ -103,7 +104,7 @@ class SiblingMap:
 
     def add(self, vm: VirtualMachine) -> None:
         if vm.cid in self._vms:
-            raise ValueError(f"guest CID {vm.cid} is used twice")
+            raise ConfigError(f"guest CID {vm.cid} is used twice")
         self._vms[vm.cid] = vm
 
     def remove(self, vm: VirtualMachine) -> None:

@@ -43,9 +43,10 @@ from typing import Any, Protocol, cast
 import alsaaudio  # type: ignore[import-not-found]  # a C extension without stubs
 from typing_extensions import Buffer
 
-from vhost_user_core.errors import BackendError
+from vhost_user_core import BackendError
 
 from .._pcmring import PcmRing, scale_samples
+from ..errors import AudioBackendError
 from ..protocol import SAMPLE_BYTES, Direction, Format
 from .base import AudioBackend, StreamSetup
 
@@ -114,7 +115,9 @@ def _spec(setup: StreamSetup, periods: int) -> _PcmSpec:
     try:
         alsa_format = int(getattr(alsaaudio, _ALSA_FORMATS[params.format]))
     except KeyError:
-        raise BackendError(f"the ALSA backend has no sample format {params.format.name}") from None
+        raise AudioBackendError(
+            f"the ALSA backend has no sample format {params.format.name}"
+        ) from None
     return _PcmSpec(
         direction=setup.direction,
         format=params.format,
@@ -148,7 +151,7 @@ def _open_pcm(device: str, spec: _PcmSpec) -> tuple[_Pcm, int, int]:
             ),
         )
     except alsaaudio.ALSAAudioError as exc:
-        raise BackendError(
+        raise AudioBackendError(
             f"cannot open ALSA PCM {device!r} for {spec.kind}: {exc}. "
             "`aplay -L` / `arecord -L` list the PCM names this host knows"
         ) from exc
@@ -162,7 +165,7 @@ def _open_pcm(device: str, spec: _PcmSpec) -> tuple[_Pcm, int, int]:
         if info["channels"] != spec.channels:
             refused.append(f"{spec.channels} channels (it chose {info['channels']})")
         if refused:
-            raise BackendError(
+            raise AudioBackendError(
                 f"ALSA PCM {device!r} refuses {spec.kind} with {', '.join(refused)}; "
                 "a converting PCM such as 'default' or 'plughw:0' accepts any of these"
             )
@@ -339,9 +342,9 @@ class AlsaBackend(AudioBackend):
                 return
             self._stop_thread(stream)  # reap a thread that ended by itself (its eventfd)
             if stream.error is not None:
-                raise BackendError(f"{stream.error}; the stream must be prepared again")
+                raise AudioBackendError(f"{stream.error}; the stream must be prepared again")
             if stream.pcm is not None and stream.pcm.state() == alsaaudio.PCM_STATE_DISCONNECTED:
-                raise BackendError(
+                raise AudioBackendError(
                     f"ALSA PCM {self.device!r} is gone (device unplugged?); "
                     "the stream must be prepared again"
                 )
@@ -405,7 +408,7 @@ class AlsaBackend(AudioBackend):
         try:
             return self._streams[stream_id]
         except KeyError:
-            raise BackendError(f"stream {stream_id} is not prepared") from None
+            raise AudioBackendError(f"stream {stream_id} is not prepared") from None
 
     def _capture_allowed(self, stream: _Stream) -> bool:
         """Both the ring's switch and the last set_active must say on."""
