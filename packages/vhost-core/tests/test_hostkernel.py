@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from vhost_user_core.testing.guest_image import GuestImage, collect_modules, module_dir
 from vhost_user_core.testing.hostkernel import Group
-from vhost_user_core.testing.hostroot import ModuleError, ModuleSpec
+from vhost_user_core.testing.hostroot import ModuleError, ModuleSpec, module_tree
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -63,6 +64,29 @@ def test_groups_take_compatible_requirements_only() -> None:
     assert group.fits({}) and group.fits({"i2c_stub": stub50})
     assert group.fits({"vcan": ModuleSpec("vcan")})
     assert not group.fits({"i2c_stub": ModuleSpec.parse("i2c-stub chip_addr=0x51")})
+
+
+def test_extra_modules_join_the_tree_and_modprobe_prefers_them(
+    guest_image: GuestImage, tmp_path: Path
+) -> None:
+    """The hook for out-of-tree builds: an extra .ko lands in updates/ of its own tree
+    (the plain tree is untouched), and modprobe resolves the name to it."""
+    plain = module_tree(guest_image)
+    version = guest_image.kernel_version
+    name, data = collect_modules(module_dir(plain, version), ("vcan",))[-1]  # after its deps
+    assert name == "vcan"
+    extra = tmp_path / "vcan.ko"
+    extra.write_bytes(data)
+    tree = module_tree(guest_image, [extra])
+    assert tree != plain and module_tree(guest_image, [extra]) == tree
+    assert not (module_dir(plain, version) / "updates").exists()
+    shown = subprocess.run(
+        ["modprobe", "-d", str(tree), "-S", version, "--show-depends", "vcan"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown.strip().endswith("/updates/vcan.ko"), shown
 
 
 def test_outer_pytest_reports_each_inner_test_with_its_failure_output(tmp_path: Path) -> None:
