@@ -129,7 +129,8 @@ def test_outer_pytest_reports_each_inner_test_with_its_failure_output(tmp_path: 
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
     assert "2 failed, 1 passed, 1 skipped" in out, out
-    assert "hostkernel: one boot for 4 tests (vsock_loopback)" in out, out
+    assert "hostkernel: one boot for 4 tests (vsock_loopback): " in out, out
+    assert "s, root mounted after " in out, out
     assert "AssertionError: lists differ" in out and "At index 1 diff: 2 != 3" in out, out
     assert "said inside the guest" in out and "Captured stdout call" in out, out
     assert "(in setup)" in out and "fixture broke inside" in out, out

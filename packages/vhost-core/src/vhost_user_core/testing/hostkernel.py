@@ -172,6 +172,7 @@ class Group:
     #: Why a test has no result (the boot failed, the inner pytest could not collect).
     missing: str = ""
     elapsed: float = 0.0
+    boot_seconds: float | None = None
 
     def fits(self, wanted: dict[str, ModuleSpec]) -> bool:
         return all(self.modules.get(key, spec) == spec for key, spec in wanted.items())
@@ -237,13 +238,16 @@ class Batches:
         env[INNER_ENV] = "1"
         guest = HostRootGuest(self._image, extra_modules=extra)
         argv = [sys.executable, "-m", "pytest", *args, *group.nodeids]
-        result = guest.run(
-            argv,
-            cwd=root,
-            env=env,
-            modules=list(group.modules.values()),
-            timeout=BOOT_TIMEOUT + PER_TEST_TIMEOUT * len(group.nodeids),
-        )
+        try:
+            result = guest.run(
+                argv,
+                cwd=root,
+                env=env,
+                modules=list(group.modules.values()),
+                timeout=BOOT_TIMEOUT + PER_TEST_TIMEOUT * len(group.nodeids),
+            )
+        finally:
+            group.boot_seconds = guest.boot_seconds
         errors: list[str] = []
         finished = False
         for line in result.output_bytes.decode(errors="replace").splitlines():
@@ -358,9 +362,10 @@ def terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
         if group.results is None:
             continue
         modules = ", ".join(str(s) for s in group.modules.values()) or "no modules"
+        boot = f", root mounted after {group.boot_seconds:.1f} s" if group.boot_seconds else ""
         terminalreporter.write_line(
             f"hostkernel: one boot for {len(group.nodeids)} tests ({modules}): "
-            f"{group.elapsed:.1f} s"
+            f"{group.elapsed:.1f} s{boot}"
         )
 
 

@@ -21,6 +21,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ MSIZE = 512 * 1024
 MOUNT_TAG = "hostroot"
 #: Where the guest's mounts live in the initramfs.
 LOWER, NEWROOT = "/hostroot", "/newroot"
+#: The boot script prints this once the root is mounted, just before the chroot.
+READY_MARKER = "HOSTROOT-READY"
 
 
 class ModuleError(ValueError):
@@ -131,7 +134,7 @@ mount -t tmpfs shm {NEWROOT}/dev/shm
 mount -t tmpfs -o mode=755 run {NEWROOT}/run
 mount --bind {modules} {NEWROOT}/lib/modules/{version}
 cp /hk-inner.sh {NEWROOT}/run/hk-inner.sh
-echo HOSTROOT-READY
+echo {READY_MARKER}
 chroot {NEWROOT} /bin/sh /run/hk-inner.sh
 """
 
@@ -173,6 +176,8 @@ class HostRootGuest:
         self.memory = memory
         self.smp = smp
         self.guest = Guest(image, workdir)
+        #: Seconds from QEMU's start to the host's root mounted, in the last run.
+        self.boot_seconds: float | None = None
 
     def run(
         self,
@@ -197,6 +202,12 @@ class HostRootGuest:
             "-device",
             f"virtio-9p-pci,fsdev={MOUNT_TAG},mount_tag={MOUNT_TAG}",
         ]
+        started = time.monotonic()
+
+        def ready() -> None:
+            self.boot_seconds = time.monotonic() - started
+
+        self.boot_seconds = None
         result = self.guest.run(
             _boot_script(self.tree, version),
             devices=[*export, *devices],
@@ -204,6 +215,7 @@ class HostRootGuest:
             smp=self.smp,
             timeout=timeout,
             extra_files=files,
+            on_console={READY_MARKER: ready},
         )
         log.info("host-root guest ran %s in %.1f s (rc %d)", argv[0], result.elapsed, result.rc)
         return result
