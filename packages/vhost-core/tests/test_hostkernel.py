@@ -3,6 +3,7 @@ with the modules they name, and the outer pytest reports what happened inside.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from vhost_user_core.testing.guest_image import GuestImage, collect_modules, module_dir
-from vhost_user_core.testing.hostkernel import Group
+from vhost_user_core.testing.hostkernel import Group, parse_results
 from vhost_user_core.testing.hostroot import ModuleError, ModuleSpec, module_tree
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -64,6 +65,35 @@ def test_groups_take_compatible_requirements_only() -> None:
     assert group.fits({}) and group.fits({"i2c_stub": stub50})
     assert group.fits({"vcan": ModuleSpec("vcan")})
     assert not group.fits({"i2c_stub": ModuleSpec.parse("i2c-stub chip_addr=0x51")})
+
+
+def test_results_fold_every_phase_and_survive_a_cut_off_line() -> None:
+    def record(nodeid: str, when: str, outcome: str, text: str = "") -> str:
+        sections = [["Captured stdout " + when, when + " said"]] if text else []
+        return json.dumps(
+            {"nodeid": nodeid, "when": when, "outcome": outcome, "longrepr": text,
+             "crash": text[:4], "sections": sections, "duration": 0.5}
+        )  # fmt: skip
+
+    lines = [
+        record("t::a", "setup", "passed"),
+        record("t::a", "call", "failed", "boom in call"),
+        record("t::a", "teardown", "failed", "boom in teardown"),
+        record("t::b", "setup", "skipped", "Skipped: no"),
+        '{"nodeid": "t::c", "wh',  # the guest died mid-line
+    ]
+    results, errors, finished = parse_results("\n".join(lines).encode())
+    assert not finished and errors == [] and set(results) == {"t::a", "t::b"}
+    a = results["t::a"]
+    assert a.outcome == "failed" and a.crash == "boom" and a.duration == 1.5
+    assert a.text == "boom in call\n\n(in teardown)\nboom in teardown"
+    assert [title for title, _ in a.sections] == [
+        "Captured stdout call",
+        "Captured stdout teardown",
+    ]
+    assert results["t::b"].outcome == "skipped" and results["t::b"].text == "Skipped: no"
+    _, _, finished = parse_results(b'{"exitstatus": 0}\n')
+    assert finished
 
 
 def test_extra_modules_join_the_tree_and_modprobe_prefers_them(

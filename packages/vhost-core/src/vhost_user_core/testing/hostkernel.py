@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -204,63 +205,29 @@ class Batches:
         started = time.monotonic()
         try:
             self._run(group)
-        except (GuestError, OSError, RuntimeError, ValueError) as exc:
+        except (GuestError, OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
             group.missing = f"the hostkernel guest failed: {exc}"
         finally:
             group.elapsed = time.monotonic() - started
 
     def _run(self, group: Group) -> None:
-        assert group.results is not None
         if self._image is None:
             self._image = build_image()
-        extra = [
-            Path(p)
-            for ps in self.config.hook.pytest_hostkernel_modules(config=self.config)
-            for p in ps
-        ]
-        root = self.config.rootpath
-        args = ["-q", "--color=no", "-p", "no:cacheprovider", "--rootdir", str(root)]
-        if self.config.inipath is not None:
-            args += ["-c", str(self.config.inipath)]
-        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-        env.setdefault("HOME", "/root")
-        env["PATH"] = os.pathsep.join(
-            [
-                str(Path(sys.executable).parent),
-                "/usr/local/bin",
-                "/usr/bin",
-                "/bin",
-                "/usr/sbin",
-                "/sbin",
-            ]
-        )
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env[INNER_ENV] = "1"
+        hook = self.config.hook.pytest_hostkernel_modules
+        extra = [Path(p) for paths in hook(config=self.config) for p in paths]
         guest = HostRootGuest(self._image, extra_modules=extra)
-        argv = [sys.executable, "-m", "pytest", *args, *group.nodeids]
+        argv = inner_argv(self.config, group.nodeids)
         try:
             result = guest.run(
                 argv,
-                cwd=root,
-                env=env,
+                cwd=self.config.rootpath,
+                env=inner_env(),
                 modules=list(group.modules.values()),
                 timeout=BOOT_TIMEOUT + PER_TEST_TIMEOUT * len(group.nodeids),
             )
         finally:
             group.boot_seconds = guest.boot_seconds
-        errors: list[str] = []
-        finished = False
-        for line in result.output_bytes.decode(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if "collect_error" in record:
-                errors.append(f"{record['collect_error']}: {record['longrepr']}")
-            elif "exitstatus" in record:
-                finished = True
-            else:
-                _merge(group.results.setdefault(record["nodeid"], Outcome()), record)
+        group.results, errors, finished = parse_results(result.output_bytes)
         if not finished or errors:
             tail = result.console_output[-4000:].replace("\r", "")
             group.missing = (
@@ -269,6 +236,45 @@ class Batches:
                 + "".join(f"\n{e}" for e in errors)
                 + f"\ninner command: {shlex.join(argv)}\nguest console (tail):\n{tail}"
             )
+
+
+def inner_argv(config: pytest.Config, nodeids: list[str]) -> list[str]:
+    """The inner pytest: this one's Python, rootdir and config file, on `nodeids`."""
+    args = ["-q", "--color=no", "-p", "no:cacheprovider", "--rootdir", str(config.rootpath)]
+    if config.inipath is not None:
+        args += ["-c", str(config.inipath)]
+    return [sys.executable, "-m", "pytest", *args, *nodeids]
+
+
+def inner_env() -> dict[str, str]:
+    """The inner pytest's whole environment: a few of ours, and the inner-mode flag."""
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    env.setdefault("HOME", "/root")
+    system = ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *system])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env[INNER_ENV] = "1"
+    return env
+
+
+def parse_results(output: bytes) -> tuple[dict[str, Outcome], list[str], bool]:
+    """The inner reporter's JSON lines: each test's outcome, the collection errors, and
+    whether the inner session finished."""
+    results: dict[str, Outcome] = {}
+    errors: list[str] = []
+    finished = False
+    for line in output.decode(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut off by a guest that died
+        if "collect_error" in record:
+            errors.append(f"{record['collect_error']}: {record['longrepr']}")
+        elif "exitstatus" in record:
+            finished = True
+        else:
+            _merge(results.setdefault(record["nodeid"], Outcome()), record)
+    return results, errors, finished
 
 
 def _merge(outcome: Outcome, record: dict[str, Any]) -> None:
