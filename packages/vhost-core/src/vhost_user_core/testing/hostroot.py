@@ -7,8 +7,8 @@ usual one (`qemu.Guest`: Debian's kernel, the busybox initramfs) with this machi
 a tmpfs upper layer on it (so anything may be written, and nothing reaches the host;
 the host's /tmp shows through, so a test may hand the guest files it made there),
 mounts proc, sys, dev, run and configfs in it, binds the kernel's module tree
-(`module_tree`: the kernel package's modules plus any extra .ko files, depmod'ed on
-the host) at /lib/modules/<version>, chroots and runs the command: the same Python,
+(`module_tree`: the kernel package's modules plus the out-of-tree builds, depmod'ed
+on the host) at /lib/modules/<version>, chroots and runs the command: the same Python,
 virtualenv and checkout as the host's, with the host's own `modprobe` loading the
 modules a caller names (`ModuleSpec`, e.g. `i2c-stub chip_addr=0x50`).
 """
@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import kmodules
 from .guest_image import GuestImage, collect_modules, default_dir, module_dir, unpacked_kernel
 from .qemu import Guest, GuestResult
 
@@ -76,14 +77,17 @@ class ModuleSpec:
 
 
 def module_tree(image: GuestImage, extra: Sequence[Path] = ()) -> Path:
-    """A directory B holding B/lib/modules/<version>: the kernel package's modules plus
-    the `extra` .ko files (out-of-tree builds, in updates/, which modprobe prefers),
-    with depmod's indexes. Cached beside the image, rebuilt only when the kernel
-    package or the extras change."""
+    """A directory B holding B/lib/modules/<version>: the kernel package's modules plus,
+    in updates/ (which modprobe prefers), the ones `kmodules` builds out of tree
+    (gpio-sim, i2c-virtio, gpio-virtio) and the `extra` .ko files; with depmod's
+    indexes. Cached beside the image, rebuilt only when the kernel package or any of
+    the added modules change."""
     directory = image.directory or default_dir()
     package = image.package
     if not package:
         raise RuntimeError("the guest image does not say which kernel package it came from")
+    built = kmodules.build_out_of_tree(image.kernel_version, directory=directory)
+    extra = [*built.values(), *extra]
     digest = hashlib.sha256(package.encode())
     for path in sorted(extra, key=lambda p: p.name):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
