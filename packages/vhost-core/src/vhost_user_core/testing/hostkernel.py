@@ -174,6 +174,8 @@ class Group:
     missing: str = ""
     elapsed: float = 0.0
     boot_seconds: float | None = None
+    #: Why the guest had to boot twice, if it did.
+    retried: str | None = None
 
     def fits(self, wanted: dict[str, ModuleSpec]) -> bool:
         return all(self.modules.get(key, spec) == spec for key, spec in wanted.items())
@@ -227,6 +229,7 @@ class Batches:
             )
         finally:
             group.boot_seconds = guest.boot_seconds
+            group.retried = guest.retried
         group.results, errors, finished = parse_results(result.output_bytes)
         if not finished or errors:
             tail = result.console_output[-4000:].replace("\r", "")
@@ -373,6 +376,10 @@ def terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
             f"hostkernel: one boot for {len(group.nodeids)} tests ({modules}): "
             f"{group.elapsed:.1f} s{boot}"
         )
+        if group.retried:
+            terminalreporter.write_line(
+                f"hostkernel: booted twice, the first died: {group.retried}"
+            )
 
 
 _BATCHES = pytest.StashKey[Batches]()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import kmodules
 from .guest_image import GuestImage, collect_modules, default_dir, module_dir, unpacked_kernel
-from .qemu import Guest, GuestResult
+from .qemu import Guest, GuestError, GuestResult
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,8 @@ class HostRootGuest:
         self.guest = Guest(image, workdir)
         #: Seconds from QEMU's start to the host's root mounted, in the last run.
         self.boot_seconds: float | None = None
+        #: Why the last run booted twice (QEMU died during the first boot), if it did.
+        self.retried: str | None = None
 
     def run(
         self,
@@ -195,6 +197,7 @@ class HostRootGuest:
     ) -> GuestResult:
         """Boot, load `modules`, run `argv` in `cwd` with `env`, power off. The result's
         rc is the command's exit status (or the boot script's, if mounting failed)."""
+        self.retried = None
         version = self.image.kernel_version
         loaded = collect_modules(module_dir(self.tree, version), ROOT_MODULES)
         files = {f"hk-{name}.ko": data for name, data in loaded}
@@ -206,20 +209,31 @@ class HostRootGuest:
             "-device",
             f"virtio-9p-pci,fsdev={MOUNT_TAG},mount_tag={MOUNT_TAG}",
         ]
-        started = time.monotonic()
+        for attempt in (1, 2):
+            started = time.monotonic()
 
-        def ready() -> None:
-            self.boot_seconds = time.monotonic() - started
+            def ready(started: float = started) -> None:
+                self.boot_seconds = time.monotonic() - started
 
-        self.boot_seconds = None
-        result = self.guest.run(
-            _boot_script(self.tree, version),
-            devices=[*export, *devices],
-            memory=self.memory,
-            smp=self.smp,
-            timeout=timeout,
-            extra_files=files,
-            on_console={READY_MARKER: ready},
-        )
+            self.boot_seconds = None
+            try:
+                result = self.guest.run(
+                    _boot_script(self.tree, version),
+                    devices=[*export, *devices],
+                    memory=self.memory,
+                    smp=self.smp,
+                    timeout=timeout,
+                    extra_files=files,
+                    on_console={READY_MARKER: ready},
+                )
+                break
+            except GuestError as exc:
+                # QEMU itself dying during the boot, before anything of the caller ran
+                # (seen once: an MSI-X assertion under 2-vCPU TCG), is worth one more
+                # boot; anything later is the caller's result.
+                if attempt == 2 or self.boot_seconds is not None:
+                    raise
+                self.retried = str(exc).splitlines()[0]
+                log.warning("the guest died while booting; booting once more: %s", exc)
         log.info("host-root guest ran %s in %.1f s (rc %d)", argv[0], result.elapsed, result.rc)
         return result
