@@ -1,20 +1,21 @@
 """The `hostkernel` marker: tests that run inside a guest on this machine's root.
 
     @pytest.mark.hostkernel("vsock_loopback")
-    @pytest.mark.hostkernel("snd-aloop pcms_substreams=1", "i2c-stub chip_addr=0x50")
+    @pytest.mark.hostkernel("snd-aloop pcm_substreams=1", "i2c-stub chip_addr=0x50")
 
 Outside (the outer pytest), each marked test is replaced by a `HostKernelItem` with
 the same node id and no fixtures: the marked tests are grouped (one group per set of
 compatible module requirements: the same module with other parameters needs another
 boot), and the first item of a group to run boots one `HostRootGuest` that runs the
 inner pytest on every test of the group. The inner pytest (recognised by
-`INNER_ENV`, which names where to write) streams one JSON line per test phase back
-over the guest's virtio-serial port; each outer item then passes, fails with the
+`INNER_ENV` in its environment) streams one JSON line per test phase back over the
+guest's virtio-serial port ($OUTPORT); each outer item then passes, fails with the
 inner failure text exactly as pytest rendered it there (and its captured output), or
 skips with the inner reason.
 
-Extra kernel modules (out-of-tree builds) come from the `pytest_hostkernel_modules`
-hook: a plugin or conftest returns .ko paths, which join the guest's module tree.
+The guest's module tree has Debian's modules and `kmodules`' out-of-tree builds; more
+.ko files come from the `pytest_hostkernel_modules` hook (a plugin or conftest
+returns their paths).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ BOOT_TIMEOUT, PER_TEST_TIMEOUT = 240.0, 60.0
 class HookSpecs:
     @pytest.hookspec
     def pytest_hostkernel_modules(self, config: pytest.Config) -> Iterable[os.PathLike[str]]:  # type: ignore[empty-body]
-        """Extra .ko files (e.g. out-of-tree builds) for the guest's module tree."""
+        """More .ko files (out-of-tree builds) for the guest's module tree."""
 
 
 def inner() -> bool:
@@ -84,7 +85,7 @@ class InnerReporter:
     """Writes every test report as one JSON line to `path`."""
 
     def __init__(self, path: str) -> None:
-        self._out: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        self._out: IO[str] = open(path, "w", encoding="utf-8")
 
     def _write(self, record: dict[str, Any]) -> None:
         self._out.write(json.dumps(record) + "\n")
