@@ -1,7 +1,8 @@
 """The guest image: Debian's 6.12 kernel and a busybox initramfs, built without root.
 
-The kernel package is downloaded (not installed), vmlinuz and the virtio modules are
-taken out of it, the modules decompressed so busybox's insmod can load them, the ones
+The kernel package is downloaded (not installed) and unpacked into the cache directory
+(kept: `hostroot` gives its guests the whole module tree), vmlinuz and the virtio
+modules are taken out of it, the modules decompressed so busybox's insmod can load them, the ones
 Debian leaves out built from its source (`kmodules`), and /init runs the /test.sh that
 each boot appends as a second cpio archive.
 """
@@ -71,6 +72,9 @@ class GuestImage:
     kernel: Path
     initramfs: Path
     kernel_version: str
+    #: The cache directory the image was built in, and the kernel package it came from.
+    directory: Path | None = None
+    package: str = ""
 
 
 def default_dir() -> Path:
@@ -105,13 +109,13 @@ def _modinfo_depends(ko: bytes) -> list[str]:
     return [d for d in found.group(1).decode().split(",") if d] if found else []
 
 
-def _collect_modules(
-    modroot: Path, wanted: tuple[str, ...], extra: dict[str, Path]
+def collect_modules(
+    modroot: Path, wanted: tuple[str, ...], extra: dict[str, Path] | None = None
 ) -> list[tuple[str, bytes]]:
     """Decompressed modules in load order (dependencies first), from the kernel package
     or `extra` (built out of tree); all must have the kernel's vermagic."""
     index = {p.name.split(".ko")[0].replace("-", "_"): p for p in modroot.rglob("*.ko*")}
-    index |= {name.replace("-", "_"): path for name, path in extra.items()}
+    index |= {name.replace("-", "_"): path for name, path in (extra or {}).items()}
     ordered: list[tuple[str, bytes]] = []
     seen: set[str] = set()
 
@@ -138,6 +142,46 @@ def _collect_modules(
     return ordered
 
 
+def kernel_version(package: str) -> str:
+    found = KERNEL_PATTERN.match(package)
+    if found is None:
+        raise RuntimeError(f"{package} is not a linux-image-6.12.*-amd64-unsigned package")
+    return found.group(1)
+
+
+def unpacked_kernel(directory: Path, package: str) -> Path:
+    """The kernel package `package` unpacked (dpkg-deb -x) under `directory`, downloaded
+    on first use; trees of other kernel packages there are removed."""
+    parent = directory / "kernel"
+    root = parent / package
+    if (root / ".unpacked").exists():
+        return root
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.iterdir():
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)  # apt-get download runs as _apt where it can
+        subprocess.run(
+            ["apt-get", "download", "-q", package], cwd=work, check=True, stdout=subprocess.DEVNULL
+        )
+        (deb,) = work.glob("*.deb")
+        unpacked = work / "root"
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+        unpacked.rename(root)
+    (root / ".unpacked").touch()
+    return root
+
+
+def module_dir(root: Path, version: str) -> Path:
+    """Where an unpacked kernel package keeps its modules (lib/ or usr/lib/)."""
+    return next(
+        root / p / version
+        for p in ("lib/modules", "usr/lib/modules")
+        if (root / p / version).exists()
+    )
+
+
 def build_image(
     directory: Path | None = None,
     modules: tuple[str, ...] = DEFAULT_MODULES,
@@ -149,7 +193,7 @@ def build_image(
     directory.mkdir(parents=True, exist_ok=True)
     stamp = directory / "stamp.json"
     package = newest_kernel_package()
-    version = KERNEL_PATTERN.match(package).group(1)  # type: ignore[union-attr]
+    version = kernel_version(package)
     extra = kmodules.build_out_of_tree(version, directory=directory)
     built = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in extra.items()}
     want = {
@@ -161,25 +205,14 @@ def build_image(
         "format": 2,
     }
     kernel, initramfs = directory / "vmlinuz", directory / "initramfs.gz"
+    image = GuestImage(kernel, initramfs, version, directory, package)
     if stamp.exists() and json.loads(stamp.read_text()) == want and kernel.exists():
-        return GuestImage(kernel, initramfs, version)
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        work = Path(tmp)
-        os.chmod(work, 0o755)  # apt-get download runs as _apt where it can
-        subprocess.run(
-            ["apt-get", "download", "-q", package], cwd=work, check=True, stdout=subprocess.DEVNULL
-        )
-        (deb,) = work.glob("*.deb")
-        unpacked = work / "root"
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-        shutil.copy2(unpacked / "boot" / f"vmlinuz-{version}", kernel)
-        modroot = next(
-            unpacked / p / version
-            for p in ("lib/modules", "usr/lib/modules")
-            if (unpacked / p / version).exists()
-        )
-        loaded = _collect_modules(modroot, modules, extra)
-        shipped = _collect_modules(modroot, modules + on_demand, extra)
+        return image
+    unpacked = unpacked_kernel(directory, package)
+    shutil.copy2(unpacked / "boot" / f"vmlinuz-{version}", kernel)
+    modroot = module_dir(unpacked, version)
+    loaded = collect_modules(modroot, modules, extra)
+    shipped = collect_modules(modroot, modules + on_demand, extra)
     entries = [
         Entry.directory(d)
         for d in ("bin", "etc", "lib", "lib/modules", "proc", "sys", "dev", "tmp")
@@ -191,7 +224,7 @@ def build_image(
     entries += [Entry(f"lib/modules/{name}.ko", data) for name, data in shipped]
     initramfs.write_bytes(gzip.compress(write_newc(entries), compresslevel=6))
     stamp.write_text(json.dumps(want))
-    return GuestImage(kernel, initramfs, version)
+    return image
 
 
 def main() -> None:
@@ -200,6 +233,9 @@ def main() -> None:
     image = build_image(parser.parse_args().dir)
     print(f"kernel {image.kernel_version}: {image.kernel}")
     print(f"initramfs: {image.initramfs}")
+    from .hostroot import module_tree  # the hostkernel guests' modules, built up front
+
+    print(f"module tree: {module_tree(image)}")
 
 
 if __name__ == "__main__":
