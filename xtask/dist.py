@@ -20,9 +20,11 @@ Stdlib-only, like the rest of xtask: pip, hatchling and auditwheel run from the 
 
 from __future__ import annotations
 
+import email.message
 import email.parser
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -36,6 +38,8 @@ from xtask.workspace import ROOT, Package, discover, external
 WHEELHOUSE = Path.home() / ".cache" / "vhost-device-py" / "wheelhouse"
 DIST = ROOT / "dist"
 _PIP = ("-m", "pip", "--disable-pip-version-check")
+#: Offline builds see only our --find-links, whatever the machine's pip config adds.
+_OFFLINE = {"PIP_CONFIG_FILE": os.devnull}
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,11 @@ def wheelhouse(py: Path, requirements: list[str], root: Path = WHEELHOUSE) -> Pa
 
 def sdist(py: Path, package: Package, out: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
-        run([py, "-m", "hatchling", "build", "-t", "sdist", "-d", tmp], cwd=package.path,
-            env=clean_env())
+        run(
+            [py, "-m", "hatchling", "build", "-t", "sdist", "-d", tmp],
+            cwd=package.path,
+            env=clean_env(),
+        )
         (built,) = Path(tmp).glob("*.tar.gz")
         return Path(shutil.move(built, out / built.name))
 
@@ -88,7 +95,7 @@ def wheel_from_sdist(py: Path, source: Path, out: Path, house: Path) -> Path:
         run(
             [py, *_PIP, "wheel", "-q", "--no-deps", "--no-index", "--no-cache-dir",
              "--find-links", out, "--find-links", house, "--wheel-dir", tmp, source],
-            env=clean_env(),
+            env=clean_env(**_OFFLINE),
         )  # fmt: skip
         (built,) = Path(tmp).glob("*.whl")
         if not _is_compiled(built):

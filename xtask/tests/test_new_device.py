@@ -56,6 +56,7 @@ def test_a_plain_device(root: Path) -> None:
         "src/vhost_device_foo_bar/py.typed",
         "tests/test_foo_bar_cli.py",
         "tests/test_foo_bar_device.py",
+        "tests/test_foo_bar_smoke.py",
     ]
     for name, text in files.items():
         assert "vhost_device_template" not in text and "vhost-device-template" not in text, name
