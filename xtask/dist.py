@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -120,6 +121,47 @@ def system_libraries(wheel: Path) -> list[str]:
     return [entry.split("(")[0].split(";")[0].strip() for entry in entries]
 
 
+def sdist_system_libraries(sdist: Path) -> list[str]:
+    """The sdist's PKG-INFO `Requires-External` entries, like system_libraries."""
+    with tarfile.open(sdist) as archive:
+        member = archive.extractfile(f"{sdist.name.removesuffix('.tar.gz')}/PKG-INFO")
+        if member is None:
+            raise TaskError(f"{sdist.name} has no PKG-INFO")
+        info = email.parser.Parser().parsestr(member.read().decode(), headersonly=True)
+    return [
+        entry.split("(")[0].split(";")[0].strip()
+        for entry in info.get_all("Requires-External") or []
+    ]
+
+
+def declared_system_libraries(package: Package) -> list[str]:
+    """What the pyproject declares: its extensions' pkg-config libraries, then
+    `[tool.vhost-device] system-libraries` (the core's build hook writes these)."""
+    targets = package.pyproject.get("tool", {}).get("hatch", {}).get("build", {}).get("targets", {})
+    hook = targets.get("wheel", {}).get("hooks", {}).get("custom", {})
+    names = [
+        str(lib)
+        for item in hook.get("extensions", [])
+        if isinstance(item, dict)
+        for lib in item.get("pkg-config", [])
+    ]
+    names += [str(lib) for lib in package.tool.get("system-libraries", [])]
+    return list(dict.fromkeys(names))
+
+
+def check_metadata(package: Package, sdist: Path, wheel: Path) -> None:
+    """The sdist and the wheel name the system libraries the pyproject declares (a
+    package declaring some needs the core's hook on both targets)."""
+    want = declared_system_libraries(package)
+    have = {"sdist": sdist_system_libraries(sdist), "wheel": system_libraries(wheel)}
+    wrong = [f"its {form} says {libs}" for form, libs in have.items() if libs != want]
+    if wrong:
+        raise TaskError(
+            f"{package.rel} declares system libraries {want} but {' and '.join(wrong)} "
+            "(Requires-External: see vhost_user_core_build)"
+        )
+
+
 def soname_patterns(library: str) -> list[str]:
     """`libpipewire-0.3` -> `libpipewire-0.3.so*`: what auditwheel must not graft, from
     the -l flags pkg-config gives (so `alsa` becomes `libasound.so*`)."""
@@ -155,5 +197,7 @@ def build(py: Path, out: Path = DIST, packages: list[Package] | None = None) -> 
     for package in packages:
         say(f"dist {package.name}: sdist, then its wheel built from it in isolation")
         source = sdist(py, package, out)
-        built.append(Built(package, source, wheel_from_sdist(py, source, out, house)))
+        wheel = wheel_from_sdist(py, source, out, house)
+        check_metadata(package, source, wheel)
+        built.append(Built(package, source, wheel))
     return built
