@@ -152,21 +152,22 @@ def _record_line(name: str, data: bytes) -> str:
 
 
 def _rewrite_wheel(path: Path, libraries: list[str]) -> None:
-    """METADATA gets the libraries; RECORD its new hash."""
+    """METADATA gets the libraries; RECORD its new hash. Every other entry is kept."""
     with zipfile.ZipFile(path) as old:
         entries = [(info, old.read(info)) for info in old.infolist()]
-    meta = next(i.filename for i, _ in entries if i.filename.endswith(".dist-info/METADATA"))
-    new_meta = with_requires_external(dict((i.filename, d) for i, d in entries)[meta].decode(),
-                                      libraries).encode()  # fmt: skip
+    meta_name, meta = next(
+        (i.filename, d) for i, d in entries if i.filename.endswith(".dist-info/METADATA")
+    )
+    new_meta = with_requires_external(meta.decode(), libraries).encode()
     tmp = path.with_suffix(".tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as new:
         for info, data in entries:
-            if info.filename == meta:
+            if info.filename == meta_name:
                 data = new_meta
             elif info.filename.endswith(".dist-info/RECORD"):
-                rows = data.decode().splitlines()
                 rows = [
-                    _record_line(meta, new_meta) if r.startswith(meta + ",") else r for r in rows
+                    _record_line(meta_name, new_meta) if row.startswith(f"{meta_name},") else row
+                    for row in data.decode().splitlines()
                 ]
                 data = ("\n".join(rows) + "\n").encode()
             new.writestr(info, data)
