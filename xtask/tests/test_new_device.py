@@ -67,6 +67,7 @@ def test_a_plain_device(root: Path) -> None:
     assert not any("Cython" in r for r in package.build_requirements)
     assert "## Examples\n" in files["README.md"] and "staging" not in files["README.md"]
     assert "vhost-device-foo-bar --socket-path" in files["README.md"]
+    assert "pip install --find-links dist vhost-device-foo-bar" in files["README.md"]
 
 
 def test_a_staging_device_with_cython(root: Path) -> None:
