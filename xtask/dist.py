@@ -72,9 +72,8 @@ def wheelhouse(py: Path, requirements: list[str], root: Path = WHEELHOUSE) -> Pa
     say(f"wheelhouse {house}: {' '.join(requirements)}")
     shutil.rmtree(house, ignore_errors=True)
     house.mkdir(parents=True)
-    # pip wheel takes published wheels as they are and builds the sdist-only ones;
-    # pip itself goes in too, for the clean venvs that install from here.
-    run([py, *_PIP, "wheel", "-q", "--wheel-dir", house, "pip", *requirements], env=clean_env())
+    # pip wheel takes published wheels as they are and builds the sdist-only ones.
+    run([py, *_PIP, "wheel", "-q", "--wheel-dir", house, *requirements], env=clean_env())
     stamp.write_text(json.dumps(requirements))
     return house
 
