@@ -121,6 +121,13 @@
           };
         });
 
+      # One app per daemon: `nix run .#vhost-device-<name> -- <its flags>`.
+      apps = forAllSystems (pkgs:
+        let built = mkPackages pkgs; in
+        lib.mapAttrs
+          (name: drv: { type = "app"; program = "${drv}/bin/${name}"; })
+          (built.devices // built.staging));
+
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
@@ -139,7 +146,7 @@
           ];
           # xtask makes its own .venv from this Python; nothing to do on Debian-only steps.
           shellHook = ''
-            echo "vhost-device-py: python3 xtask test | lint | new | devices | demo | manpages | bench"
+            echo "vhost-device-py: python3 xtask test | lint | new | devices | dist | demo | manpages | bench"
           '';
         };
       });

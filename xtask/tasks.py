@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from xtask import dist as distribution
 from xtask import environment, new_device, system
 from xtask.proc import TaskError, clean_env, run, say
 from xtask.workspace import ROOT, XTASK_TESTS, Package, discover, find
@@ -175,4 +176,12 @@ def devices(args: list[str]) -> int:
     print("| package | where | description |\n|---|---|---|")
     for package in discover():
         print(f"| {package.name} | {package.rel} | {package.project.get('description', '')} |")
+    return 0
+
+
+def dist(out: Path | None) -> int:
+    """sdists and wheels of every package (xtask/dist.py), into dist/ or `out`."""
+    built = distribution.build(bootstrap(), out or distribution.DIST)
+    for item in built:
+        say(f"{item.sdist.name}, {item.wheel.name}")
     return 0

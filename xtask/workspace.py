@@ -63,6 +63,11 @@ class Package:
         return str(self.project.get("version", "0"))
 
     @property
+    def module(self) -> str:
+        """The import name, e.g. vhost_device_rng."""
+        return canonical(self.name).replace("-", "_")
+
+    @property
     def short(self) -> str:
         """The device name used on the xtask command line: rng for vhost-device-rng."""
         return self.name.removeprefix(DEVICE_PREFIX)

@@ -57,6 +57,7 @@ def test_a_plain_device(root: Path) -> None:
         "src/vhost_device_foo_bar/py.typed",
         "tests/test_foo_bar_cli.py",
         "tests/test_foo_bar_device.py",
+        "tests/test_foo_bar_smoke.py",
     ]
     for name, text in files.items():
         assert "vhost_device_template" not in text and "vhost-device-template" not in text, name
@@ -67,6 +68,7 @@ def test_a_plain_device(root: Path) -> None:
     assert not any("Cython" in r for r in package.build_requirements)
     assert "## Examples\n" in files["README.md"] and "staging" not in files["README.md"]
     assert "vhost-device-foo-bar --socket-path" in files["README.md"]
+    assert "pip install --find-links dist vhost-device-foo-bar" in files["README.md"]
 
 
 def test_a_staging_device_with_cython(root: Path) -> None:
