@@ -6,19 +6,17 @@ when the guest says it waits. Two boots on one daemon: the second is the reconne
 from __future__ import annotations
 
 import re
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+from gpio_guest import drive, guest_files
 
-from vhost_user_core.testing.guest_program import build_static
 from vhost_user_core.testing.harness import daemon_process
 from vhost_user_core.testing.qemu import Guest, vhost_user_device
 
 pytestmark = pytest.mark.guest
 
-GUEST_SOURCE = Path(__file__).parent / "guest" / "gpio_test.c"
 SCRIPT = """
 chip=$(ls /dev/gpiochip* | head -n 1)
 /gpio_test info "$chip"
@@ -27,17 +25,9 @@ chip=$(ls /dev/gpiochip* | head -n 1)
 """
 
 
-def _drive(control: Path, line: int, level: int) -> None:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(str(control))
-        sock.sendall(f"SET 0 {line} {level}\n".encode())
-        assert sock.makefile().readline() == "OK\n"
-
-
 def test_guest_names_output_edges_and_reconnect(guest: Guest, tmp_path: Path) -> None:
     control, base = tmp_path / "ctl", tmp_path / "gpio.sock"
     argv = [sys.executable, "-m", "vhost_device_gpio.main", "-s", str(base), "-l", "s8"]
-    program = build_static(GUEST_SOURCE, "gpio_test")
     sock0 = Path(f"{base}0")
     with daemon_process(
         [*argv, "--mock-control", str(control)], log=tmp_path / "log", sockets=[sock0]
@@ -46,10 +36,10 @@ def test_guest_names_output_edges_and_reconnect(guest: Guest, tmp_path: Path) ->
             result = guest.run(
                 SCRIPT,
                 devices=vhost_user_device(sock0, "vhost-user-gpio-pci"),
-                extra_files={"gpio_test": program},
+                extra_files=guest_files(),
                 on_console={
-                    "EDGE-READY line=2": lambda: _drive(control, 2, 1),
-                    "EDGE line=2 type=rising": lambda: _drive(control, 2, 0),
+                    "EDGE-READY line=2": lambda: drive(control, 0, 2, 1),
+                    "EDGE line=2 type=rising": lambda: drive(control, 0, 2, 0),
                 },
                 timeout=180,
             )

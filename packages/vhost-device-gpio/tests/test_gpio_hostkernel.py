@@ -15,8 +15,8 @@ from pathlib import Path
 
 import gpiod
 import pytest
-
 from gpio_driver import GpioDriver
+
 from vhost_device_gpio.host import Edges, GpiodChip
 from vhost_device_gpio.protocol import Direction
 from vhost_user_core.frontend import Frontend
