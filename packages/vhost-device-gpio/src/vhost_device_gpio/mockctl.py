@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
-import socketserver
+import select
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,50 +44,59 @@ def execute(chips: Sequence[Chip], command: str) -> str:
     return "OK"
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    server: _Server
-
-    def handle(self) -> None:
-        while True:
-            line = self.rfile.readline(MAX_LINE + 1)
-            if not line:
-                return
+def _serve_client(conn: socket.socket, chips: Sequence[Chip]) -> None:
+    """One control client, line by line, until it hangs up."""
+    with conn, conn.makefile("rb") as rfile:
+        while line := rfile.readline(MAX_LINE + 1):
             if len(line) > MAX_LINE and not line.endswith(b"\n"):
-                self.wfile.write(b"ERR command too long\n")
+                conn.sendall(b"ERR command too long\n")
                 return
-            answer = execute(self.server.chips, line.decode(errors="replace"))
-            self.wfile.write(answer.encode() + b"\n")
-
-
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    chips: Sequence[Chip]
+            answer = execute(chips, line.decode(errors="replace"))
+            conn.sendall(answer.encode() + b"\n")
 
 
 class MockControl:
-    """Serves --mock-control on its own thread (one for all lines and chips)."""
+    """Serves --mock-control: one thread sleeping in select() for connections (no
+    periodic wake-up, so an idle daemon stays at 0 CPU), one more per control client."""
 
     def __init__(self, path: Path, chips: Sequence[Chip]) -> None:
         self.path = path
+        self.chips = chips
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             if path.is_socket():
                 path.unlink()
-            self._server = _Server(str(path), _Handler)
+            self._listener.bind(str(path))
+            self._listener.listen(8)
         except OSError as exc:
+            self._listener.close()
             raise ConfigError(f"--mock-control {path}: {exc.strerror}") from exc
-        self._server.chips = chips
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="mock-control", daemon=True
-        )
+        self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._thread = threading.Thread(target=self._accept, name="mock-control", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
         log.info("mock control on %s", self.path)
 
+    def _accept(self) -> None:
+        while True:
+            ready = select.select([self._listener.fileno(), self._wake], [], [])[0]
+            if self._wake in ready:
+                return
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            threading.Thread(
+                target=_serve_client, args=(conn, self.chips), name="mock-client", daemon=True
+            ).start()
+
     def close(self) -> None:
+        os.eventfd_write(self._wake, 1)
         if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()
+            self._thread.join()
+        self._listener.close()
+        os.close(self._wake)
         try:
             os.unlink(self.path)
         except FileNotFoundError:
