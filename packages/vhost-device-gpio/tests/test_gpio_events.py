@@ -166,3 +166,12 @@ def test_disconnect_releases_every_line(chip: MockChip, tmp_path: Path) -> None:
             chip.drive(1, 0)
             gpio.arm(1)
             assert gpio.fired() == [(1, 1, VALID)]
+
+
+def test_reset_device_releases_every_line(gpio: GpioDriver, chip: MockChip) -> None:
+    assert gpio.request(IRQ_TYPE, 1, RISING) == OK
+    assert gpio.request(SET_DIR, 2, 1) == OK
+    gpio.frontend.reset_device()
+    assert chip.direction(2) == 2  # IN: the line went back
+    chip.drive(1, 1)
+    assert chip.read_edges(1) == []  # line 1's edges are no longer watched
