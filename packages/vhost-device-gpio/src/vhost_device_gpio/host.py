@@ -178,6 +178,8 @@ class GpiodChip:
         try:
             self._chip = gpiod.Chip(str(path))
             self._n = self._chip.get_info().num_lines
+            # Read once: a chip's names do not change, and a failure is a startup error.
+            self._names = [self._chip.get_line_info(i).name or "" for i in range(self._n)]
         except OSError as exc:
             raise LineError(f"cannot open {path}: {exc.strerror}", self.name) from exc
         self._requests: dict[int, gpiod.LineRequest] = {}
@@ -192,13 +194,16 @@ class GpiodChip:
         return LineError(f"{self.name} line {line}: {what}: {exc.strerror or exc}", self.name, line)
 
     def line_names(self) -> list[str]:
-        return [self._chip.get_line_info(i).name or "" for i in range(self._n)]
+        return list(self._names)
 
     def direction(self, line: int) -> Direction:
         if line in self._settings:
             held = self._settings[line].direction
         else:
-            held = self._chip.get_line_info(line).direction
+            try:
+                held = self._chip.get_line_info(line).direction
+            except OSError as exc:
+                raise self._fail(line, "cannot read line info", exc) from exc
         return Direction.OUT if held == self._gpiod.line.Direction.OUTPUT else Direction.IN
 
     def _apply(self, line: int, settings: object) -> None:
