@@ -40,6 +40,9 @@ class _Line:
 
 
 class Interrupts:
+    """One connection's eventq state; runs on the worker that owns both queues, so
+    requests, buffers and edges never race."""
+
     def __init__(self, chip: Chip) -> None:
         self.chip = chip
         self._lines = [_Line() for _ in range(chip.num_lines)]

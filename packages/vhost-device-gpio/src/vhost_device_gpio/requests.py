@@ -17,6 +17,9 @@ _IRQ_TYPES = frozenset(int(t) for t in IrqType)
 
 
 class Requests:
+    """One connection's requestq answers; the chip does the work, `interrupts` keeps
+    the IRQ types (a line with one stays an input)."""
+
     def __init__(self, chip: Chip, interrupts: Interrupts) -> None:
         self.chip = chip
         self.interrupts = interrupts
