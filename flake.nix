@@ -66,16 +66,19 @@
             };
           };
 
-          # A workspace dependency maps to our own package, anything else to nixpkgs by name.
-          dependencyOf = req:
+          # A workspace dependency maps to our own package, anything else to nixpkgs by
+          # name, or by the name a device gives it in [tool.vhost-device.nix]
+          # python-packages (PyPI's gpiod is nixpkgs' python3Packages.libgpiod).
+          dependencyOf = renames: req:
             let name = requirementName req; in
-            if name == "vhost-user-core" then vhost-user-core else ps.${name};
+            if name == "vhost-user-core" then vhost-user-core else ps.${renames.${name} or name};
 
           mkDevice = dir:
             let
               pyproject = lib.importTOML (./. + "/${dir}/pyproject.toml");
               project = pyproject.project;
               extras = extrasOf pkgs pyproject;
+              renames = (pyproject.tool."vhost-device".nix or { }).python-packages or { };
               # hatchling is the build backend itself; the rest (Cython, setuptools, and
               # vhost-user-core for its build hook) come from build-system.requires.
               buildRequires = builtins.filter (r: requirementName r != "hatchling")
@@ -86,9 +89,9 @@
               version = project.version;
               pyproject = true;
               src = lib.cleanSource (./. + "/${dir}");
-              build-system = [ ps.hatchling ] ++ map dependencyOf buildRequires;
+              build-system = [ ps.hatchling ] ++ map (dependencyOf renames) buildRequires;
               inherit (extras) nativeBuildInputs buildInputs;
-              dependencies = map dependencyOf (project.dependencies or [ ]);
+              dependencies = map (dependencyOf renames) (project.dependencies or [ ]);
               nativeCheckInputs = [ ps.pytestCheckHook ];
               disabledTestMarks = [ "guest" ];
               pythonImportsCheck = [ (builtins.replaceStrings [ "-" ] [ "_" ] project.name) ];

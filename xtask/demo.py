@@ -11,6 +11,9 @@ declared in its own pyproject.toml, so adding one needs no xtask change:
     socket-flag = "--socket-path"          # the daemon's socket flag, and what the
     socket-suffix = "0"                    #   daemon appends to the path it listens on
     guest-files = "tests/x.py:function"    # optional: {name: bytes} put in the initramfs
+    host = "demo/host.py:function"         # optional: (workdir) -> (extra daemon flags,
+                                           #   {console text: host action}), e.g. a
+                                           #   control socket in workdir the actions use
 """
 
 from __future__ import annotations
@@ -34,11 +37,24 @@ from xtask.workspace import VENV, Package, discover, find
 
 SOCKET_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
-_KEYS = {"qemu-device", "guest-script", "flags", "socket-flag", "socket-suffix", "guest-files"}
+_KEYS = {
+    "qemu-device",
+    "guest-script",
+    "flags",
+    "socket-flag",
+    "socket-suffix",
+    "guest-files",
+    "host",
+}
+HostSide = Callable[[Path], tuple[list[str], dict[str, Callable[[], None]]]]
 
 
 def _no_files() -> dict[str, bytes]:
     return {}
+
+
+def _no_host(workdir: Path) -> tuple[list[str], dict[str, Callable[[], None]]]:
+    return [], {}
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,8 @@ class Demo:
     socket_suffix: str = "0"
     #: Programs the guest script runs, put at the root of its initramfs.
     files: Callable[[], dict[str, bytes]] = _no_files
+    #: Host actions at guest console markers, and the daemon flags they need.
+    host: HostSide = _no_host
 
     @classmethod
     def of(cls, package: Package) -> Demo:
@@ -70,7 +88,7 @@ class Demo:
                 f"{package.rel}: [tool.vhost-device.demo] needs qemu-device and guest-script"
                 + (f"; unknown keys: {', '.join(sorted(unknown))}" if unknown else "")
             )
-        files = table.get("guest-files")
+        files, host = table.get("guest-files"), table.get("host")
         return cls(
             qemu_device=str(table["qemu-device"]),
             script=(package.path / str(table["guest-script"])).read_text(),
@@ -78,10 +96,11 @@ class Demo:
             socket_flag=str(table.get("socket-flag", "--socket-path")),
             socket_suffix=str(table.get("socket-suffix", "0")),
             files=_load_function(package.path, str(files)) if files else _no_files,
+            host=_load_function(package.path, str(host)) if host else _no_host,
         )
 
 
-def _load_function(root: Path, spec: str) -> Callable[[], dict[str, bytes]]:
+def _load_function(root: Path, spec: str) -> Callable[..., Any]:
     """`path/to/file.py:function`, loaded by path (a test helper is no installed module)."""
     path, sep, name = spec.partition(":")
     if not sep:
@@ -91,7 +110,7 @@ def _load_function(root: Path, spec: str) -> Callable[[], dict[str, bytes]]:
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_spec.name] = module  # its dataclasses look their module up there
     module_spec.loader.exec_module(module)
-    function: Callable[[], dict[str, bytes]] = getattr(module, name)
+    function: Callable[..., Any] = getattr(module, name)
     return function
 
 
@@ -125,14 +144,16 @@ def run_demo(name: str, demo: Demo, say: Callable[[str], None]) -> int:
     with tempfile.TemporaryDirectory(prefix=f"xtask-demo-{name}-") as tmp:
         base = Path(tmp) / f"{name}.sock"
         socket = Path(f"{base}{demo.socket_suffix}")
-        say(f"starting {daemon_bin.name} {demo.socket_flag} {base}")
-        daemon = subprocess.Popen([str(daemon_bin), demo.socket_flag, str(base), *demo.flags])
+        host_flags, on_console = demo.host(Path(tmp))
+        flags = [*demo.flags, *host_flags]
+        say(f"starting {daemon_bin.name} {demo.socket_flag} {base} {' '.join(flags)}".rstrip())
+        daemon = subprocess.Popen([str(daemon_bin), demo.socket_flag, str(base), *flags])
         try:
             _wait_for(socket, daemon)
             say(f"booting a QEMU guest with {demo.qemu_device} on {socket}")
             devices = vhost_user_device(socket, demo.qemu_device)
             result = Guest(build_image()).run(
-                demo.script, devices=devices, extra_files=demo.files()
+                demo.script, devices=devices, extra_files=demo.files(), on_console=on_console
             )
             console = result.console_output.replace("\r", "")
             print(console, end="" if console.endswith("\n") else "\n", flush=True)
