@@ -26,7 +26,8 @@
 
       # What a device needs beyond its pyproject dependencies (the C libraries its Cython
       # modules link, the tools to find them) is in its own pyproject too, as nixpkgs
-      # attribute names: [tool.vhost-device.nix] build-inputs, native-build-inputs.
+      # attribute names: [tool.vhost-device.nix] build-inputs, native-build-inputs; and
+      # python-packages, PyPI names mapped to nixpkgs' where they differ.
       extrasOf = pkgs: pyproject:
         let
           nix = pyproject.tool."vhost-device".nix or { };
@@ -35,6 +36,7 @@
         {
           nativeBuildInputs = attrs (nix.native-build-inputs or [ ]);
           buildInputs = attrs (nix.build-inputs or [ ]);
+          renames = nix.python-packages or { };
         };
 
       pyprojectOf = dir: (lib.importTOML (./. + "/${dir}/pyproject.toml")).project;
@@ -78,7 +80,7 @@
               pyproject = lib.importTOML (./. + "/${dir}/pyproject.toml");
               project = pyproject.project;
               extras = extrasOf pkgs pyproject;
-              renames = (pyproject.tool."vhost-device".nix or { }).python-packages or { };
+              inherit (extras) renames;
               # hatchling is the build backend itself; the rest (Cython, setuptools, and
               # vhost-user-core for its build hook) come from build-system.requires.
               buildRequires = builtins.filter (r: requirementName r != "hatchling")

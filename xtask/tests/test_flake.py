@@ -95,7 +95,7 @@ def test_what_it_derives_from_them_is_well_formed() -> None:
     have names (dependencyOf), and [tool.vhost-device.nix] holds nixpkgs attribute
     paths under the keys the flake reads."""
     nix_keys = {key[0] for key in _reads("nix")}
-    assert nix_keys == {"build-inputs", "native-build-inputs"}
+    assert nix_keys == {"build-inputs", "native-build-inputs", "python-packages"}
     names = {canonical(p.name) for p in discover()}
     for rel in sorted(_flake_devices()):
         package = Package(ROOT / rel)
@@ -105,8 +105,12 @@ def test_what_it_derives_from_them_is_well_formed() -> None:
             assert name in names or re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name), requirement
         nix = package.tool.get("nix", {})
         assert set(nix) <= nix_keys, rel
-        for attrs in nix.values():
-            assert all(re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", a) for a in attrs)
+        attribute = r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*"
+        for key, attrs in nix.items():
+            if key == "python-packages":  # PyPI name -> nixpkgs python3Packages name
+                assert all(re.fullmatch(attribute, a) for a in attrs.values()), rel
+            else:
+                assert all(re.fullmatch(attribute, a) for a in attrs), rel
 
 
 def test_it_has_a_package_and_an_app_per_device() -> None:
