@@ -10,7 +10,7 @@ import pytest
 
 import vhost_device_template
 from vhost_device_template.args import LoopbackConfig, build_parser
-from vhost_user_core import VhostUserError
+from vhost_device_template.errors import ConfigError, DeviceError
 from vhost_user_core.frontend import Frontend
 from vhost_user_core.testing.harness import daemon_process
 
@@ -28,7 +28,7 @@ def test_config_from_flags() -> None:
 
 @pytest.mark.parametrize("flags", [["--sink", "file"], ["--output", "out"]])
 def test_output_goes_with_the_file_sink_only(flags: list[str]) -> None:
-    with pytest.raises(VhostUserError, match="--output"):
+    with pytest.raises(ConfigError, match="--output"):
         _config(*flags)
 
 
@@ -59,3 +59,12 @@ def test_daemon_writes_the_guest_bytes_to_its_file(tmp_path: Path) -> None:
             assert queue.wait_used(1)[0][1] == 4
             assert frontend.ram.memory.read(dst, 4) == b"ping"
     assert out.read_bytes() == b"ping"
+
+
+def test_errors_are_rooted_in_the_core_tree() -> None:
+    from vhost_device_template.errors import SinkError
+    from vhost_user_core import BackendError, VhostUserError
+
+    assert issubclass(DeviceError, VhostUserError)
+    assert issubclass(SinkError, BackendError) and issubclass(SinkError, DeviceError)
+    assert SinkError("full", Path("/dev/full")).path == Path("/dev/full")

@@ -51,6 +51,7 @@ def test_a_plain_device(root: Path) -> None:
         "src/vhost_device_foo_bar/__init__.py",
         "src/vhost_device_foo_bar/args.py",
         "src/vhost_device_foo_bar/device.py",
+        "src/vhost_device_foo_bar/errors.py",
         "src/vhost_device_foo_bar/host.py",
         "src/vhost_device_foo_bar/main.py",
         "src/vhost_device_foo_bar/py.typed",

@@ -6,7 +6,9 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from vhost_user_core import VhostUserError, add_logging_args, add_socket_args, add_version_arg
+from vhost_user_core import add_logging_args, add_socket_args, add_version_arg
+
+from .errors import ConfigError
 
 DESCRIPTION = (
     "vhost-user loopback device: every request's output buffers get its input bytes, "
@@ -40,5 +42,5 @@ class LoopbackConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LoopbackConfig:
         if (args.sink == "file") != (args.output is not None):
-            raise VhostUserError("--output PATH goes with --sink file, and only with it")
+            raise ConfigError("--output PATH goes with --sink file, and only with it")
         return cls(args.sink, args.output)

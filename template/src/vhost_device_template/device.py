@@ -8,13 +8,13 @@ import logging
 
 from vhost_user_core import (
     STANDARD_FEATURES,
-    BackendError,
     DescriptorChain,
     ProtocolFeature,
     VhostUserBackend,
     Vring,
 )
 
+from .errors import SinkError
 from .host import Sink
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class LoopbackBackend(VhostUserBackend):
         data = chain.read()
         try:
             self.sink.write(data)
-        except BackendError as exc:  # the host fails this request, never the daemon
+        except SinkError as exc:  # the host fails this request, never the daemon
             log.warning("request %d failed: %s", chain.head, exc)
             return 0
         return chain.write(data)

@@ -8,16 +8,15 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from vhost_user_core import BackendError
-
 from .args import LoopbackConfig
+from .errors import SinkError
 
 
 class Sink(Protocol):
     """Where the guest's bytes go; called from every connection's worker thread."""
 
     def write(self, data: bytes) -> None:
-        """Take all of `data`, or raise BackendError."""
+        """Take all of `data`, or raise SinkError."""
 
     def close(self) -> None: ...
 
@@ -30,7 +29,7 @@ class FileSink:
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise BackendError(f"cannot open {path}: {exc.strerror}") from exc
+            raise SinkError(f"cannot open {path}: {exc.strerror}", path) from exc
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -38,7 +37,7 @@ class FileSink:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
-            raise BackendError(f"cannot write to {self.path}: {exc.strerror}") from exc
+            raise SinkError(f"cannot write to {self.path}: {exc.strerror}", self.path) from exc
 
     def close(self) -> None:
         os.close(self._fd)
