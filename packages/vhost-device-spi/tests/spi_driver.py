@@ -21,7 +21,13 @@ QUEUE_SIZE = 1024
 def head(**fields: int) -> TransferHead:
     """A head as Linux's driver fills it for an 8-bit, mode-0 device, with `fields`."""
     values = dict(
-        chip_select_id=0, bits_per_word=8, cs_change=0, tx_nbits=0, rx_nbits=0, mode=0, freq=1_000_000
+        chip_select_id=0,
+        bits_per_word=8,
+        cs_change=0,
+        tx_nbits=0,
+        rx_nbits=0,
+        mode=0,
+        freq=1_000_000,
     )
     values.update(fields)
     return TransferHead(**values)

@@ -51,13 +51,24 @@ def test_half_duplex_read_clocks_in_the_idle_line(tmp_path: Path) -> None:
 def test_every_head_field_reaches_the_controller(tmp_path: Path) -> None:
     sim = SimController()
     th = head(bits_per_word=16, cs_change=1, tx_nbits=4, rx_nbits=2, freq=12_345_678)
-    th = head(**{**th.__dict__, "mode": int(Mode.CPHA | Mode.CPOL | Mode.CS_HIGH | Mode.LSB_FIRST | Mode.LOOP)})
+    th = head(
+        **{
+            **th.__dict__,
+            "mode": int(Mode.CPHA | Mode.CPOL | Mode.CS_HIGH | Mode.LSB_FIRST | Mode.LOOP),
+        }
+    )
     with spi_driver(sim, tmp_path) as driver:
         assert driver.transfer(th, b"abcd", 4).result == OK
     ((mode, (transfer,)),) = sim.history
     assert mode == 0b11111
     assert transfer == Transfer(
-        tx=b"abcd", rx_len=4, speed_hz=12_345_678, bits_per_word=16, cs_change=1, tx_nbits=4, rx_nbits=2
+        tx=b"abcd",
+        rx_len=4,
+        speed_hz=12_345_678,
+        bits_per_word=16,
+        cs_change=1,
+        tx_nbits=4,
+        rx_nbits=2,
     )
 
 
@@ -199,4 +210,7 @@ def test_a_failed_message_is_trans_err_for_each_request(tmp_path: Path) -> None:
         driver.post(head(), b"cd", 0)
         driver.publish()
         answers = driver.answers()
-    assert [(a.result, a.rx, a.used) for a in answers] == [(TRANS_ERR, b"\xee\xee", 3), (TRANS_ERR, b"", 1)]
+    assert [(a.result, a.rx, a.used) for a in answers] == [
+        (TRANS_ERR, b"\xee\xee", 3),
+        (TRANS_ERR, b"", 1),
+    ]

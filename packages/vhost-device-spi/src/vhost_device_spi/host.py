@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import spidev
+import spidev  # type: ignore[import-not-found]  # a C extension without stubs
 
 from . import spidev_ioctl as ioc
 from .errors import ControllerError, TransferError
@@ -119,18 +118,16 @@ class SpidevController:
         self._lock = threading.Lock()
         self._dev = spidev.SpiDev()
         try:
-            self._dev.open_path(path)
-        except OSError as exc:
-            raise ControllerError(f"cannot open {path}: {exc.strerror}", path) from exc
-        self._fd = self._dev.fileno()
-        try:
+            self._dev.open_path(path)  # reads the mode, word size and speed: spidev ioctls
+            self._fd = self._dev.fileno()
             self._mode32 = ioc.read_mode32(self._fd)
             self._bits = self._dev.bits_per_word
             self._speed = self._dev.max_speed_hz
         except OSError as exc:
             self._dev.close()
-            why = "not a spidev device" if exc.errno == errno.ENOTTY else exc.strerror
-            raise ControllerError(f"{path}: {why}", path) from exc
+            if exc.errno == errno.ENOTTY:
+                raise ControllerError(f"{path}: not a spidev device", path) from exc
+            raise ControllerError(f"cannot open {path}: {exc.strerror}", path) from exc
         try:
             self.config = self._probe()
         finally:
@@ -141,7 +138,9 @@ class SpidevController:
 
     def _accepts_mode(self, bits: int) -> bool:
         try:
-            ioc.write_mode32(self._fd, (self._mode32 & ~(ioc.USER_MODE_BITS | ioc.WIDTH_BITS)) | bits)
+            ioc.write_mode32(
+                self._fd, (self._mode32 & ~(ioc.USER_MODE_BITS | ioc.WIDTH_BITS)) | bits
+            )
             return ioc.read_mode32(self._fd) & bits == bits  # the kernel drops unsupported widths
         except OSError:
             return False
@@ -194,10 +193,14 @@ class SpidevController:
             log.warning("%s: cannot restore its settings: %s", self.path, exc.strerror)
 
     def transfer(self, mode: int, transfers: Sequence[Transfer]) -> list[bytes]:
-        wanted = (self._mode32 & ~ioc.USER_MODE_BITS & ~ioc.WIDTH_BITS) | virtio_to_spidev_mode(mode)
+        wanted = (self._mode32 & ~ioc.USER_MODE_BITS & ~ioc.WIDTH_BITS) | virtio_to_spidev_mode(
+            mode
+        )
         for t in transfers:
             wanted |= width_bits(t)
-        buffers: list[tuple[ctypes.Array[ctypes.c_char] | None, ctypes.Array[ctypes.c_char] | None]] = [
+        buffers: list[
+            tuple[ctypes.Array[ctypes.c_char] | None, ctypes.Array[ctypes.c_char] | None]
+        ] = [
             (
                 ctypes.create_string_buffer(t.tx, len(t.tx)) if t.tx is not None else None,
                 ctypes.create_string_buffer(t.rx_len) if t.rx_len else None,

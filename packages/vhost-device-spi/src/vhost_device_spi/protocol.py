@@ -89,7 +89,9 @@ class SpiConfig:
         )
 
     def supports_bits_per_word(self, bits: int) -> bool:
-        return 1 <= bits <= 32 and (not self.bits_per_word_mask or bool(self.bits_per_word_mask >> (bits - 1) & 1))
+        return 1 <= bits <= 32 and (
+            not self.bits_per_word_mask or bool(self.bits_per_word_mask >> (bits - 1) & 1)
+        )
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,11 @@ def head_problem(head: TransferHead, config: SpiConfig, tx_len: int, rx_len: int
         ("word_delay_ns", head.word_delay_ns, config.max_word_delay_ns),
         ("cs_setup_ns", head.cs_setup_ns, config.max_cs_setup_ns),
         ("cs_delay_hold_ns", head.cs_delay_hold_ns, config.max_cs_hold_ns),
-        ("cs_change_delay_inactive_ns", head.cs_change_delay_inactive_ns, config.max_cs_inactive_ns),
+        (
+            "cs_change_delay_inactive_ns",
+            head.cs_change_delay_inactive_ns,
+            config.max_cs_inactive_ns,
+        ),
     ):
         if value > limit:
             return f"{name} {value} over the maximum {limit}"

@@ -93,7 +93,8 @@ def pack_message(transfers: Sequence[IocTransfer]) -> bytearray:
 
 def message(fd: int, transfers: Sequence[IocTransfer]) -> int:
     """SPI_IOC_MESSAGE(n) on `fd`; the kernel fills the rx buffers. OSError on failure."""
-    return fcntl.ioctl(fd, spi_ioc_message(len(transfers)), pack_message(transfers), True)
+    done: int = fcntl.ioctl(fd, spi_ioc_message(len(transfers)), pack_message(transfers), True)
+    return done
 
 
 def read_mode32(fd: int) -> int:
