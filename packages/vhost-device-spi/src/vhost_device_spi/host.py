@@ -145,12 +145,15 @@ class SpidevController:
         except OSError:
             return False
 
+    def _set_bits(self, bits: int) -> None:
+        if 8 <= bits <= 32:
+            self._dev.bits_per_word = bits
+        else:  # the spidev package refuses 1..7 (and a kernel default of 0)
+            ioc.write_bits_per_word(self._fd, bits)
+
     def _accepts_bits(self, bits: int) -> bool:
         try:
-            if bits >= 8:
-                self._dev.bits_per_word = bits
-            else:  # the spidev package refuses 1..7
-                ioc.write_bits_per_word(self._fd, bits)
+            self._set_bits(bits)
             return True
         except OSError:
             return False
@@ -187,7 +190,7 @@ class SpidevController:
     def _restore(self) -> None:
         try:
             ioc.write_mode32(self._fd, self._mode32)
-            self._dev.bits_per_word = self._bits
+            self._set_bits(self._bits)
             self._dev.max_speed_hz = self._speed
         except OSError as exc:
             log.warning("%s: cannot restore its settings: %s", self.path, exc.strerror)
