@@ -46,6 +46,7 @@ def _ioc(direction: int, nr: int, size: int) -> int:
 
 SPI_IOC_RD_BITS_PER_WORD = _ioc(_IOC_READ, 3, 1)
 SPI_IOC_WR_BITS_PER_WORD = _ioc(_IOC_WRITE, 3, 1)
+SPI_IOC_RD_MAX_SPEED_HZ = _ioc(_IOC_READ, 4, 4)  # (for tests: spidev's getter is a cached copy)
 SPI_IOC_RD_MODE32 = _ioc(_IOC_READ, 5, 4)
 SPI_IOC_WR_MODE32 = _ioc(_IOC_WRITE, 5, 4)
 
