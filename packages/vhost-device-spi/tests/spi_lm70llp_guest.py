@@ -21,7 +21,8 @@ from spi_driver import SpiDriver, head  # noqa: E402
 from vhost_device_spi import spidev_ioctl as ioc  # noqa: E402
 from vhost_device_spi.device import SpiBackend  # noqa: E402
 from vhost_device_spi.host import SpidevController  # noqa: E402
-from vhost_user_core.testing.harness import connected_frontend  # noqa: E402
+from vhost_user_core.frontend import Frontend  # noqa: E402
+from vhost_user_core.testing.harness import connected_frontend, daemon_process  # noqa: E402
 
 
 def bind_spidev() -> str:
@@ -96,7 +97,21 @@ def main() -> dict[str, Any]:
             seen["cs_high"] = answer.result
     controller.close()
     seen["after_close"] = settings(path)
+    seen["daemon"] = run_daemon(path)
+    seen["after_daemon"] = settings(path)
     return seen
+
+
+def run_daemon(path: str) -> dict[str, Any]:
+    """The installed command on the same node, as a user runs it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        socket, log = Path(tmp) / "d.sock0", Path(tmp) / "log"
+        argv = [sys.executable, "-m", "vhost_device_spi.main", "-s", str(socket)[:-1], "-l", path]
+        with daemon_process(argv, log=log, sockets=[socket]):
+            with Frontend.connect(socket) as frontend:
+                frontend.start_device(1, 1024)
+                answer = SpiDriver(frontend).transfer(head(), b"\x12\x34", 0)
+        return {"answer": [answer.result, answer.used], "log": log.read_text()}
 
 
 if __name__ == "__main__":

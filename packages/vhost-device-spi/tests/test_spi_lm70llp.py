@@ -89,3 +89,9 @@ def test_a_speed_over_the_probed_maximum_is_param_err(seen: dict[str, Any]) -> N
 
 def test_sixteen_bit_words_reach_the_bit_banger(seen: dict[str, Any]) -> None:
     assert seen["words16"] == [0, "0000"]
+
+
+def test_the_installed_daemon_serves_the_node(seen: dict[str, Any]) -> None:
+    assert seen["daemon"]["answer"] == [0, 1]  # and it exited 0 on SIGTERM
+    assert "/dev/spidev0.0: SpiConfig(cs_max_number=1" in seen["daemon"]["log"]
+    assert seen["after_daemon"] == seen["before"]
