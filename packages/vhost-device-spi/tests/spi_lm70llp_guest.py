@@ -95,6 +95,7 @@ def main() -> dict[str, Any]:
             seen["words16"] = [answer.result, answer.rx.hex()]
             answer = driver.transfer(head(mode=4), None, 1)
             seen["cs_high"] = answer.result
+            seen["hold_delay"] = driver.transfer(head(cs_delay_hold_ns=1500), b"x", 0).result
     controller.close()
     seen["after_close"] = settings(path)
     seen["daemon"] = run_daemon(path)

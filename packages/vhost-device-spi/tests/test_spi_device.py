@@ -20,7 +20,7 @@ def test_config_space_is_the_controllers(tmp_path: Path) -> None:
     with spi_driver(SimController(), tmp_path) as driver:
         raw = driver.config()
     fields = struct.unpack("<4B7I", raw)
-    assert fields == (1, 1, 0b011, 0b011, 0x80008080, 0x7F, 50_000_000, 0, 0, 0, 0)
+    assert fields == (1, 1, 0b011, 0b011, 0x80008080, 0x7F, 50_000_000, 0, 0, 65_535_000, 0)
     assert raw == SimController.config.encode()
 
 
@@ -70,6 +70,23 @@ def test_every_head_field_reaches_the_controller(tmp_path: Path) -> None:
         tx_nbits=4,
         rx_nbits=2,
     )
+
+
+@pytest.mark.parametrize(("hold_ns", "delay_us"), [(0, 0), (1, 1), (1000, 1), (1001, 2)])
+def test_the_hold_delay_becomes_microseconds_rounded_up(
+    hold_ns: int, delay_us: int, tmp_path: Path
+) -> None:
+    sim = SimController()
+    with spi_driver(sim, tmp_path) as driver:
+        assert driver.transfer(head(cs_delay_hold_ns=hold_ns), b"d", 1).result == OK
+    ((_, (transfer,)),) = sim.history
+    assert transfer.delay_usecs == delay_us
+
+
+def test_the_hold_delay_has_spidevs_16_bit_limit(tmp_path: Path) -> None:
+    with spi_driver(SimController(), tmp_path) as driver:
+        assert driver.transfer(head(cs_delay_hold_ns=65_535_000), b"d", 1).result == OK
+        assert driver.transfer(head(cs_delay_hold_ns=65_535_001), b"d", 1).result == PARAM_ERR
 
 
 def test_reserved_bytes_are_ignored(tmp_path: Path) -> None:
@@ -135,6 +152,7 @@ def test_big_transfers_split_at_the_message_limit(tmp_path: Path) -> None:
 # offer), against a config that offers little.
 NARROW = SpiConfig(
     cs_max_number=2,
+    max_cs_hold_ns=0,
     cs_change_supported=False,
     bits_per_word_mask=1 << 7,  # 8 bits only
     max_freq_hz=1_000_000,

@@ -57,6 +57,7 @@ def test_probe_reads_what_the_controller_supports(seen: dict[str, Any]) -> None:
         "bits_per_word_mask": 0xFFFFFFFF,  # the bit-banger takes 1..32
         "mode_func_supported": 0b0101,  # CPHA=0 and CPOL=0 only; no CS_HIGH, LSB, loop
         "max_freq_hz": speed,
+        "max_cs_hold_ns": 65_535_000,  # spidev's delay_usecs, run by the SPI core
     }
     assert SpiConfig(**seen["config"]).encode().hex() == seen["config_space"]
     assert seen["message_limit"] == 4096  # spidev's bufsiz
@@ -95,3 +96,7 @@ def test_the_installed_daemon_serves_the_node(seen: dict[str, Any]) -> None:
     assert seen["daemon"]["answer"] == [0, 1]  # and it exited 0 on SIGTERM
     assert "/dev/spidev0.0: SpiConfig(cs_max_number=1" in seen["daemon"]["log"]
     assert seen["after_daemon"] == seen["before"]
+
+
+def test_a_hold_delay_runs_on_the_real_kernel(seen: dict[str, Any]) -> None:
+    assert seen["hold_delay"] == 0

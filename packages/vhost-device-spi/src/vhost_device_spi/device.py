@@ -90,6 +90,7 @@ class SpiBackend(VhostUserBackend):
             cs_change=head.cs_change,
             tx_nbits=head.tx_nbits,
             rx_nbits=head.rx_nbits,
+            delay_usecs=-(-head.cs_delay_hold_ns // 1000),  # rounded up: never shorter
         )
         return request
 

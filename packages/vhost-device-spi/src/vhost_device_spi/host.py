@@ -23,6 +23,9 @@ from .protocol import Mode, ModeFunc, SpiConfig, Width
 log = logging.getLogger(__name__)
 
 SIM = "sim"
+#: spi_ioc_transfer.delay_usecs is 16 bits of µs, run by the kernel's SPI core itself
+#: (spi_transfer_delay_exec) whatever the controller: the hold delay we can offer.
+MAX_CS_HOLD_NS = 0xFFFF * 1000
 BUFSIZ = Path("/sys/module/spidev/parameters/bufsiz")
 
 
@@ -38,6 +41,7 @@ class Transfer:
     cs_change: int
     tx_nbits: int
     rx_nbits: int
+    delay_usecs: int = 0  # after the transfer, before CS changes (the head's cs_delay_hold_ns)
 
     @property
     def length(self) -> int:
@@ -75,6 +79,7 @@ class SimController:
         bits_per_word_mask=(1 << 7) | (1 << 15) | (1 << 31),  # 8, 16 and 32 bits
         mode_func_supported=ModeFunc(0x7F),  # every mode bit, loopback too
         max_freq_hz=50_000_000,
+        max_cs_hold_ns=MAX_CS_HOLD_NS,
     )
     message_limit = 1 << 20
 
@@ -185,6 +190,7 @@ class SpidevController:
             bits_per_word_mask=mask,
             mode_func_supported=funcs,
             max_freq_hz=self._speed,
+            max_cs_hold_ns=MAX_CS_HOLD_NS,
         )
 
     def _restore(self) -> None:
@@ -216,6 +222,7 @@ class SpidevController:
                 rx_buf=ioc.address(rx),
                 length=t.length,
                 speed_hz=t.speed_hz,
+                delay_usecs=t.delay_usecs,
                 bits_per_word=t.bits_per_word,
                 cs_change=t.cs_change,
                 tx_nbits=t.tx_nbits if t.tx is not None else 0,
