@@ -40,6 +40,7 @@ check xfer-read i2ctransfer -y "$bus" w1@0x20 0x00 r4
 check xfer-seq i2ctransfer -y "$bus" w1@0x20 0x02 r2@0x20 w1@0x50 0x10 r1@0x50
 check unlisted i2cget -y "$bus" 0x21 0x00
 check unlisted-xfer i2ctransfer -y "$bus" w1@0x51 0x00 r1
+"$PYTHON" "$TESTS/guest_plain_i2c.py" "$bus"
 """
 
 SECOND_BOOT = r"""
@@ -53,7 +54,7 @@ def run_guest(image: GuestImage, tmp_path: Path, socket: Path, script: str) -> s
     result = guest.run(
         ["/bin/sh", "-c", PRELUDE + script],
         cwd=tmp_path,
-        env={},
+        env={"PYTHON": sys.executable, "TESTS": str(Path(__file__).parent)},
         modules=[ModuleSpec.parse("i2c-dev")],
         devices=vhost_user_device(socket, "vhost-user-i2c-pci"),
     )
@@ -103,6 +104,10 @@ def test_i2c_tools_against_the_sim_bus_and_reconnect(
         # reports that none of its messages went through)
         assert got["unlisted"] == "Error: Read failed rc=2", first
         assert got["unlisted-xfer"].startswith("Warning: only 0/2 messages were sent"), first
+        # the smbus2 adapter's plain-I2C path on the guest's i2c-virtio adapter
+        assert got["plain-funcs"] == "True", first
+        assert got["plain-rdwr"] == "080706", first
+        assert got["plain-unlisted"] == "TransferError addr=0x22", first
 
         second = run_guest(guest_image, tmp_path, socket, SECOND_BOOT)
         assert found(second) == {0x20, 0x50}, second

@@ -4,6 +4,7 @@ turns the checked config into an address map."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Protocol
 
 from smbus2 import I2cFunc as F
 from smbus2 import SMBus, i2c_msg
+from smbus2.smbus2 import I2C_RDWR, i2c_rdwr_ioctl_data
 
 from .args import I2cConfig
 from .errors import ConfigError, TransferError
@@ -131,7 +133,16 @@ class SmbusAdapter:
             i2c_msg.read(m.addr, m.length) if m.read else i2c_msg.write(m.addr, m.data)
             for m in messages
         ]
-        self._bus.i2c_rdwr(*msgs)
+        # smbus2's i2c_rdwr() drops the ioctl's result, the count of messages the
+        # adapter did: a driver may do fewer without an error (i2c-virtio does, when the
+        # device fails a request), so the same ioctl here, with its result checked.
+        request = i2c_rdwr_ioctl_data.create(*msgs)  # type: ignore[arg-type]  # its stub's *args
+        assert self._bus.fd is not None  # open until close()
+        done = fcntl.ioctl(self._bus.fd, I2C_RDWR, request)
+        if done != len(msgs):
+            raise TransferError(
+                f"{self.name}: {done} of {len(msgs)} messages done", messages[0].addr
+            )
         return [bytes(msg) if m.read else b"" for m, msg in zip(messages, msgs, strict=True)]
 
     def _need(self, func: F, what: str, addr: int) -> None:
