@@ -85,12 +85,12 @@ class I2cBackend(VhostUserBackend):
         if bus is None or len(buses) != 1:
             unlisted = [r.message.addr for r in group if r.message.addr not in self.buses.by_addr]
             why = f"address {unlisted[0]:#04x} is not listed" if unlisted else "spans buses"
-            log.info("transfer of %d request(s) failed: %s", len(group), why)
+            log.debug("transfer of %d request(s) failed: %s", len(group), why)
             return failed
         try:
             return list(bus.transfer([r.message for r in group]))
         except TransferError as exc:
-            log.info("transfer of %d request(s) failed: %s", len(group), exc)
+            log.debug("transfer of %d request(s) failed: %s", len(group), exc)
             return failed
 
     @staticmethod
