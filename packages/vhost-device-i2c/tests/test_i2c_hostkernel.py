@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from i2c_driver import ERR, OK, Driver, r, w
 
-from vhost_device_i2c.host import SmbusAdapter, find_adapter
+from vhost_device_i2c.args import I2cConfig, parse_device_list
+from vhost_device_i2c.errors import ConfigError
+from vhost_device_i2c.host import SmbusAdapter, find_adapter, open_buses
 from vhost_user_core.frontend import Frontend
 from vhost_user_core.testing.harness import daemon_process
 
@@ -29,6 +31,13 @@ def test_the_stub_is_an_smbus_only_adapter() -> None:
         assert not adapter.plain
     finally:
         adapter.close()
+
+
+def test_one_adapter_by_name_and_by_number_is_listed_twice() -> None:
+    number = find_adapter(STUB)
+    config = I2cConfig(parse_device_list(f"{STUB}:0x50,{number}:0x51"))
+    with pytest.raises(ConfigError, match=f"/dev/i2c-{number} is listed twice"):
+        open_buses(config)
 
 
 @pytest.fixture
