@@ -60,13 +60,17 @@ def run_guest(image: GuestImage, tmp_path: Path, socket: Path, script: str) -> s
     )
     output = result.output_bytes.decode(errors="replace")
     assert result.rc == 0, output + result.console_output[-3000:]
-    return output
+    # what a failed assert shows: the script's output, then what the guest kernel said
+    return f"{output}{CONSOLE}{result.console_output[-3000:]}"
+
+
+CONSOLE = "\n--- guest console (tail) ---\n"
 
 
 def found(output: str) -> set[int]:
     """The addresses i2cdetect's grid shows as present."""
     addrs = set()
-    for line in output.splitlines():
+    for line in output.split(CONSOLE)[0].splitlines():
         if m := re.match(r"^([0-7]0): (.*)$", line):
             row = int(m.group(1), 16)
             for col, cell in enumerate(m.group(2).split()):
@@ -76,7 +80,8 @@ def found(output: str) -> set[int]:
 
 
 def lines(output: str) -> dict[str, str]:
-    pairs = (line.split(":", 1) for line in output.splitlines() if re.match(r"^[a-z-]+: ", line))
+    text = output.split(CONSOLE)[0]
+    pairs = (line.split(":", 1) for line in text.splitlines() if re.match(r"^[a-z-]+: ", line))
     return {name: text.strip() for name, text in pairs}
 
 
