@@ -36,6 +36,7 @@ DEFAULT_MODULES = (
     "sd_mod",
     "configfs",
     "i2c-virtio",
+    "i2c-dev",  # /dev/i2c-N, for busybox's i2c applets (the i2c demo)
     "gpio-virtio",
 )
 #: Modules in /lib/modules/<name>.ko that tests load themselves (their dependencies
