@@ -1,16 +1,25 @@
 """One PCM stream's data path, run on the device's worker thread.
 
+Both directions keep a play-out clock anchored at START: each buffer has a deadline,
+when an ideal device would have played (or recorded) its last frame, and is never
+completed before it, because Linux's virtio_snd moves the guest's hardware pointer by a
+whole period per completed buffer and a host that moves audio in bigger or earlier
+chunks than the guest's periods would otherwise run the guest ahead of real time.
+
 Playback: the guest's tx buffers queue up; their samples are copied into the stream's
-PcmRing as room allows, and a buffer is completed only once its last byte has been
-consumed, by the backend's audio thread or, while the output is disabled (or the backend
-has no clock), by a period timer that discards them. Either way the guest plays in real
-time, and completions carry the ring fill as latency. The buffers are held, fed and
-returned in C (`_playback.PlaybackBuffers`): a playing stream's wake-up is one call.
+PcmRing as room allows, and a buffer is completed once its deadline has passed and its
+last byte has been consumed, by the backend's audio thread or, while the output is
+disabled (or the backend has no clock), by a period timer that discards them at the
+clock's pace. A buffer the host consumed before its deadline waits for a one-shot timer
+set for that deadline. Completions carry the ring fill as latency. The buffers are held,
+fed and returned in C (`_playback.PlaybackBuffers`): a playing stream's wake-up is one
+call.
 
 Capture: the backend produces host samples into the ring and the worker moves them into
-the guest's rx buffers, checking the direction's switch before every chunk; while the
-input is disabled (or the backend has no clock) the timer fills the buffers with silence
-in real time instead, and the ring is emptied so no stale host audio survives a switch.
+the guest's rx buffers, checking the direction's switch before every chunk; a full
+buffer is returned at its deadline, not before. While the input is disabled (or the
+backend has no clock) the timer fills the buffers with silence in real time instead, and
+the ring is emptied so no stale host audio survives a switch.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from vhost_user_core.vring import Vring
 from vhost_user_core.worker import TimerHandle, Worker
 
 from ._pcmring import PcmRing, Switch
-from ._playback import PlaybackBuffers
+from ._playback import DUE_SLACK, PlaybackBuffers
 from .backends.base import AudioBackend, StreamSetup
 from .params import DEFAULT_PARAMS, PcmParams
 from .pcm_state import INITIAL_STATE, PcmState
@@ -52,7 +61,7 @@ class IoMessage:
     Capture fills `data` and writes it into the guest's buffer once, when full: cheaper
     than keeping views of guest memory and walking them per period."""
 
-    __slots__ = ("vring", "chain", "data", "size", "done")
+    __slots__ = ("vring", "chain", "data", "size", "done", "due")
 
     def __init__(self, vring: Vring, chain: DescriptorChain) -> None:
         self.vring = vring
@@ -60,6 +69,8 @@ class IoMessage:
         self.data = bytearray(max(chain.writable_len - STATUS_SIZE, 0))
         self.size = len(self.data)
         self.done = 0
+        #: When its last frame has been recorded, once the stream is started.
+        self.due: float | None = None
 
 
 def complete(vring: Vring, chain: DescriptorChain, status: int, latency: int, written: int) -> None:
@@ -120,6 +131,11 @@ class StreamIO:
     _clock: TimerHandle | None = None
     _deadline: float = 0.0
     _ticks: int = 1
+    #: One-shot timer for the next buffer deadline (see the module doc), and that
+    #: deadline; the capture clock (the deadline of the last rx buffer given one).
+    _due_timer: TimerHandle | None = None
+    _due_at: float = 0.0
+    _capture_clock: float | None = None
     #: Started, but its queue was stopped by the frontend (VM paused): host stream
     #: inactive and no pacing until the queue runs again.
     _suspended: bool = False
@@ -132,6 +148,7 @@ class StreamIO:
     def prepare(self) -> None:
         """Fresh ring and host stream for the current parameters. Buffers still held
         from before (a driver preparing again after an xrun) are given back first."""
+        self._stop_due()
         self.flush()
         self._drop_ring()
         capacity = min(max(RING_PERIODS * self.params.period_bytes, RING_MIN), RING_MAX)
@@ -147,13 +164,21 @@ class StreamIO:
         )
 
     def start(self) -> None:
+        now = time.monotonic()
+        if self.direction is Direction.OUTPUT:
+            self.played.start_clock(now, self.params.bytes_per_second)
+        else:
+            self._capture_clock = now
+            for msg in self.pending:
+                self._time(msg, now)
         self.backend.start(self.stream_id)
         self.backend.set_active(self.direction, self.switch.enabled)
         self._feed()
-        self._repace()
+        self._repace(now)
 
     def stop(self) -> None:
         self._stop_clock()
+        self._stop_due()
         self.backend.stop(self.stream_id)
         self.resume_kicks()
 
@@ -161,6 +186,7 @@ class StreamIO:
         """Close the host stream and give every held buffer back (the driver waits for
         them before it goes on)."""
         self._stop_clock()
+        self._stop_due()
         self.backend.release(self.stream_id)
         self.flush()
         self._drop_ring()
@@ -170,6 +196,7 @@ class StreamIO:
         """Reset or end of connection: the guest's rings are gone, so held buffers are
         forgotten rather than completed."""
         self._stop_clock()
+        self._stop_due()
         self._suspended = False
         if self.state in (PcmState.PREPARE, PcmState.START, PcmState.STOP):
             self.backend.release(self.stream_id)
@@ -183,6 +210,7 @@ class StreamIO:
         while it can still be returned, drop the ring's copy of it, and leave the host
         stream inactive and the stream unpaced until the queue runs again."""
         self._stop_clock()
+        self._cancel_due_timer()
         self.flush()
         if self.ring is not None:
             self.ring.clear()
@@ -217,7 +245,10 @@ class StreamIO:
             self.played.append(chain)
             self._feed()
             return
-        self.pending.append(IoMessage(vring, chain))
+        msg = IoMessage(vring, chain)
+        self.pending.append(msg)
+        if self._capture_clock is not None:
+            self._time(msg, time.monotonic())
         if self.ring is not None and self.state is PcmState.START:
             self._deliver_captured()
 
@@ -246,7 +277,8 @@ class StreamIO:
             return
         started = self.state is PcmState.START
         if self.direction is Direction.OUTPUT:
-            self.played.step(self.vring, ring, self.route, self.params.buffer_bytes, started)
+            limit = self.params.buffer_bytes
+            self._wake_at(self.played.step(self.vring, ring, self.route, limit, started))
             return
         ring.drain_notifications()
         if started:
@@ -265,14 +297,21 @@ class StreamIO:
         late (the guest missed it, an overrun)."""
         ring = self.ring
         assert ring is not None
-        while self.pending and ring.fill:
+        while self.pending and (ring.fill or self.pending[0].done == self.pending[0].size):
             if not self.switch.enabled:
                 ring.clear()
                 return
             msg = self.pending[0]
             msg.done += ring.read_into(memoryview(msg.data)[msg.done :])
-            if msg.done == msg.size:
-                finish(self.pending.popleft(), ring.fill)
+            if msg.done < msg.size:
+                break
+            if msg.due is None or msg.due > time.monotonic() + DUE_SLACK:
+                # Recorded faster than real time (a host cycle that delivers early):
+                # it goes back when its last frame would have been recorded.
+                if msg.due is not None:
+                    self._wake_at(msg.due)
+                return
+            finish(self.pending.popleft(), ring.fill)
         if not self.pending and ring.fill > ring.notify_every:
             ring.discard(ring.fill - ring.notify_every)
 
@@ -288,14 +327,53 @@ class StreamIO:
 
     # -- pacing --------------------------------------------------------------------------
 
-    def _repace(self) -> None:
+    def _time(self, msg: IoMessage, now: float) -> None:
+        """Give an rx buffer its deadline: recorded after the one before it, or from
+        `now` if the guest had none queued."""
+        assert self._capture_clock is not None
+        msg.due = max(self._capture_clock, now) + msg.size / self.params.bytes_per_second
+        self._capture_clock = msg.due
+
+    def _wake_at(self, due: float) -> None:
+        """A buffer is ready but not yet due: come back at `due` (0: nothing waits).
+        The period timer, while it paces the stream, comes back anyway."""
+        if not due or self._clock is not None:
+            return
+        if self._due_timer is not None:
+            if self._due_at <= due:
+                return
+            self._due_timer.cancel()
+        self._due_at = due
+        self._due_timer = self.worker.call_later(due - time.monotonic(), self._due_reached)
+
+    def _due_reached(self) -> None:
+        self._due_timer = None
+        if self.state is PcmState.START and not self._suspended:
+            self._host_moved_data()
+
+    def _cancel_due_timer(self) -> None:
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = None
+
+    def _stop_due(self) -> None:
+        """Out of START: no deadlines until the next one."""
+        self._cancel_due_timer()
+        self.played.stop_clock()
+        self._capture_clock = None
+        for msg in self.pending:
+            msg.due = None
+
+    def _repace(self, now: float | None = None) -> None:
         """The timer paces the stream while it runs without a host clock: a backend that
-        has none, or a disabled direction (the host stream is inactive then)."""
+        has none, or a disabled direction (the host stream is inactive then). It starts
+        at `now`, the anchor of the buffers' deadlines, at START."""
         host_clock = self.backend.drives_clock and self.switch.enabled
         if self.state is PcmState.START and not host_clock and not self._suspended:
             if self._clock is None:
+                self._cancel_due_timer()
                 self._ticks = self.params.periods_per_wakeup
-                self._deadline = time.monotonic()
+                self._deadline = time.monotonic() if now is None else now
                 self._schedule()
         else:
             self._stop_clock()
@@ -309,6 +387,8 @@ class StreamIO:
         self._clock = self.worker.call_later(self._deadline - now, self._tick)
 
     def _tick(self) -> None:
+        """One period tick: plays (discards) or records (silence) `_ticks` periods, on a
+        grid anchored at START: what it completes is on time by construction."""
         self._clock = None
         period = self.params.period_bytes * self._ticks
         if self.direction is Direction.OUTPUT:
