@@ -21,6 +21,13 @@ PCM is open only while input is enabled and the stream is prepared or running, a
 only read while running: while input is disabled the microphone is not even opened, so
 the host's "microphone in use" indication goes off; enabling input reopens it.
 
+The rates offered are those the PCM accepts for playback, asked once (at the guest's
+first PCM_INFO) of a playback PCM opened for the purpose; the capture side is not
+opened for it (that would light the host's "microphone in use" indication), and a rate
+it refuses is reported at PREPARE like any other refusal. Channels stay 1 to 6 and the
+formats the backend converts: pyalsaaudio's channel query walks every count up to the
+PCM's maximum, which for `null` is 2**32.
+
 PCMs without a clock of their own (ALSA's `null`, a `file` plugin on `null`) would let
 a loop spin at memory speed and run the guest's stream faster than real time; a
 wall-clock pacer holds such a PCM to real time plus one ALSA buffer. It turns itself off
@@ -46,7 +53,8 @@ from typing_extensions import Buffer
 from vhost_user_core.errors import BackendError
 
 from .._pcmring import PcmRing, scale_samples
-from ..protocol import SAMPLE_BYTES, Direction, Format
+from ..params import BASE_CAPABILITIES, BASE_RATES, Capabilities
+from ..protocol import SAMPLE_BYTES, Direction, Format, Rate
 from .base import AudioBackend, StreamSetup
 
 log = logging.getLogger(__name__)
@@ -170,6 +178,31 @@ def _open_pcm(device: str, spec: _PcmSpec) -> tuple[_Pcm, int, int]:
     except BaseException:
         _close_pcm(pcm)
         raise
+
+
+def _playback_rates(device: str) -> frozenset[Rate]:
+    """The spec's rates `device` accepts for playback (the baseline if it cannot say)."""
+    try:
+        pcm = alsaaudio.PCM(type=alsaaudio.PCM_PLAYBACK, mode=alsaaudio.PCM_NONBLOCK, device=device)
+    except alsaaudio.ALSAAudioError as exc:
+        log.info(
+            "ALSA PCM %r cannot be asked for its rates (%s): offering the baseline", device, exc
+        )
+        return BASE_RATES
+    try:
+        rates = pcm.getrates()
+    except alsaaudio.ALSAAudioError:
+        rates = None
+    finally:
+        _close_pcm(cast(_Pcm, pcm))
+    if isinstance(rates, tuple):  # a continuous range (low, high)
+        low, high = rates
+        return frozenset(rate for rate in Rate if low <= rate.hz <= high)
+    if isinstance(rates, list) and rates:
+        return frozenset(rate for rate in Rate if rate.hz in rates)
+    if isinstance(rates, int):
+        return frozenset(rate for rate in Rate if rate.hz == rates)
+    return BASE_RATES
 
 
 def _close_pcm(pcm: _Pcm) -> None:
@@ -310,6 +343,15 @@ class AlsaBackend(AudioBackend):
         # Serialises the lifecycle calls (device worker) with set_active (switch
         # listeners run on the control socket's thread). Host threads never take it.
         self._lock = threading.RLock()
+        self._capabilities: Capabilities | None = None
+
+    def capabilities(self, direction: Direction) -> Capabilities:
+        """The rates the PCM plays (asked once, see the module doc), for both directions."""
+        with self._lock:
+            if self._capabilities is None:
+                rates = _playback_rates(self.device) or BASE_RATES
+                self._capabilities = Capabilities(BASE_CAPABILITIES.formats, rates)
+            return self._capabilities
 
     # -- lifecycle ---------------------------------------------------------------------
 
