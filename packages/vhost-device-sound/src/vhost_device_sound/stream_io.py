@@ -308,10 +308,10 @@ class StreamIO:
             if msg.due is None or msg.due > time.monotonic() + DUE_SLACK:
                 # Recorded faster than real time (a host cycle that delivers early):
                 # it goes back when its last frame would have been recorded.
-                if msg.due is not None:
-                    self._wake_at(msg.due)
+                self._wake_at(msg.due or 0.0)
                 return
             finish(self.pending.popleft(), ring.fill)
+        self._wake_at(0.0)  # nothing full waits for its deadline
         if not self.pending and ring.fill > ring.notify_every:
             ring.discard(ring.fill - ring.notify_every)
 
@@ -335,16 +335,23 @@ class StreamIO:
         self._capture_clock = msg.due
 
     def _wake_at(self, due: float) -> None:
-        """A buffer is ready but not yet due: come back at `due` (0: nothing waits).
-        The period timer, while it paces the stream, comes back anyway."""
-        if not due or self._clock is not None:
+        """A buffer is ready but not yet due at `due` (0: none): come back for it, and
+        for the short periods due after it, on the same grid as the period timer (every
+        `periods_per_wakeup` periods: a wake-up costs more than its work). A host
+        notification that comes first takes the timer's place. While the period timer
+        paces the stream, it comes back anyway."""
+        if self._clock is not None:
             return
+        if not due:
+            self._cancel_due_timer()
+            return
+        at = due + (self.params.periods_per_wakeup - 1) * self.params.period_seconds
         if self._due_timer is not None:
-            if self._due_at <= due:
+            if self._due_at == at:
                 return
             self._due_timer.cancel()
-        self._due_at = due
-        self._due_timer = self.worker.call_later(due - time.monotonic(), self._due_reached)
+        self._due_at = at
+        self._due_timer = self.worker.call_later(at - time.monotonic(), self._due_reached)
 
     def _due_reached(self) -> None:
         self._due_timer = None
