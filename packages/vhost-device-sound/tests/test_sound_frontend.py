@@ -377,6 +377,61 @@ def test_a_host_that_moves_audio_early_does_not_run_the_guest_ahead(tmp_path: Pa
         assert 0.19 <= done[-1].at - t0 <= 0.28, [c.at - t0 for c in done]
 
 
+class LateMicrophone(NullBackend):
+    """A backend double whose capture stream delivers only 100 ms after START (a host
+    stream joining its graph), then a period of 0x11 bytes every 10 ms."""
+
+    name = "late-microphone"
+    drives_clock = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ring: PcmRing | None = None
+        self.started = threading.Event()
+        self.stop_event = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def prepare(self, setup: StreamSetup) -> None:
+        if setup.direction is Direction.INPUT:
+            self.ring = setup.ring
+
+    def start(self, stream_id: int) -> None:
+        self.started.set()
+
+    def _run(self) -> None:
+        self.started.wait()
+        if self.stop_event.wait(0.1):
+            return
+        t = time.monotonic()
+        while self.ring is not None:
+            self.ring.produce(b"\x11" * PERIOD)
+            t += 0.01
+            if self.stop_event.wait(max(t - time.monotonic(), 0)):
+                return
+
+    def close(self) -> None:
+        self.stop_event.set()
+
+
+def test_capture_is_not_late_by_the_hosts_start_up(tmp_path: Path) -> None:
+    """What the host stream missed while it started is silence before its first
+    samples, so the guest gets each period when it has been recorded, from START."""
+    for driver in connect(tmp_path, lambda: SoundDevice(LateMicrophone(), Switches(BOTH))):
+        assert driver.set_params(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 20) is Status.OK
+        assert driver.pcm(Code.PCM_PREPARE, 1) is Status.OK
+        for _ in range(20):
+            driver.post_capture(PERIOD)
+        t0 = time.monotonic()
+        assert driver.pcm(Code.PCM_START, 1) is Status.OK
+        done = driver.reap(driver.rx, 20)
+        assert 0.19 <= done[-1].at - t0 <= 0.26, [c.at - t0 for c in done]
+        data = b"".join(c.data for c in done)
+        first = data.index(b"\x11")
+        # About 100 ms of silence: more if the host thread itself started late.
+        assert 0.07 * 48000 * 4 <= first <= 0.2 * 48000 * 4, first
+        assert set(data[first:]) == {0x11}
+
+
 def test_capture_delivers_silence_in_real_time_with_the_null_backend(driver: SoundDriver) -> None:
     driver.start_stream(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 20)
     t0 = time.monotonic()

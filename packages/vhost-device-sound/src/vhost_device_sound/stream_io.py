@@ -17,7 +17,11 @@ call.
 
 Capture: the backend produces host samples into the ring and the worker moves them into
 the guest's rx buffers, checking the direction's switch before every chunk; a full
-buffer is returned at its deadline, not before. While the input is disabled (or the
+buffer is returned at its deadline, not before. A host stream takes a while to deliver
+once activated (up to a quantum of the graph it joins, 170 ms with PipeWire): the
+audio it missed since START (or since the input was switched on) is silence ahead of
+its first samples, as a sound card recording from START would have it, so the guest
+is not late by that much for the rest of the stream. While the input is disabled (or the
 backend has no clock) the timer fills the buffers with silence in real time instead, and
 the ring is emptied so no stale host audio survives a switch.
 """
@@ -136,6 +140,9 @@ class StreamIO:
     _due_timer: TimerHandle | None = None
     _due_at: float = 0.0
     _capture_clock: float | None = None
+    #: Capture: when the host stream was activated (START, input switched on), until
+    #: its first samples arrive and the silence before them is filled in.
+    _activated: float | None = None
     #: Started, but its queue was stopped by the frontend (VM paused): host stream
     #: inactive and no pacing until the queue runs again.
     _suspended: bool = False
@@ -171,6 +178,7 @@ class StreamIO:
             self._capture_clock = now
             for msg in self.pending:
                 self._time(msg, now)
+            self._activated = now
         self.backend.start(self.stream_id)
         self.backend.set_active(self.direction, self.switch.enabled)
         self._feed()
@@ -265,6 +273,8 @@ class StreamIO:
         if self.direction is Direction.INPUT and not enabled and self.ring is not None:
             self.ring.clear()  # captured while enabled but not yet delivered: drop it
         if self.state is PcmState.START and not self._suspended:
+            if self.direction is Direction.INPUT:
+                self._activated = time.monotonic() if enabled else None
             self.backend.set_active(self.direction, enabled)
             self._repace()
 
@@ -297,6 +307,8 @@ class StreamIO:
         late (the guest missed it, an overrun)."""
         ring = self.ring
         assert ring is not None
+        if self._activated is not None and ring.fill and self.switch.enabled:
+            self._fill_missed(self._activated, ring.fill)
         while self.pending and (ring.fill or self.pending[0].done == self.pending[0].size):
             if not self.switch.enabled:
                 ring.clear()
@@ -314,6 +326,22 @@ class StreamIO:
         self._wake_at(0.0)  # nothing full waits for its deadline
         if not self.pending and ring.fill > ring.notify_every:
             ring.discard(ring.fill - ring.notify_every)
+
+    def _fill_missed(self, since: float, queued: int) -> None:
+        """The host's first samples since `since` are here (`queued` bytes of them):
+        silence in the guest's buffers for the time before them."""
+        self._activated = None
+        if not self.backend.drives_clock:
+            return
+        params = self.params
+        missed = int((time.monotonic() - since) * params.bytes_per_second) - queued
+        missed = min(max(missed, 0), params.buffer_bytes) // params.frame_bytes * params.frame_bytes
+        for msg in self.pending:
+            if not missed:
+                break
+            n = min(missed, msg.size - msg.done)
+            msg.done += n  # the buffer starts zeroed: silence needs no writing
+            missed -= n
 
     def _fill_silence(self, count: int) -> None:
         """Capture paced by the timer: `count` bytes of silence into the guest's buffers."""
@@ -368,6 +396,7 @@ class StreamIO:
         self._cancel_due_timer()
         self.played.stop_clock()
         self._capture_clock = None
+        self._activated = None
         for msg in self.pending:
             msg.due = None
 
