@@ -128,7 +128,10 @@ MATRIX: tuple[Run, ...] = (
     # Small periods.
     Run("play", 48000, 2, 512, 8, _whole(48000, 512), 4096),
     Run("capture", 48000, 2, 512, 8, _whole(48000, 512)),
-    Run("play", 48000, 2, 64, 16, 96000, 1),
+    # The shortest period, started at the first frame. At 8 kHz: at 48 kHz its 21 ms
+    # buffer leaves a TCG guest on a busy host too little slack (the kernel gives up
+    # on a stream after 100 ms without a period, EIO).
+    Run("play", 8000, 2, 64, 16, 16000, 1),
     # 96 kHz both ways.
     Run("play", 96000, 2, 4800, 4, 192000),
     Run("capture", 96000, 2, 4800, 4, 192000),

@@ -35,8 +35,8 @@ class PlaybackBuffers:
     def stop_clock(self) -> None:
         """STOP: nothing is due until the next START."""
     def complete_played(self, vring: Vring | None, ring: PcmRing) -> float:
-        """Return the buffers the host consumed whose deadline has passed (status OK,
-        latency the ring's fill); one interrupt, if the guest asked for it. A ring that
+        """Return the buffers in the ring whose deadline has passed (status OK, latency
+        the ring's fill); one interrupt, if the guest asked for it. A ring that
         is not ready (stopped) takes nothing back: those buffers are dropped. Returns
         the next deadline (time.monotonic()) to wake up for, 0 if none."""
     def step(

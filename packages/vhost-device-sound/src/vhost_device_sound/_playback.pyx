@@ -21,8 +21,9 @@ time a tx buffer comes back, so a buffer must come back when its last frame has 
 its cycle, an ALSA thread a whole PCM buffer's worth). From START every buffer gets a
 deadline: the moment an ideal device would have played its last frame, playing each
 buffer once the one before it is done, or once it arrived if the stream had run dry.
-A buffer is returned once its deadline has passed *and* the host side consumed it (a
-host that is slower than the clock holds the guest back; one that is faster does not
+A buffer is returned once its deadline has passed and all of it is in the ring, from
+which the host plays it (a host that is slower than the clock fills the ring, and a
+buffer that does not fit waits, which holds the guest back; one that is faster does not
 hurry it). `step` says when the next deadline falls, for the device's one-shot timer.
 
 Buffers that are not plainly this stream's (malformed, another stream's, over the
@@ -302,21 +303,24 @@ cdef class PlaybackBuffers:
                 self._time(h, now)
 
     cdef double _complete_played(self, _Used used, pcm_ring* ring, bint timed) noexcept:
-        """Return the buffers consumed and, if `timed`, due; the deadline of the first
-        one consumed but not yet due (0: none, the host's next notification decides).
-        Untimed: the device's own period timer consumed them, at the clock's pace."""
+        """`timed`: return the buffers in the ring whose deadline has passed; returns
+        the deadline of the first one still to come (0: none, or not yet in the ring:
+        the host's next notification, when it makes room, decides). Untimed: return
+        what the device's own period timer consumed, at the clock's pace."""
         cdef uint64_t read_pos = ring_read_pos(ring)
         cdef double now = _monotonic() + DUE_SLACK
         cdef Held* h
         while self.count:
             h = &self.items[self.first]
-            if not h.queued or h.end_pos > read_pos:
+            if not h.queued:
                 return 0.0
             if timed:
                 if not h.timed:
                     return 0.0
                 if h.due > now:
                     return h.due
+            elif h.end_pos > read_pos:
+                return 0.0
             self._complete_front(used, <uint32_t>ring_fill(ring))
         return 0.0
 
@@ -384,8 +388,8 @@ cdef class PlaybackBuffers:
             self._at(i).timed = False
 
     def complete_played(self, vring, PcmRing ring not None):
-        """Return the buffers the host consumed whose deadline has passed (latency:
-        the ring's fill at that moment); interrupt the guest once if it asked for it.
+        """Return the buffers in the ring whose deadline has passed (latency: the
+        ring's fill at that moment); interrupt the guest once if it asked for it.
         Returns the next deadline to wake up for (0: none)."""
         cdef _Used used = _used_of(vring)
         cdef double due = self._complete_played(used, &ring.ring, True)

@@ -7,11 +7,11 @@ whole period per completed buffer and a host that moves audio in bigger or earli
 chunks than the guest's periods would otherwise run the guest ahead of real time.
 
 Playback: the guest's tx buffers queue up; their samples are copied into the stream's
-PcmRing as room allows, and a buffer is completed once its deadline has passed and its
-last byte has been consumed, by the backend's audio thread or, while the output is
-disabled (or the backend has no clock), by a period timer that discards them at the
-clock's pace. A buffer the host consumed before its deadline waits for a one-shot timer
-set for that deadline. Completions carry the ring fill as latency. The buffers are held,
+PcmRing as room allows, from which the backend's audio thread plays them, and a buffer
+is completed once its deadline has passed and all of it is in the ring (a host slower
+than the clock leaves no room, which holds the guest back). A one-shot timer is set for
+the next deadline. While the output is disabled (or the backend has no clock) a period
+timer discards the ring's samples at the clock's pace and completes what it played. Completions carry the ring fill as latency. The buffers are held,
 fed and returned in C (`_playback.PlaybackBuffers`): a playing stream's wake-up is one
 call.
 
@@ -183,6 +183,8 @@ class StreamIO:
         self.backend.set_active(self.direction, self.switch.enabled)
         self._feed()
         self._repace(now)
+        if self.direction is Direction.OUTPUT and self._clock is None:
+            self._host_moved_data()  # sets the timer for the first deadline
 
     def stop(self) -> None:
         self._stop_clock()
