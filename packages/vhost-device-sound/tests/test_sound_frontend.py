@@ -327,10 +327,9 @@ def test_switching_output_mid_stream_keeps_the_pace(
 
 
 class EagerHost(NullBackend):
-    """A backend double with a host clock that moves audio in bursts ahead of time, as
+    """A backend double with a host clock that takes audio in bursts ahead of time, as
     PipeWire does a quantum at the start of its cycle and an ALSA thread a whole PCM
-    buffer: every 80 ms it takes all the output ring holds and puts eight periods of
-    input into the input ring at once."""
+    buffer: every 80 ms it takes all the output ring holds."""
 
     name = "eager-host"
     drives_clock = True
@@ -348,11 +347,9 @@ class EagerHost(NullBackend):
     def _run(self) -> None:
         sink = bytearray(1 << 20)
         while True:
-            out, inp = self.rings.get(Direction.OUTPUT), self.rings.get(Direction.INPUT)
+            out = self.rings.get(Direction.OUTPUT)
             if out is not None:
                 out.consume_into(sink)
-            if inp is not None:
-                inp.produce(bytes(8 * PERIOD))
             if self.stop_event.wait(0.08):
                 return
 
@@ -361,20 +358,13 @@ class EagerHost(NullBackend):
 
 
 def test_a_host_that_moves_audio_early_does_not_run_the_guest_ahead(tmp_path: Path) -> None:
-    """Buffers come back when their audio would have been played or recorded from
-    START, however early the host took or gave it (issue 24)."""
+    """Buffers come back when their audio would have been played from START, however
+    early the host took it (issue 24)."""
     for driver in connect(tmp_path, lambda: SoundDevice(EagerHost(), Switches(BOTH))):
         driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 30)
         times = played(driver, 30)  # 300 ms, all of it taken by the host at once
         assert 0.29 <= times[-1] <= 0.36, times
         assert times[0] >= 0.009 and 0.14 <= times[14] <= 0.2, times
-        driver.start_stream(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 20)
-        t0 = time.monotonic()
-        for _ in range(20):
-            driver.post_capture(PERIOD, publish=False)
-        driver.rx.publish()
-        done = driver.reap(driver.rx, 20)  # 200 ms, given by the host in 80 ms bursts
-        assert 0.19 <= done[-1].at - t0 <= 0.28, [c.at - t0 for c in done]
 
 
 class LateMicrophone(NullBackend):

@@ -1,29 +1,30 @@
 """One PCM stream's data path, run on the device's worker thread.
 
-Both directions keep a play-out clock anchored at START: each buffer has a deadline,
-when an ideal device would have played (or recorded) its last frame, and is never
-completed before it, because Linux's virtio_snd moves the guest's hardware pointer by a
-whole period per completed buffer and a host that moves audio in bigger or earlier
-chunks than the guest's periods would otherwise run the guest ahead of real time.
+Playback keeps a play-out clock anchored at START: each tx buffer has a deadline, when
+an ideal device would have played its last frame, and is never completed before it,
+because Linux's virtio_snd moves the guest's hardware pointer by a whole period per
+completed buffer and a host that takes audio in bigger or earlier chunks than the
+guest's periods would otherwise run the guest ahead of real time. (Capture needs no
+such clock: a host cannot deliver frames before they are recorded.)
 
 Playback: the guest's tx buffers queue up; their samples are copied into the stream's
 PcmRing as room allows, from which the backend's audio thread plays them, and a buffer
 is completed once its deadline has passed and all of it is in the ring (a host slower
 than the clock leaves no room, which holds the guest back). A one-shot timer is set for
 the next deadline. While the output is disabled (or the backend has no clock) a period
-timer discards the ring's samples at the clock's pace and completes what it played. Completions carry the ring fill as latency. The buffers are held,
-fed and returned in C (`_playback.PlaybackBuffers`): a playing stream's wake-up is one
-call.
+timer discards the ring's samples at the clock's pace and completes what it played.
+Completions carry the ring fill as latency. The buffers are held, fed and returned in C
+(`_playback.PlaybackBuffers`): a playing stream's wake-up is one call.
 
 Capture: the backend produces host samples into the ring and the worker moves them into
-the guest's rx buffers, checking the direction's switch before every chunk; a full
-buffer is returned at its deadline, not before. A host stream takes a while to deliver
-once activated (up to a quantum of the graph it joins, 170 ms with PipeWire): the
-audio it missed since START (or since the input was switched on) is silence ahead of
-its first samples, as a sound card recording from START would have it, so the guest
-is not late by that much for the rest of the stream. While the input is disabled (or the
-backend has no clock) the timer fills the buffers with silence in real time instead, and
-the ring is emptied so no stale host audio survives a switch.
+the guest's rx buffers, checking the direction's switch before every chunk, and returns
+each one as soon as it is full. A host stream takes a while to deliver once activated
+(up to a quantum of the graph it joins, 170 ms with PipeWire): the audio it missed
+since START (or since the input was switched on) is silence ahead of its first
+samples, as a sound card recording from START would have it, so the guest is not late
+by that much for the rest of the stream. While the input is disabled (or the backend
+has no clock) the timer fills the buffers with silence in real time instead, and the
+ring is emptied so no stale host audio survives a switch.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from vhost_user_core.vring import Vring
 from vhost_user_core.worker import TimerHandle, Worker
 
 from ._pcmring import PcmRing, Switch
-from ._playback import DUE_SLACK, PlaybackBuffers
+from ._playback import PlaybackBuffers
 from .backends.base import AudioBackend, StreamSetup
 from .params import DEFAULT_PARAMS, PcmParams
 from .pcm_state import INITIAL_STATE, PcmState
@@ -65,7 +66,7 @@ class IoMessage:
     Capture fills `data` and writes it into the guest's buffer once, when full: cheaper
     than keeping views of guest memory and walking them per period."""
 
-    __slots__ = ("vring", "chain", "data", "size", "done", "due")
+    __slots__ = ("vring", "chain", "data", "size", "done")
 
     def __init__(self, vring: Vring, chain: DescriptorChain) -> None:
         self.vring = vring
@@ -73,8 +74,6 @@ class IoMessage:
         self.data = bytearray(max(chain.writable_len - STATUS_SIZE, 0))
         self.size = len(self.data)
         self.done = 0
-        #: When its last frame has been recorded, once the stream is started.
-        self.due: float | None = None
 
 
 def complete(vring: Vring, chain: DescriptorChain, status: int, latency: int, written: int) -> None:
@@ -135,11 +134,9 @@ class StreamIO:
     _clock: TimerHandle | None = None
     _deadline: float = 0.0
     _ticks: int = 1
-    #: One-shot timer for the next buffer deadline (see the module doc), and that
-    #: deadline; the capture clock (the deadline of the last rx buffer given one).
+    #: One-shot timer for the next tx buffer deadline (see the module doc), and when.
     _due_timer: TimerHandle | None = None
     _due_at: float = 0.0
-    _capture_clock: float | None = None
     #: Capture: when the host stream was activated (START, input switched on), until
     #: its first samples arrive and the silence before them is filled in.
     _activated: float | None = None
@@ -175,9 +172,6 @@ class StreamIO:
         if self.direction is Direction.OUTPUT:
             self.played.start_clock(now, self.params.bytes_per_second)
         else:
-            self._capture_clock = now
-            for msg in self.pending:
-                self._time(msg, now)
             self._activated = now
         self.backend.start(self.stream_id)
         self.backend.set_active(self.direction, self.switch.enabled)
@@ -255,10 +249,7 @@ class StreamIO:
             self.played.append(chain)
             self._feed()
             return
-        msg = IoMessage(vring, chain)
-        self.pending.append(msg)
-        if self._capture_clock is not None:
-            self._time(msg, time.monotonic())
+        self.pending.append(IoMessage(vring, chain))
         if self.ring is not None and self.state is PcmState.START:
             self._deliver_captured()
 
@@ -317,15 +308,10 @@ class StreamIO:
                 return
             msg = self.pending[0]
             msg.done += ring.read_into(memoryview(msg.data)[msg.done :])
-            if msg.done < msg.size:
+            if msg.done == msg.size:
+                finish(self.pending.popleft(), ring.fill)
+            else:
                 break
-            if msg.due is None or msg.due > time.monotonic() + DUE_SLACK:
-                # Recorded faster than real time (a host cycle that delivers early):
-                # it goes back when its last frame would have been recorded.
-                self._wake_at(msg.due or 0.0)
-                return
-            finish(self.pending.popleft(), ring.fill)
-        self._wake_at(0.0)  # nothing full waits for its deadline
         if not self.pending and ring.fill > ring.notify_every:
             ring.discard(ring.fill - ring.notify_every)
 
@@ -356,13 +342,6 @@ class StreamIO:
                 finish(self.pending.popleft(), 0)
 
     # -- pacing --------------------------------------------------------------------------
-
-    def _time(self, msg: IoMessage, now: float) -> None:
-        """Give an rx buffer its deadline: recorded after the one before it, or from
-        `now` if the guest had none queued."""
-        assert self._capture_clock is not None
-        msg.due = max(self._capture_clock, now) + msg.size / self.params.bytes_per_second
-        self._capture_clock = msg.due
 
     def _wake_at(self, due: float) -> None:
         """A buffer is ready but not yet due at `due` (0: none): come back for it, and
@@ -397,10 +376,7 @@ class StreamIO:
         """Out of START: no deadlines until the next one."""
         self._cancel_due_timer()
         self.played.stop_clock()
-        self._capture_clock = None
         self._activated = None
-        for msg in self.pending:
-            msg.due = None
 
     def _repace(self, now: float | None = None) -> None:
         """The timer paces the stream while it runs without a host clock: a backend that
