@@ -30,7 +30,8 @@ PCM's maximum, which for `null` is 2**32.
 
 PCMs without a clock of their own (ALSA's `null`, a `file` plugin on `null`) would let
 a loop spin at memory speed and run the guest's stream faster than real time; a
-wall-clock pacer holds such a PCM to real time plus one ALSA buffer. It turns itself off
+wall-clock pacer holds such a PCM to real time (plus one ALSA buffer for playback, as a
+sound card takes one; capture gets a period once its time has passed). It turns itself off
 for good as soon as the PCM shows a clock (its free space drops below a full buffer).
 """
 
@@ -275,13 +276,17 @@ class _PcmPoller:
 
 
 class _Pacer:
-    """Holds a PCM without a clock of its own to real time plus one buffer (see module
-    doc). A PCM with a clock shows it by having less than a whole buffer free (playback)
-    or readable (capture) after a transfer; from then on the PCM alone paces."""
+    """Holds a PCM without a clock of its own to real time (see module doc): playback
+    may run one buffer ahead, as a sound card takes a buffer's worth at once; capture
+    none, as a sound card has a period only once it has recorded it (`ahead` -1 period:
+    a read of a period waits until that period's time has passed). A PCM with a clock
+    shows it by having less than a whole buffer free (playback) or readable (capture)
+    after a transfer; from then on the PCM alone paces."""
 
-    def __init__(self, rate: int, buffer_frames: int) -> None:
+    def __init__(self, rate: int, buffer_frames: int, ahead: int | None = None) -> None:
         self._rate = rate
         self._buffer_frames = buffer_frames
+        self._ahead = buffer_frames if ahead is None else ahead
         self._start = time.monotonic()
         self._frames = 0
         self.clocked = False
@@ -302,7 +307,7 @@ class _Pacer:
         """Seconds to wait before the next transfer (0 or less: go ahead)."""
         if self.clocked:
             return 0.0
-        ahead = (self._frames - self._buffer_frames) / self._rate
+        ahead = (self._frames - self._ahead) / self._rate
         return ahead - (time.monotonic() - self._start)
 
 
@@ -588,7 +593,7 @@ class AlsaBackend(AudioBackend):
                 log.info("input enabled: ALSA capture PCM %r open", self.device)
             if poller is None or pacer is None:
                 poller = _PcmPoller(pcm, waker)
-                pacer = _Pacer(spec.rate, stream.buffer_frames)
+                pacer = _Pacer(spec.rate, stream.buffer_frames, -stream.period_frames)
             delay = pacer.delay()
             if delay > 0:
                 waker.idle(delay)
