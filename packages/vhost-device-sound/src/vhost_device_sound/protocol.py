@@ -145,7 +145,7 @@ _RATE_HZ = {rate: int(rate.name[1:]) for rate in Rate}
 
 
 class Chmap(enum.IntEnum):
-    """VIRTIO_SND_CHMAP_*: channel positions (the first eleven of the spec's list)."""
+    """VIRTIO_SND_CHMAP_*: channel positions (the first twelve of the spec's list)."""
 
     NONE = 0
     NA = 1
@@ -158,6 +158,7 @@ class Chmap(enum.IntEnum):
     LFE = 8
     SL = 9
     SR = 10
+    RC = 11
 
 
 CHMAP_MAX_SIZE = 18

@@ -24,7 +24,7 @@ from typing import TypedDict
 
 from .. import _pipewire as pw
 from ..errors import AudioBackendError
-from ..params import BASE_RATES, HIGH_RATES, Capabilities
+from ..params import BASE_RATES, HIGH_RATES, MIN_WAKEUP_SECONDS, Capabilities
 from ..protocol import Chmap, Direction, Format
 from .base import AudioBackend, StreamSetup
 
@@ -286,7 +286,15 @@ class PipeWireBackend(AudioBackend):
         if params.period_frames > 0:
             # The guest's period (several of them if they are short) sets PipeWire's
             # quantum when it is the smallest request: one wake-up of the daemon each.
-            props["node.latency"] = f"{params.wakeup_frames}/{params.rate.hz}"
+            # Not for capture beyond MIN_WAKEUP_SECONDS: a capture buffer can only go
+            # back once the quantum holding its last frame has arrived, and quanta of
+            # up to PipeWire's maximum (170 ms at 48 kHz) would hand a guest that asked
+            # for long periods its audio that much late. The ring still wakes the
+            # daemon once per guest period.
+            frames = params.wakeup_frames
+            if direction is Direction.INPUT:
+                frames = min(frames, math.ceil(MIN_WAKEUP_SECONDS * params.rate.hz))
+            props["node.latency"] = f"{frames}/{params.rate.hz}"
         return props
 
     def _prepared(self, stream_id: int) -> _Stream:
