@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from xtask import tasks
+from xtask import fuzz, tasks
 from xtask.proc import TaskError
 
 USAGE = """\
@@ -22,6 +22,8 @@ tasks:
   bench [device] [args]
                       run packages/<device>/bench/*.py with the venv's python
   lint [ruff args]    ruff check, ruff format --check and mypy (test runs them too)
+  fuzz [target] [--runs N] [--sanitize] [-- libFuzzer args]
+                      run the atheris targets of fuzz/ from their seed corpora
 """
 
 
@@ -60,6 +62,7 @@ TASKS: dict[str, Callable[[list[str]], int]] = {
     "manpages": _manpages,
     "bench": _bench,
     "lint": tasks.lint,
+    "fuzz": lambda argv: fuzz.main(argv, tasks.bootstrap()),
 }
 
 

@@ -59,7 +59,7 @@ def test(args: list[str]) -> int:
     py = bootstrap()
     build_guest_image(py)
     dirs = [p.tests for p in discover() if p.tests.is_dir()]
-    dirs += [d for d in [ROOT / "xtask" / "tests"] if d.is_dir()]  # xtask's own
+    dirs += [d for d in [ROOT / "xtask" / "tests", ROOT / "fuzz" / "tests"] if d.is_dir()]
     selected = _user_selected_paths(args)
     if selected is None:
         duplicates = _duplicate_test_modules(dirs)
