@@ -124,6 +124,8 @@ class Rig:
             vring.call_fd = os.dup(queue.call_fd)
             vring.started = vring.enabled = True
             self.vrings.append(vring)
+        #: Per queue: head -> the (gpa, length) writable buffers of the chain posted there.
+        self.writable: list[dict[int, list[tuple[int, int]]]] = [{} for _ in sizes]
         self.scratch = self.ram.alloc(scratch, 64)
         self.scratch_size = scratch
         self._next = 0
@@ -160,7 +162,25 @@ class Rig:
             buffers.append((gpa, size, True))
         if not buffers:
             return None
-        return int(driver.add(buffers))
+        head = int(driver.add(buffers))
+        self.writable[queue][head] = [(g, n) for g, n, w in buffers if w]
+        return head
+
+    def post_raw(self, queue: int, buffers: list[tuple[int, int, bool]]) -> int | None:
+        """Post (gpa, length, writable) buffers as given: outside memory, say."""
+        if self.queues[queue].driver.free_descriptors < len(buffers) or not buffers:
+            return None
+        head = int(self.queues[queue].driver.add(buffers))
+        self.writable[queue][head] = []
+        return head
+
+    def written(self, queue: int, head: int, length: int) -> bytes:
+        """The first `length` bytes of chain `head`'s writable buffers."""
+        out = b""
+        for gpa, n in self.writable[queue][head]:
+            take = min(n, length - len(out))
+            out += self.ram.memory.read(gpa, take)
+        return out
 
     def publish(self, queue: int) -> None:
         self.queues[queue].driver.publish()
