@@ -74,7 +74,10 @@ def fuzzed_request(fdp: atheris.FuzzedDataProvider, streams: int = 2) -> bytes:
     if kind == 7:
         return fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64))
     code = fdp.PickValueInList(CODES)
-    small = lambda: fdp.ConsumeIntInRange(0, streams + 1)  # noqa: E731
+
+    def small() -> int:
+        return fdp.ConsumeIntInRange(0, streams + 1)
+
     if code in (Code.PCM_INFO, Code.CHMAP_INFO, Code.JACK_INFO, Code.CTL_INFO):
         size = fdp.PickValueInList([32, 24, 40, 16, 0, 0xFFFFFFFF])
         body = struct.pack("<III", small(), small(), size)

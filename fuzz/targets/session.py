@@ -96,9 +96,10 @@ def _payload(fdp: atheris.FuzzedDataProvider, request: int, region: int) -> byte
     if spec is None or spec.payload is None or fdp.ConsumeIntInRange(0, 7) == 7:
         return fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 300))
     name = spec.payload.__name__
-    u32 = lambda: (
-        fdp.ConsumeIntInRange(0, 3) if fdp.ConsumeBool() else fdp.ConsumeInt(4) & 0xFFFFFFFF
-    )  # noqa: E731
+
+    def u32() -> int:
+        return fdp.ConsumeIntInRange(0, 3) if fdp.ConsumeBool() else fdp.ConsumeInt(4) & 0xFFFFFFFF
+
     if name == "U64":
         choices = [0, 1, 0x100, 0x101, 0x102, STANDARD_FEATURES, int(ProtocolFeature.REPLY_ACK)]
         value = fdp.PickValueInList(choices) if fdp.ConsumeBool() else fdp.ConsumeInt(8)
