@@ -274,11 +274,12 @@ def one_input(data: bytes) -> None:
         wrote = chain.write(payload, offset)
         expect = max(min(len(payload), total - offset), 0)
         check(wrote == expect, f"write() wrote {wrote}, model {expect}")
-        flat = bytearray(b"".join(_read(g, n, image) for g, n in writes))
-        flat[offset : offset + expect] = payload[:expect]
+        # Piece by piece, touching only the bytes written (pieces may alias each other).
         pos = 0
         for g, n in writes:
-            _write(g, bytes(flat[pos : pos + n]), image)
+            lo, hi = max(offset, pos), min(offset + expect, pos + n)
+            if lo < hi:
+                _write(g + lo - pos, payload[lo - offset : hi - offset], image)
             pos += n
     for m, img in zip(_maps, image, strict=True):
         check(m[:] == img, "guest memory changed outside the chains' writable buffers")
