@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def main(argv: list[str]) -> int:
     logging.disable(logging.CRITICAL)
     with atheris.instrument_imports(include=INSTRUMENT):
         target = importlib.import_module(f"targets.{name}")
-    args = [argv[0], *argv[2:]]
+    # libFuzzer re-runs argv[0] through the shell for -merge, -fork and friends: make it
+    # the whole command (this interpreter, this script, the target).
+    args = [shlex.join([sys.executable, str(Path(__file__).resolve()), name]), *argv[2:]]
     if not any(a.startswith("-timeout=") for a in args):
         args.insert(1, f"-timeout={TIMEOUT}")
     atheris.Setup(args, target.one_input)

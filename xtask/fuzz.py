@@ -54,8 +54,20 @@ def _venv_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def _sanitizer_env() -> dict[str, str]:
+def _runtime(py: Path) -> Path:
+    """atheris's ASan + libFuzzer runtime, to preload into the uninstrumented python."""
+    site = output([py, "-c", "import atheris; print(atheris.path())"])
+    if not site:
+        raise TaskError(f"atheris is not importable in {SANITIZER_VENV}")
+    return Path(site.strip()) / "asan_with_fuzzer.so"
+
+
+def _sanitizer_env(py: Path) -> dict[str, str]:
+    """How a workspace package is built there. The device packages' build hooks import
+    the (instrumented) core, so the build too runs with the runtime preloaded."""
     return _venv_env(
+        LD_PRELOAD=str(_runtime(py)),
+        ASAN_OPTIONS=ASAN_OPTIONS,
         CC="clang",
         CXX="clang++",
         LDSHARED="clang -shared",
@@ -93,7 +105,7 @@ def ensure_sanitizer_venv() -> Path:
         run(
             [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
             + ["--no-build-isolation", "--no-deps", "--force-reinstall", package.path],
-            env=_sanitizer_env(),
+            env=_sanitizer_env(py),
         )
         state[package.name] = fingerprint
         state_file.write_text(json.dumps(state, indent=1, sort_keys=True))
@@ -103,12 +115,8 @@ def ensure_sanitizer_venv() -> Path:
 def _run_env(py: Path, sanitize: bool) -> dict[str, str]:
     if not sanitize:
         return clean_env()
-    site = output([py, "-c", "import atheris; print(atheris.path())"])
-    if not site:
-        raise TaskError(f"atheris is not importable in {SANITIZER_VENV}")
-    runtime = Path(site.strip()) / "asan_with_fuzzer.so"
     return _venv_env(
-        LD_PRELOAD=str(runtime), ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", ASAN_OPTIONS)
+        LD_PRELOAD=str(_runtime(py)), ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", ASAN_OPTIONS)
     )
 
 

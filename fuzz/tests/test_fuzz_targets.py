@@ -17,7 +17,7 @@ import pytest
 FUZZ = Path(__file__).resolve().parent.parent
 TARGETS = sorted(p.stem for p in (FUZZ / "targets").glob("*.py") if p.stem != "__init__")
 #: Inputs per target in the test suite: seconds each, the whole step well under a minute.
-RUNS = 1500
+RUNS = 3000
 
 
 def test_every_target_has_seeds() -> None:
