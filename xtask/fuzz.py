@@ -102,11 +102,9 @@ def ensure_sanitizer_venv() -> Path:
         say(f"sanitizer build of {package.name}")
         state.pop(package.name, None)
         state_file.write_text(json.dumps(state, indent=1, sort_keys=True))
-        run(
-            [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-            + ["--no-build-isolation", "--no-deps", "--force-reinstall", package.path],
-            env=_sanitizer_env(py),
-        )
+        pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        pip += ["--no-build-isolation", "--no-deps", "--force-reinstall", str(package.path)]
+        run(pip, env=_sanitizer_env(py))
         state[package.name] = fingerprint
         state_file.write_text(json.dumps(state, indent=1, sort_keys=True))
     return py
