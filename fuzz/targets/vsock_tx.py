@@ -10,6 +10,9 @@ Invariants:
   the CID a guest packet named, with a
   known op and a payload length within the buffer;
 - afterwards a guest REQUEST to the listening host port is answered with RESPONSE.
+
+The VM (host side, listeners) outlives each input, as it outlives a VMM connection in
+the daemon; every input gets a fresh backend, as a reconnecting VMM does.
 """
 
 from __future__ import annotations
@@ -39,13 +42,43 @@ UDS = os.path.join(_dir, "uds")
 OPS = {int(op) for op in Op}
 
 
+_vms: dict[int, tuple[VirtualMachine, Host]] = {}
+
+
+def _vm(tx_buffer_size: int) -> tuple[VirtualMachine, Host]:
+    if tx_buffer_size not in _vms:
+        uds = f"{UDS}{tx_buffer_size}"
+        config = VmConfig(
+            guest_cid=GUEST,
+            socket=os.path.join(_dir, f"vhost{tx_buffer_size}.sock"),
+            uds_path=uds,
+            tx_buffer_size=tx_buffer_size,
+            queue_size=64,
+        )
+        # Each in a process of its own, as far as CIDs go (all are guest 3).
+        _vms[tx_buffer_size] = (VirtualMachine(config, SiblingMap()), Host(uds))
+    return _vms[tx_buffer_size]
+
+
+def _drain(vm: VirtualMachine) -> None:
+    """Host connections the backend never accepted: gone with the input."""
+    for listener in vm.host.listeners:
+        while True:
+            try:
+                sock, _ = listener.sock.accept()
+            except BlockingIOError:
+                break
+            sock.close()
+
+
 class Host:
     """The host side a test would have: a listener for guest connections to PORT and
     the programs that connected through it or to the hybrid socket."""
 
-    def __init__(self) -> None:
+    def __init__(self, uds: str) -> None:
+        self.uds = uds
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-        self.listener.bind(f"{UDS}_{PORT}")
+        self.listener.bind(f"{uds}_{PORT}")
         self.listener.listen(64)
         self.peers: list[socket.socket] = []
 
@@ -61,7 +94,7 @@ class Host:
     def connect(self, line: bytes) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
-            sock.connect(UDS)
+            sock.connect(self.uds)
             sock.send(line)
         except OSError:
             sock.close()
@@ -86,11 +119,12 @@ class Host:
         except OSError:
             pass
 
-    def close(self) -> None:
+    def reset(self) -> None:
+        """Close every host program and the guest connections nobody accepted."""
+        self.accept()
         for peer in self.peers:
             peer.close()
-        self.listener.close()
-        os.unlink(f"{UDS}_{PORT}")
+        self.peers = []
 
 
 def _packet(fdp: atheris.FuzzedDataProvider) -> bytes:
@@ -116,16 +150,9 @@ def _packet(fdp: atheris.FuzzedDataProvider) -> bytes:
 
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    siblings = SiblingMap()
-    config = VmConfig(
-        guest_cid=GUEST,
-        socket=os.path.join(_dir, "vhost.sock"),
-        uds_path=UDS,
-        tx_buffer_size=fdp.PickValueInList([65536, 4096, 1024]),
-        queue_size=64,
-    )
-    vm = VirtualMachine(config, siblings)
-    host = Host()
+    # The VM outlives the VMM connection (as in the daemon): one per tx buffer size,
+    # a fresh backend per input.
+    vm, host = _vm(fdp.PickValueInList([65536, 4096, 1024]))
     rig = Rig([64, 64, 64], memory=2 << 20, scratch=1 << 20)
     backend = vm.new_backend()
     backend.attach([rig.worker], rig.vrings)
@@ -195,8 +222,8 @@ def one_input(data: bytes) -> None:
         check((PORT, 7777, Op.RESPONSE) in answers, f"good REQUEST answered with {answers}")
     finally:
         backend.close()
-        vm.close()
-        host.close()
+        host.reset()
+        _drain(vm)
         rig.close()
 
 
