@@ -45,7 +45,7 @@ def one_input(data: bytes) -> None:
         )
     else:
         match = LINE.fullmatch(buffer[:end])
-        good = match is not None and int(match[1]) <= 0xFFFF_FFFF
+        good = match is not None and int(match[1]) <= 0xFFFF_FFFF and end <= MAX_CONNECT_LINE
         if good:
             assert match is not None
             check(whole == (int(match[1]), buffer[end + 1 :]), f"{buffer!r}: {whole!r}")
