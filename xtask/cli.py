@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from xtask import tasks
+from xtask import fuzz, tasks
 from xtask.proc import TaskError
 
 USAGE = """\
@@ -28,6 +28,8 @@ tasks:
   bench [device] [args]
                       run packages/<device>/bench/*.py with the venv's python
   lint [ruff args]    ruff check, ruff format --check and mypy (test runs them too)
+  fuzz [target] [--runs N] [--sanitize] [-- libFuzzer args]
+                      run the atheris targets of fuzz/ from their seed corpora
 """
 
 
@@ -84,6 +86,7 @@ TASKS: dict[str, Callable[[list[str]], int]] = {
     "manpages": _manpages,
     "bench": _bench,
     "lint": tasks.lint,
+    "fuzz": lambda argv: fuzz.main(argv, tasks.bootstrap()),
 }
 
 

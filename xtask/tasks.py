@@ -8,7 +8,7 @@ from pathlib import Path
 from xtask import dist as distribution
 from xtask import environment, new_device, system
 from xtask.proc import TaskError, clean_env, run, say
-from xtask.workspace import ROOT, XTASK_TESTS, Package, discover, find
+from xtask.workspace import FUZZ_TESTS, ROOT, XTASK_TESTS, Package, discover, find
 
 PYTEST_NO_TESTS = 5
 
@@ -59,7 +59,7 @@ def _user_selected_paths(args: list[str]) -> list[str] | None:
 def test(args: list[str]) -> int:
     py = bootstrap()
     build_guest_image(py)
-    dirs = [p.tests for p in discover() if p.tests.is_dir()] + [XTASK_TESTS]
+    dirs = [p.tests for p in discover() if p.tests.is_dir()] + [XTASK_TESTS, FUZZ_TESTS]
     selected = _user_selected_paths(args)
     if selected is None:
         duplicates = _duplicate_test_modules(dirs)

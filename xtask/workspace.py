@@ -19,6 +19,7 @@ GROUPS = ("packages", "staging")
 TEMPLATE = ROOT / "template"
 #: xtask's own tests (the man page renderer's), run by `xtask test` with the packages'.
 XTASK_TESTS = ROOT / "xtask" / "tests"
+FUZZ_TESTS = ROOT / "fuzz" / "tests"
 DEVICE_PREFIX = "vhost-device-"
 TEST_EXTRAS = ("test", "tests", "testing")
 

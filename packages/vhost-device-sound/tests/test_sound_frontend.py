@@ -448,6 +448,21 @@ def test_capture_buffers_queued_before_start(driver: SoundDriver) -> None:
     assert all(c.status == Status.OK and c.data == bytes(PERIOD) for c in done)
 
 
+def test_set_params_gives_back_the_buffers_held_for_the_old_ones(driver: SoundDriver) -> None:
+    """Found by fuzz/targets/sound_pcm.py: SET_PARAMS on a prepared stream that held
+    buffers left them held under the new, smaller buffer_bytes, so the stream had more
+    in flight than its buffer. They come back first, as on a second PREPARE."""
+    assert driver.set_params(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 4) is Status.OK
+    assert driver.pcm(Code.PCM_PREPARE, 1) is Status.OK
+    for _ in range(4):
+        driver.post_capture(PERIOD)
+    time.sleep(0.05)
+    assert driver.rx.driver.get_used() == []  # held
+    assert driver.set_params(1, period_bytes=PERIOD, buffer_bytes=PERIOD) is Status.OK
+    done = driver.reap(driver.rx, 4, timeout=1)
+    assert [c.status for c in done] == [Status.OK] * 4
+
+
 def test_release_gives_back_every_held_buffer(driver: SoundDriver) -> None:
     driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 30)
     data = tone(440, 0.3)

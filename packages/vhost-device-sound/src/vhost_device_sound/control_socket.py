@@ -120,11 +120,11 @@ class ControlServer:
             return
         for line in self._lines(client, data):
             client.outbuf += (self.answer(line) + "\n").encode()
+        # Send first: only what the socket would not take counts as unread.
+        self._flush(client)
         if len(client.outbuf) > MAX_PENDING_OUTPUT:
             log.warning("control client does not read its answers; dropping it")
             self._drop(client)
-            return
-        self._flush(client)
 
     def _lines(self, client: _Client, data: bytes) -> list[str | None]:
         """Split complete lines off the client's buffer. An over-long line comes out as

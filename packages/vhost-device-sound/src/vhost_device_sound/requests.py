@@ -165,7 +165,11 @@ class ControlRequests:
         req = SetParams.decode(request)
         stream = self._stream(req.stream_id)
         target = self._transition(stream, Code.PCM_SET_PARAMS)
-        stream.params = self._checked_params(stream.direction, req)
+        params = self._checked_params(stream.direction, req)
+        # Buffers held for the old parameters go back first (as on a second PREPARE):
+        # under the new buffer_bytes they could be more than the stream may hold.
+        stream.flush()
+        stream.params = params
         stream.state = target
         return b""
 
