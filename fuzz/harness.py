@@ -121,8 +121,10 @@ class Rig:
             vring = Vring(queue.index, queue.size, self.worker)
             vring.queue.set_size(queue.size)
             vring.queue.set_addresses(self.device_memory, queue.desc, queue.avail, queue.used)
-            vring.call_fd = os.dup(queue.call_fd)
-            vring.started = vring.enabled = True
+            # The rig plays the session's part, so it uses the session's setters.
+            vring._set_call_fd(os.dup(queue.call_fd))
+            vring._set_kick_fd(os.dup(queue.kick_fd))  # started
+            vring._set_enabled(True)
             self.vrings.append(vring)
         #: Per queue: head -> the (gpa, length) writable buffers of the chain posted there.
         self.writable: list[dict[int, list[tuple[int, int]]]] = [{} for _ in sizes]
@@ -191,7 +193,7 @@ class Rig:
     def close(self) -> None:
         self.worker.stop()
         for vring in self.vrings:
-            vring.close_fds()
+            vring._close_fds()
         for queue in self.queues:
             queue.close()
         self.device_memory.close()
