@@ -188,3 +188,27 @@ def test_resize_on_sigwinch(tmp_path: Path) -> None:
         host.close()
         os.close(master)
         os.close(peer)
+
+
+def test_the_host_end_outlives_a_vmm_reconnect(tmp_path: Path) -> None:
+    """A TCP client stays connected while the VMM goes and comes back (a reboot)."""
+    host = NetworkHost(0)
+    try:
+        with connected_frontend(lambda: ConsoleBackend(host), tmp_path / "c.sock") as first:
+            driver = ConsoleDriver(first)
+            driver.handshake()
+            sock = client(host)
+            time.sleep(0.1)
+            driver.send(driver.tx, b"boot 1 ")
+            assert recv_exactly(sock, 7) == b"boot 1 "
+        with connected_frontend(lambda: ConsoleBackend(host), tmp_path / "d.sock") as second:
+            driver = ConsoleDriver(second)
+            driver.handshake()
+            driver.send(driver.tx, b"boot 2")
+            assert recv_exactly(sock, 6) == b"boot 2"
+            driver.post_writable(driver.rx, 16)
+            sock.sendall(b"k")
+            assert driver.written(driver.rx, 1) == [b"k"]
+        sock.close()
+    finally:
+        host.close()
