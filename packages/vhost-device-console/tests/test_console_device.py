@@ -212,3 +212,21 @@ def test_the_host_end_outlives_a_vmm_reconnect(tmp_path: Path) -> None:
         sock.close()
     finally:
         host.close()
+
+
+def test_a_flooding_client_waits_in_its_socket(tmp_path: Path) -> None:
+    """With no rx buffer the device stops reading: it holds one read, not the flood."""
+    with network(tmp_path) as (driver, host, backends):
+        driver.handshake()
+        with client(host) as sock:
+            sock.setblocking(False)
+            sent = 0
+            try:
+                while sent < 8 << 20:
+                    sent += sock.send(bytes(1 << 16))
+            except BlockingIOError:
+                pass  # the kernel's buffers are full: the device is not reading
+            time.sleep(0.2)
+            assert len(backends[0]._input) <= 4096
+            driver.post_writable(driver.rx, 4096, 4)
+            assert sum(map(len, driver.written(driver.rx, 4))) == 4 * 4096

@@ -118,6 +118,11 @@ def test_nested_in_a_terminal(tmp_path: Path) -> None:
         assert (event, size) == (RESIZE, struct.pack("<HH", 30, 100))
         pane.keys("C-]", "C-]")  # one Ctrl-] for the guest
         assert driver.written(driver.rx, 1) == [b"\x1d"]
+        pane.keys("C-]", "x")  # not the escape: both bytes for the guest
+        got = b""
+        while len(got) < 2:
+            got += b"".join(driver.written(driver.rx, 1))
+        assert got == b"\x1dx"
         pane.keys("C-]", "q")
         pane.wait_for("status=0")
         assert pane.settings("after") == pane.settings("before")

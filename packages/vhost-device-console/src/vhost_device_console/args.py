@@ -23,7 +23,7 @@ BACKENDS = ("nested", "network", "pty")
 
 
 def _port(text: str) -> int:
-    value = int(text, 0) if text.strip().isdigit() else -1
+    value = int(text) if text.strip().isdigit() else -1
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0..65535)")
     return value

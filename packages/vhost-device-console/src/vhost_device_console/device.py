@@ -132,7 +132,10 @@ class ConsoleBackend(VhostUserBackend):
 
     def _fill_rx(self) -> None:
         vring = self._ring(RX)
-        while self._input and vring is not None:
+        while self._input:
+            if vring is None:  # not running: read no more until the guest kicks rx
+                self.host.pause_input()
+                return
             batch = vring.poll(1)
             if not batch:
                 if vring.enable_notification():
