@@ -61,6 +61,7 @@ class InputBackend(VhostUserBackend):
         self.select = 0
         self.subsel = 0
         self._partial: list[Event] = []  # the frame being read from the device
+        self._discarding = False  # the rest of an overlong frame goes, up to its SYN
         self._frames: deque[list[Event]] = deque()  # whole frames waiting for buffers
         self._waiting = 0  # events in _frames
         self._buffers: deque[DescriptorChain] = deque()
@@ -107,12 +108,15 @@ class InputBackend(VhostUserBackend):
             self._partial = []  # the host lost events: so does the guest, told the same
             self._queue_frame([SYN_DROPPED_EVENT])
             return
+        if self._discarding:
+            self._discarding = not (etype == EV_SYN and code == SYN_REPORT)
+            return
         self._partial.append(event)
         if etype == EV_SYN and code == SYN_REPORT:
             frame, self._partial = self._partial, []
             self._queue_frame(frame)
-        elif len(self._partial) > self.backlog:  # a frame that never ends
-            self._partial = []
+        elif len(self._partial) > self.backlog:  # a frame that cannot fit, ever
+            self._partial, self._discarding = [], True
             self._queue_frame([SYN_DROPPED_EVENT])
 
     def _queue_frame(self, frame: list[Event]) -> None:
@@ -186,7 +190,7 @@ class InputBackend(VhostUserBackend):
     def reset(self) -> None:
         self._buffers.clear()
         self._frames.clear()
-        self._partial, self._waiting = [], 0
+        self._partial, self._waiting, self._discarding = [], 0, False
         self.select = self.subsel = 0
 
     def close(self) -> None:
