@@ -29,6 +29,7 @@ from vhost_user_core import (
 from .errors import HostDeviceError
 from .host import InputDevice
 from .protocol import (
+    CONFIG_SIZE,
     EV_SYN,
     EVENT,
     EVENT_SIZE,
@@ -75,10 +76,12 @@ class InputBackend(VhostUserBackend):
         return config_space(self.device.description, self.select, self.subsel)
 
     def set_config(self, offset: int, data: bytes) -> None:
-        """Only select (offset 0) and subsel (offset 1) are writable, alone or together."""
-        if offset < 0 or offset + len(data) > 2 or not data:
-            raise BackendError(f"config write of {len(data)} bytes at {offset}: read-only")
-        for i, byte in enumerate(data, offset):
+        """Only select (offset 0) and subsel (offset 1) are writable, alone or together;
+        QEMU's vhost-user-input writes the whole space back, so the other bytes of a
+        write inside the space are ignored (read-only), and one beyond it refused."""
+        if offset < 0 or not data or offset + len(data) > CONFIG_SIZE:
+            raise BackendError(f"config write of {len(data)} bytes at {offset}: outside")
+        for i, byte in enumerate(data[: max(0, 2 - offset)], offset):
             if i == 0:
                 self.select = byte
             else:
