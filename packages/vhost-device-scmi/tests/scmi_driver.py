@@ -5,11 +5,12 @@ drivers/firmware/arm_scmi/virtio.c queues them."""
 from __future__ import annotations
 
 import struct
+import time
 
 from vhost_device_scmi.protocol import Header, MessageType
 from vhost_user_core.frontend import Frontend, FrontendQueue
 
-REPLY_ROOM = 128  # Linux's virtio transport: VIRTIO_SCMI_MAX_MSG_SIZE
+REPLY_ROOM = 136  # Linux's virtio transport: VIRTIO_SCMI_MAX_PDU_SIZE
 
 
 class ScmiDriver:
@@ -62,10 +63,16 @@ class ScmiDriver:
         return [self.ram.memory.read(buffers[head], length) for head, length in used]
 
 
+def none_used(queue: FrontendQueue, wait: float = 0.3) -> bool:
+    """Nothing completed on `queue` within `wait` seconds."""
+    time.sleep(wait)
+    return queue.driver.get_used() == []
+
+
 def notification_header(data: bytes) -> Header:
     header = Header.unpack(data)
     assert header.type == MessageType.NOTIFICATION
     return header
 
 
-__all__ = ["ScmiDriver", "FrontendQueue", "notification_header"]
+__all__ = ["ScmiDriver", "none_used", "notification_header"]
