@@ -134,10 +134,11 @@ class FakeAccelerometer:
 
 def exponent_and_step(factor: Decimal) -> tuple[int, int]:
     """Write `factor` (a raw count in SCMI's unit) as step·10^exp with an integer step
-    that fits the 27-bit resolution field, the smallest exponent first lost last."""
+    that fits the 27-bit resolution field: the largest exponent that is exact, so
+    readings (raw · step) stay small."""
     if factor <= 0:
         raise ValueError(f"scale {factor} is not positive")
-    for exp in range(-16, 16):
+    for exp in range(15, -17, -1):
         step = factor.scaleb(-exp)
         if step == step.to_integral_value() and step < (1 << 27):
             return exp, int(step)
