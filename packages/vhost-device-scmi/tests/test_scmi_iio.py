@@ -148,3 +148,8 @@ def test_a_bad_scale_is_a_config_error(tree: tuple[Path, Path]) -> None:
     (tree[0] / "in_temp_scale").write_text("-1\n")
     with pytest.raises(ConfigError, match="not positive"):
         IioSensor(tree[0], "in_temp")
+
+
+def test_a_long_device_name_is_cut_to_fifteen_bytes(tree: tuple[Path, Path]) -> None:
+    (tree[0] / "name").write_text("a-very-long-device-name\n")
+    assert IioSensor(tree[0], "in_temp").name == "a-very-long-dev"

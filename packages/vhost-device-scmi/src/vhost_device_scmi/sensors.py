@@ -244,7 +244,7 @@ class IioSensor:
     def _default_name(self) -> str:
         name_file = self.path / "name"
         name = name_file.read_text().strip() if name_file.exists() else self.path.name
-        return name[:15]
+        return name.encode()[:15].decode(errors="ignore")  # SCMI's char[16] with its NUL
 
     def _shared(self, prefix: str, attr: str, default: Decimal) -> Decimal:
         """`<axis>_<attr>`, else the channel type's shared `<channel>_<attr>`."""
