@@ -14,7 +14,7 @@ from pathlib import Path
 import can
 import pytest
 from can_driver import Driver
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
 from vhost_device_can.device import CanBackend
 from vhost_device_can.host import CAN_MTU, CANFD_MTU, SocketCanBus
