@@ -3,9 +3,10 @@
 Starts the real daemon as a process on python-can's virtual bus and plays the
 virtio-can driver: frames/s guest → bus (32 TX requests in flight, nobody else on the
 bus), then guest → guest through the bus (a second socket of the daemon on the same
-virtual bus sends, the first keeps 32 rx buffers posted: frames/s received), then the
-daemon's CPU use while a started guest idles and its peak RSS. vcan is not measured here: this host's
-kernel has no modules (the hostkernel tests reach vcan inside a guest).
+virtual bus sends, the first keeps 32 rx buffers posted: frames/s received), then
+the daemon's CPU use while a started guest idles, and its peak RSS. vcan is not
+measured here: this host's kernel has no modules (the hostkernel tests reach vcan
+inside a guest).
 
     python3 xtask bench can          # or: .venv/bin/python bench/bench_can.py
 """
