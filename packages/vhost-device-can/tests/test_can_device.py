@@ -3,6 +3,7 @@ python-can node on the same in-process virtual bus on the other end."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import can
@@ -26,6 +27,14 @@ from vhost_user_core import STANDARD_FEATURES
 from vhost_user_core.testing.harness import connected_frontend
 
 OK, NOT_OK = Result.OK, Result.NOT_OK
+
+
+def taken(bus: VirtualCanBus) -> None:
+    """Wait until the device's worker has taken every frame the bus had for it."""
+    deadline = time.monotonic() + 5
+    while bus.waiting():
+        assert time.monotonic() < deadline, "the device never took the frame"
+        time.sleep(0.005)
 
 
 def heard(peer: can.BusABC, timeout: float = 2.0) -> can.Message | None:
@@ -120,18 +129,23 @@ def test_tx_is_refused_while_stopped(driver: Driver, peer: can.BusABC) -> None:
     assert heard(peer, 0.3) is None
 
 
-def test_frames_heard_while_stopped_are_dropped(driver: Driver, peer: can.BusABC) -> None:
+def test_frames_heard_while_stopped_are_dropped(
+    driver: Driver, peer: can.BusABC, host_bus: VirtualCanBus
+) -> None:
     posted = driver.post_rx(2)
     peer.send(can.Message(arbitration_id=1, data=b"lost", is_extended_id=False))
-    assert driver.start() == OK  # a control request: the worker has taken the bus by now
+    taken(host_bus)
+    assert driver.start() == OK
     peer.send(can.Message(arbitration_id=2, data=b"kept", is_extended_id=False))
     assert driver.receive(posted) == [Frame(2, b"kept")]
 
 
-def test_stop_drops_frames_waiting_for_buffers(driver: Driver, peer: can.BusABC) -> None:
+def test_stop_drops_frames_waiting_for_buffers(
+    driver: Driver, peer: can.BusABC, host_bus: VirtualCanBus
+) -> None:
     driver.start()
     peer.send(can.Message(arbitration_id=1, data=b"old", is_extended_id=False))
-    driver.status()  # a round trip: the worker holds the frame now
+    taken(host_bus)  # the device holds it for want of a buffer
     driver.stop()
     driver.start()
     posted = driver.post_rx()

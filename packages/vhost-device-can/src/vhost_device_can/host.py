@@ -171,6 +171,10 @@ class VirtualCanBus:
     def fileno(self) -> int:
         return self._queue.fd
 
+    def waiting(self) -> int:
+        """Frames on the bus not yet taken by the device (tests wait for 0)."""
+        return self._queue.qsize()
+
     def send(self, frame: Frame) -> None:
         try:
             self._bus.send(_to_message(frame), timeout=SEND_TIMEOUT)
