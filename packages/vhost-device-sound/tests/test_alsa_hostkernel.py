@@ -16,7 +16,8 @@ import alsaaudio  # type: ignore[import-not-found]
 import pytest
 from sound_daemon import SoundDaemon, running_daemon
 
-from vhost_device_sound.protocol import Code, Status
+from vhost_device_sound.backends.alsa import AlsaBackend
+from vhost_device_sound.protocol import Code, Direction, Rate, Status
 from vhost_device_sound.testing import SoundDriver, tone
 from vhost_user_core.frontend import Frontend
 
@@ -97,6 +98,13 @@ def driver(daemon: SoundDaemon) -> Iterator[SoundDriver]:
 def test_the_kernel_has_the_loopback_card() -> None:
     assert "Loopback" in alsaaudio.cards()
     assert Path("/proc/asound/Loopback").is_dir()
+
+
+def test_the_card_is_offered_its_rates_not_only_the_one_it_was_opened_at() -> None:
+    """pyalsaaudio configures a PCM (44.1 kHz) as it opens it, and then reports that one
+    rate for a hw: device: the offer must not shrink to it (the guest asks for 48 kHz)."""
+    rates = AlsaBackend(DAEMON_SIDE).capabilities(Direction.INPUT).rates
+    assert {Rate.R44100, Rate.R48000} <= rates
 
 
 def test_guest_playback_reaches_the_loopback_as_the_same_tone(

@@ -204,8 +204,8 @@ def _playback_rates(device: str) -> frozenset[Rate]:
         return frozenset(rate for rate in Rate if low <= rate.hz <= high)
     if isinstance(rates, list) and rates:
         return frozenset(rate for rate in Rate if rate.hz in rates)
-    if isinstance(rates, int):
-        return frozenset(rate for rate in Rate if rate.hz == rates)
+    # A single rate is the one pyalsaaudio configured when it opened the PCM (44100 Hz
+    # on a hw: device), not what the PCM can play: offer the baseline, as with no answer.
     return BASE_RATES
 
 
