@@ -147,4 +147,23 @@ def test_garbage_on_the_events_socket_is_answered_and_skipped(
             assert read_events(fe, eventq, 2) == KEY
             time.sleep(0.1)
             replies = client.recv(4096).decode()
-        assert replies.count("error:") == 2
+        # Each bad line is answered once, the overlong one however its bytes arrived.
+        assert replies.count("error:") == 3
+        assert "a line of over 4096 bytes is skipped" in replies
+
+
+def test_an_overlong_line_sent_in_pieces_is_refused_once(
+    tmp_path: Path, keyboard: SimDevice
+) -> None:
+    with connected_frontend(lambda: InputBackend(keyboard), tmp_path / "t.sock") as fe:
+        eventq, _ = fe.start_device(2, 64)
+        post_event_buffers(fe, eventq, 2)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(tmp_path / "k.events"))
+            for _ in range(5):  # 10 KiB without a newline, read by the device in pieces
+                client.sendall(b"x" * 2048)
+                time.sleep(0.05)
+            client.sendall(b"x\nEV_KEY KEY_B 1\nEV_SYN SYN_REPORT 0\n")
+            assert read_events(fe, eventq, 2) == KEY
+            time.sleep(0.1)
+            assert client.recv(4096).decode().count("error:") == 1

@@ -156,6 +156,8 @@ SIM_DESCRIPTIONS = {
 
 #: Events a sim device keeps while no guest reads them; older ones are dropped.
 SIM_BACKLOG = 4096
+#: The longest line the events socket takes; a longer one is answered and skipped.
+MAX_LINE = 4096
 _TYPE_PREFIX = {
     EV_SYN: "SYN_",
     EV_KEY: ("KEY_", "BTN_"),
@@ -272,6 +274,7 @@ class SimDevice:
         sel.register(self._server, selectors.EVENT_READ)
         sel.register(self._stop_r, selectors.EVENT_READ)
         partial: dict[socket.socket, bytes] = {}
+        overlong: set[socket.socket] = set()  # clients in the middle of a refused line
         while True:
             for key, _ in sel.select():
                 if key.fileobj == self._stop_r:
@@ -298,28 +301,40 @@ class SimDevice:
                         self._clients.remove(client)
                     client.close()
                     del partial[client]
+                    overlong.discard(client)
                     continue
                 *lines, partial[client] = (partial[client] + data).split(b"\n")
-                if len(partial[client]) > 4096:
-                    partial[client] = b""  # a line that never ends is dropped
+                if client in overlong and lines:  # the rest of a line already refused
+                    overlong.discard(client)
+                    lines.pop(0)
+                if len(partial[client]) > MAX_LINE:  # however its bytes arrive
+                    lines.append(partial[client])
+                    partial[client] = b""
+                    overlong.add(client)
                 self._take(client, lines)
 
     def _take(self, client: socket.socket, lines: list[bytes]) -> None:
         events: list[Event] = []
         for raw in lines:
+            if len(raw) > MAX_LINE:
+                self._refuse(client, f"a line of over {MAX_LINE} bytes is skipped")
+                continue
             text = raw.decode(errors="replace").strip()
             if not text or text.startswith("#"):
                 continue
             try:
                 events.append(parse_event_line(text))
             except ValueError as exc:
-                log.warning("%s: %s", self.events_path, exc)
-                try:
-                    client.sendall(f"error: {exc}\n".encode())
-                except OSError:
-                    pass
+                self._refuse(client, str(exc))
         if events:
             self.inject(events)
+
+    def _refuse(self, client: socket.socket, why: str) -> None:
+        log.warning("%s: %s", self.events_path, why)
+        try:
+            client.sendall(f"error: {why}\n".encode())
+        except OSError:
+            pass
 
     def close(self) -> None:
         os.write(self._stop_w, b"x")
