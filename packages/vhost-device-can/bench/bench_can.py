@@ -14,7 +14,6 @@ inside a guest).
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,7 @@ from vhost_device_can.protocol import (
     encode_tx,
 )
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.harness import wait_for_socket
-from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
+from vhost_user_core.testing.bench import daemon_process, idle_report, reap_used
 
 DEPTH = QUEUE_SIZE // 2  # a TX request takes two descriptors of the 64
 RX_SIZE = 16 + 64
@@ -45,27 +43,9 @@ def daemon(tmp: Path, devices: list[str]) -> Iterator[tuple[subprocess.Popen[byt
     base = tmp / f"can{len(devices)}.sock"
     argv = [sys.executable, "-m", "vhost_device_can.main", "-s", str(base)]
     argv += ["-c", str(len(devices)), "-d", " ".join(devices), "--log-level", "warning"]
-    process = subprocess.Popen(argv)
     sockets = [f"{base}{i}" for i in range(len(devices))]
-    try:
-        for socket in sockets:
-            wait_for_socket(socket)
+    with daemon_process(argv, sockets) as process:
         yield process, sockets
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(10)
-
-
-def reap(queue: FrontendQueue, count: int) -> None:
-    done = 0
-    while done < count:
-        got, _ = queue.driver.reap()
-        if not got:
-            queue.driver.arm_interrupt()
-            got, _ = queue.driver.reap()
-            if not got and not queue.wait_call(5.0):
-                raise TimeoutError("the device did not answer in 5 s")
-        done += got
 
 
 def started(frontend: Frontend) -> list[FrontendQueue]:
@@ -76,7 +56,7 @@ def started(frontend: Frontend) -> list[FrontendQueue]:
     ram.memory.write(src, SET_CTRL_MODE_START.to_bytes(2, "little"))
     queues[CTRLQ].driver.add([(src, 2, False), (result, 1, True)])
     queues[CTRLQ].publish()
-    reap(queues[CTRLQ], 1)
+    reap_used(queues[CTRLQ], 1)
     return queues
 
 
@@ -104,7 +84,7 @@ def guest_to_bus(sockets: list[str], seconds: float, frame: Frame) -> float:
         count, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             send_round(txq, slots)
-            reap(txq, DEPTH)
+            reap_used(txq, DEPTH)
             count += DEPTH
         return count / (time.perf_counter() - t0)
 
@@ -122,8 +102,8 @@ def guest_to_guest(sockets: list[str], seconds: float, frame: Frame) -> float:
                 rxq.driver.add([(gpa, RX_SIZE, True)])
             rxq.publish()
             send_round(txq, slots)
-            reap(txq, DEPTH)
-            reap(rxq, DEPTH)
+            reap_used(txq, DEPTH)
+            reap_used(rxq, DEPTH)
             count += DEPTH
         return count / (time.perf_counter() - t0)
 
@@ -146,13 +126,8 @@ def main() -> int:
                 print(f"| guest → virtual bus → guest | {name} | {rate:,.0f} |")
             with Frontend.connect(sockets[0]) as frontend:
                 started(frontend)  # started, its bus fd watched, nothing on the bus
-                idle0 = cpu_seconds(process.pid)
-                time.sleep(2.0)
-                idle = cpu_seconds(process.pid) - idle0
-            print(
-                f"\ndaemon CPU while idle for 2 s: {idle:.3f} s; "
-                f"peak RSS {peak_rss_kib(process.pid) / 1024:.1f} MiB"
-            )
+                idle = idle_report(process.pid)
+            print(f"\n{idle}")
     return 0
 
 

@@ -11,7 +11,6 @@ and its peak RSS. `--daemon PATH` runs another binary with the same flags (upstr
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
 import struct
 import subprocess
@@ -23,22 +22,10 @@ from pathlib import Path
 
 from vhost_user_core import VhostUserError
 from vhost_user_core.frontend import Frontend, FrontendQueue
+from vhost_user_core.testing.bench import daemon_process, idle_report, reap_used
 from vhost_user_core.testing.harness import wait_for_socket
-from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
 CHUNK, DEPTH = 4096, 64
-
-
-def wait_for(queue: FrontendQueue, count: int) -> None:
-    done = 0
-    while done < count:
-        got, _ = queue.driver.reap()
-        if not got:
-            queue.driver.arm_interrupt()
-            got, _ = queue.driver.reap()
-            if not got and not queue.wait_call(5.0):
-                raise TimeoutError("the device did not answer in 5 s")
-        done += got
 
 
 def handshake(frontend: Frontend, queues: list[FrontendQueue]) -> None:
@@ -53,7 +40,7 @@ def handshake(frontend: Frontend, queues: list[FrontendQueue]) -> None:
         ram.memory.write(src, struct.pack("<IHH", 0, event, 1))
         ctrl_tx.driver.add([(src, 8, False)])
         ctrl_tx.publish()
-        wait_for(ctrl_tx, 1)
+        reap_used(ctrl_tx, 1)
 
 
 def guest_to_client(
@@ -77,7 +64,7 @@ def guest_to_client(
         for buf in bufs:
             tx.driver.add([(buf, CHUNK, False)])
         tx.publish()
-        wait_for(tx, DEPTH)
+        reap_used(tx, DEPTH)
         sent += CHUNK * DEPTH
     while received[0] < sent:
         time.sleep(0.01)
@@ -133,13 +120,12 @@ def main() -> int:
         argv = [*command, "-s", str(base), "-b", "network", "-p", str(args.port)]
         if not args.daemon:
             argv += ["--log-level", "warning"]
-        daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        try:
+        with daemon_process(argv, stdin=subprocess.DEVNULL) as daemon:
             if args.daemon:  # upstream takes a probe connection for the VMM's
                 while not Path(f"{base}0").exists():
                     time.sleep(0.05)
             else:
-                wait_for_socket(f"{base}0")
+                wait_for_socket(f"{base}0", proc=daemon)
             with Frontend.connect(f"{base}0") as frontend:
                 queues = frontend.start_device(4, 128)
                 handshake(frontend, queues)
@@ -160,16 +146,7 @@ def main() -> int:
                         print(f"| {name} | failed: {exc} |")
                 sock.close()
                 time.sleep(0.5)
-                idle0 = cpu_seconds(daemon.pid)
-                time.sleep(2.0)
-                idle = cpu_seconds(daemon.pid) - idle0
-                print(
-                    f"\ndaemon CPU while idle for 2 s: {idle:.3f} s; "
-                    f"peak RSS {peak_rss_kib(daemon.pid) / 1024:.1f} MiB"
-                )
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(10)
+                print(f"\n{idle_report(daemon.pid)}")
     return 0
 
 

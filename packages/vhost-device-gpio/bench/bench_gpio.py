@@ -12,28 +12,20 @@ for interrupts; its peak RSS.
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
-import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.bench import daemon_process, percentiles
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
 LINES = 64
 GET_VALUE, IRQ_TYPE = 4, 6
 EDGE_BOTH = 3
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]
 
 
 class Driver:
@@ -98,10 +90,7 @@ def main() -> int:
         base, ctl = Path(tmp) / "gpio.sock", Path(tmp) / "gpio.ctl"
         cmd = [sys.executable, "-m", "vhost_device_gpio.main", "-s", str(base)]
         cmd += ["-l", f"s{LINES}", "--mock-control", str(ctl), "--log-level", "warning"]
-        proc = subprocess.Popen(cmd)
-        try:
-            wait_for_socket(f"{base}0")
-            wait_for_socket(ctl)
+        with daemon_process(cmd, [f"{base}0", str(ctl)]) as proc:
             with Frontend.connect(f"{base}0") as frontend:
                 driver = Driver(frontend, LINES + 1)
                 print("| in flight | requests/s | p50 µs | p99 µs |")
@@ -129,9 +118,6 @@ def main() -> int:
                 idle = cpu_seconds(proc.pid) - before
                 print(f"idle CPU with {LINES} lines waiting: {idle:.3f} s over 5 s")
                 print(f"peak RSS: {peak_rss_kib(proc.pid) / 1024:.1f} MiB")
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(10)
     return 0
 
 

@@ -11,18 +11,15 @@ daemon's CPU time per request, its CPU use while idle and its peak RSS.
 from __future__ import annotations
 
 import argparse
-import signal
-import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.harness import wait_for_socket
-from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
+from vhost_user_core.testing.bench import daemon_process, idle_report, percentiles, reap_used
+from vhost_user_core.testing.procstat import cpu_seconds
 
 ADDR, M_RD = 0x50, 2
 
@@ -31,18 +28,6 @@ def post_reads(frontend: Frontend, queue: FrontendQueue, slots: list[tuple[int, 
     for header, data, status in slots:
         queue.driver.add([(header, 8, False), (data, 1, True), (status, 1, True)])
     queue.publish()
-
-
-def wait_for(queue: FrontendQueue, count: int) -> None:
-    done = 0
-    while done < count:
-        got, _ = queue.driver.reap()
-        if not got:
-            queue.driver.arm_interrupt()
-            got, _ = queue.driver.reap()
-            if not got and not queue.wait_call(5.0):
-                raise TimeoutError("the device did not answer in 5 s")
-        done += got
 
 
 def run(
@@ -62,7 +47,7 @@ def run(
     while time.perf_counter() < end:
         t0 = time.perf_counter()
         post_reads(frontend, queue, slots)
-        wait_for(queue, depth)
+        reap_used(queue, depth)
         samples.append(time.perf_counter() - t0)
     return depth * len(samples), samples
 
@@ -73,21 +58,18 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "i2c.sock"
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vhost_device_i2c.main",
-                "-s",
-                str(base),
-                "-l",
-                "sim:80",
-                "--log-level",
-                "warning",
-            ]
-        )
-        try:
-            wait_for_socket(f"{base}0")
+        argv = [
+            sys.executable,
+            "-m",
+            "vhost_device_i2c.main",
+            "-s",
+            str(base),
+            "-l",
+            "sim:80",
+            "--log-level",
+            "warning",
+        ]
+        with daemon_process(argv, [f"{base}0"]) as daemon:
             with Frontend.connect(f"{base}0") as frontend:
                 (queue,) = frontend.start_device(1, 1024)
                 print("| in flight | requests/s | p50 µs | p99 µs | daemon CPU µs/request |")
@@ -96,23 +78,13 @@ def main() -> int:
                     cpu0 = cpu_seconds(daemon.pid)
                     count, samples = run(frontend, queue, depth, args.seconds)
                     cpu = cpu_seconds(daemon.pid) - cpu0
-                    ordered = sorted(samples)
-                    p50 = statistics.median(ordered) * 1e6
-                    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6
+                    p50, p99 = percentiles(samples)
                     print(
-                        f"| {depth} | {count / sum(samples):,.0f} | {p50:.0f} | {p99:.0f} "
+                        f"| {depth} | {count / sum(samples):,.0f} | {p50 * 1e6:.0f} "
+                        f"| {p99 * 1e6:.0f} "
                         f"| {cpu / count * 1e6:.1f} |"
                     )
-                idle0 = cpu_seconds(daemon.pid)
-                time.sleep(2.0)
-                idle = cpu_seconds(daemon.pid) - idle0
-                print(
-                    f"\ndaemon CPU while idle for 2 s: {idle:.3f} s; "
-                    f"peak RSS {peak_rss_kib(daemon.pid) / 1024:.1f} MiB"
-                )
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(10)
+                print(f"\n{idle_report(daemon.pid)}")
     return 0
 
 

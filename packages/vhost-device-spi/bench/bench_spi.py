@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +23,8 @@ from pathlib import Path
 
 from vhost_device_spi.protocol import TransferHead
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
+from vhost_user_core.testing.bench import daemon_process, idle_report, percentiles, reap_used
+from vhost_user_core.testing.procstat import cpu_seconds
 
 QUEUE_SIZE = 1024
 HEAD = TransferHead(0, 8, 0, 0, 0, 0, 1_000_000).encode()
@@ -44,26 +42,12 @@ class Result:
     def row(self) -> str:
         rate = self.transfers / self.seconds
         mbps = rate * self.size / 1e6
-        p50 = statistics.median(self.rounds) * 1e6
+        p50 = percentiles(self.rounds)[0] * 1e6
         cpu = self.cpu / self.transfers * 1e6
         return (
             f"| {self.size:>5} B | {self.depth:>3} | {rate:>10,.0f} | {mbps:>6.1f} "
             f"| {p50:>8.0f} | {cpu:>6.1f} |"
         )
-
-
-def wait_all(queue: FrontendQueue, count: int) -> None:
-    done = 0
-    while done < count:
-        got, _ = queue.driver.reap()
-        if got:
-            done += got
-            continue
-        queue.driver.arm_interrupt()
-        got, _ = queue.driver.reap()
-        done += got
-        if not got and not queue.wait_call(5.0):
-            raise TimeoutError("the device did not answer in 5 s")
 
 
 def run(
@@ -93,7 +77,7 @@ def run(
         for chain in chains:
             queue.driver.add(chain)
         queue.publish()
-        wait_all(queue, depth)
+        reap_used(queue, depth)
         rounds.append(time.perf_counter() - t0)
         count += depth
     elapsed = time.perf_counter() - start
@@ -106,22 +90,8 @@ def main() -> int:
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "spi.sock"
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vhost_device_spi.main",
-                "-s",
-                str(base),
-                "-l",
-                "sim",
-                "--log-level",
-                "warning",
-            ]
-        )
-        try:
-            while not Path(f"{base}0").exists():
-                time.sleep(0.02)
+        argv = [sys.executable, "-m", "vhost_device_spi.main", "-s", str(base), "-l", "sim"]
+        with daemon_process([*argv, "--log-level", "warning"], [f"{base}0"]) as daemon:
             with Frontend.connect(f"{base}0") as frontend:
                 (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
                 results = [
@@ -129,13 +99,7 @@ def main() -> int:
                     for size in (32, 4096)
                     for depth in (1, 64)
                 ]
-                idle0 = cpu_seconds(daemon.pid)
-                time.sleep(2.0)
-                idle = cpu_seconds(daemon.pid) - idle0
-                rss = peak_rss_kib(daemon.pid)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(10)
+                idle = idle_report(daemon.pid)
     print(
         f"vhost-device-spi -l sim, queue size {QUEUE_SIZE}, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
@@ -146,7 +110,7 @@ def main() -> int:
     for result in results:
         print(result.row())
     print()
-    print(f"daemon CPU while idle for 2 s: {idle:.3f} s; peak RSS {rss / 1024:.1f} MiB")
+    print(idle)
     return 0
 
 
