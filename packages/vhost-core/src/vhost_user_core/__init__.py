@@ -15,6 +15,7 @@ from .cli import (
     open_listeners,
     positive_int,
     run_daemon,
+    served_sockets,
     setup_logging,
 )
 from .daemon import Daemon, Listener, run_all
@@ -74,5 +75,6 @@ __all__ = [
     "positive_int",
     "run_all",
     "run_daemon",
+    "served_sockets",
     "setup_logging",
 ]

@@ -88,6 +88,15 @@ def setup_logging(level: str) -> None:
     )
 
 
+def served_sockets(args: argparse.Namespace) -> int:
+    """How many guests `add_socket_args` flags serve: one with --socket-fd, else
+    --socket-count; a device with one host resource per socket checks its list
+    against this before any socket is opened."""
+    if getattr(args, "socket_fd", None) is not None:
+        return 1
+    return int(getattr(args, "socket_count", 1))
+
+
 def socket_paths(path: str, count: int) -> list[str]:
     """Upstream's naming: PATH0 .. PATH<count-1>, even for a single socket."""
     return [f"{path}{i}" for i in range(count)]
@@ -99,7 +108,7 @@ def open_listeners(args: argparse.Namespace, *, suffix: bool = True) -> list[Lis
         if getattr(args, "socket_count", 1) != 1:
             raise VhostUserError("--socket-fd serves one guest; drop --socket-count")
         return [Listener.from_fd(args.socket_fd)]
-    count = getattr(args, "socket_count", 1)
+    count = served_sockets(args)
     paths = socket_paths(args.socket_path, count) if suffix else [args.socket_path]
     listeners: list[Listener] = []
     try:

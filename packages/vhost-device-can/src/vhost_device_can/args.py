@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from vhost_user_core import add_logging_args, add_socket_args, add_version_arg
+from vhost_user_core import add_logging_args, add_socket_args, add_version_arg, served_sockets
 
 from .errors import ConfigError
 
@@ -40,7 +40,7 @@ class CanConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CanConfig:
         devices = tuple(args.can_devices.split())
-        count = getattr(args, "socket_count", 1)
+        count = served_sockets(args)
         if len(devices) != count:
             raise ConfigError(
                 f"--can-devices names {len(devices)} interface(s) for {count} socket(s)"

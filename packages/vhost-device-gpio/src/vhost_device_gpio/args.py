@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from vhost_user_core import add_logging_args, add_socket_args, add_version_arg
+from vhost_user_core import add_logging_args, add_socket_args, add_version_arg, served_sockets
 
 from .errors import ConfigError
 
@@ -76,7 +76,7 @@ class GpioConfig:
         hosts = [chip.host for chip in chips if chip.host is not None]
         if len(set(hosts)) != len(hosts):
             raise ConfigError(f"--device-list {args.device_list}: a host chip is listed twice")
-        count = 1 if args.socket_fd is not None else args.socket_count
+        count = served_sockets(args)
         if len(chips) != count:
             raise ConfigError(
                 f"--device-list has {len(chips)} chip(s) but --socket-count is {count}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from vhost_user_core import add_logging_args, add_socket_args, add_version_arg
+from vhost_user_core import add_logging_args, add_socket_args, add_version_arg, served_sockets
 
 from .errors import ConfigError
 
@@ -40,7 +40,7 @@ class SpiDaemonConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SpiDaemonConfig:
-        count = args.socket_count if args.socket_fd is None else 1
+        count = served_sockets(args)
         devices = [d.strip() for d in args.device]
         if any(not d for d in devices):
             raise ConfigError("--device: an empty device name")
