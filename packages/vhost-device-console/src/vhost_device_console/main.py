@@ -37,12 +37,14 @@ def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     config = ConsoleConfig.from_args(args)
-    listeners = open_listeners(args)
+    # Hosts first: the pty line is printed before the socket appears, so whoever waits
+    # for the socket can read it.
+    hosts = open_hosts(config)
     try:
-        hosts = open_hosts(config)
+        listeners = open_listeners(args)
     except BaseException:
-        for listener in listeners:
-            listener.close()
+        for host in hosts:
+            host.close()
         raise
     try:
         daemons = [
