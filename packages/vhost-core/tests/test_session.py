@@ -349,3 +349,41 @@ def test_daemon_answers_a_hostile_chain_and_keeps_serving(
     assert queue.wait_used(1) == [(head, 0)]
     assert echo_round_trip(echo, queue, b"still serving") == b"still serving"
     assert not echo.get_status() & STATUS_NEEDS_RESET
+
+
+def test_gpu_set_socket_fails_on_a_device_that_takes_none(echo: Frontend) -> None:
+    """GPU_SET_SOCKET goes to the backend's `gpu_socket` hook, which refuses it unless
+    the device is a GPU; the fd is closed and the connection goes on."""
+    echo.negotiate()
+    ours, theirs = socket.socketpair()
+    try:
+        with pytest.raises(ProtocolError, match="rejected"):
+            echo.request(Request.GPU_SET_SOCKET, fds=[theirs.fileno()], need_reply=True)
+        theirs.close()
+        ours.settimeout(5)
+        assert ours.recv(1) == b""  # the backend's copy of the fd was closed
+    finally:
+        ours.close()
+    assert echo.get_queue_num() == 2
+
+
+def test_gpu_set_socket_reaches_the_backend_hook(tmp_path: Path) -> None:
+    from vhost_user_core.testing.harness import connected_frontend
+
+    got: list[socket.socket] = []
+
+    class GpuLike(EchoBackend):
+        def gpu_socket(self, sock: socket.socket) -> None:
+            got.append(sock)
+
+    with connected_frontend(GpuLike, tmp_path / "gpu.sock") as frontend:
+        frontend.negotiate()
+        ours, theirs = socket.socketpair()
+        frontend.gpu_set_socket(theirs.fileno())
+        theirs.close()
+        frontend.sync()
+        (sock,) = got
+        sock.sendall(b"display")
+        assert ours.recv(16) == b"display"
+        sock.close()
+        ours.close()

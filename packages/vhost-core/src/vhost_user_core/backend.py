@@ -19,6 +19,7 @@ from .errors import BackendContractError, BackendError
 from .protocol import STANDARD_FEATURES, VRING_IDX_MASK, ProtocolFeature
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Sequence
 
     from .memory import GuestMemory
@@ -120,6 +121,13 @@ class VhostUserBackend(metaclass=_BackendMeta):
 
     def reset(self) -> None:
         """RESET_DEVICE / RESET_OWNER: forget driver-visible state."""
+
+    def gpu_socket(self, sock: socket.socket) -> None:
+        """VHOST_USER_GPU_SET_SOCKET: QEMU's vhost-user-gpu hands over its display
+        channel (one end of a socketpair), which the backend then owns and closes.
+        Only a GPU device takes one; by default the request fails."""
+        sock.close()
+        raise BackendError("this device takes no vhost-user-gpu display socket")
 
     def close(self) -> None:
         """The connection ended; release host resources."""

@@ -311,6 +311,11 @@ class Frontend:
     def set_backend_req_fd(self, fd: int) -> None:
         self._tell(Request.SET_BACKEND_REQ_FD, fds=[fd])
 
+    def gpu_set_socket(self, fd: int) -> None:
+        """VHOST_USER_GPU_SET_SOCKET: hand a GPU backend its display channel, as QEMU's
+        vhost-user-gpu does at DRIVER_OK (QEMU sends it without NEED_REPLY)."""
+        self.request(Request.GPU_SET_SOCKET, fds=[fd])
+
     # -- the QEMU-like set-up sequence ---------------------------------------------------
 
     def negotiate(

@@ -94,6 +94,7 @@ class Session:
             Request.REM_MEM_REG: self._rem_mem_reg,
             Request.SET_STATUS: self._set_status,
             Request.GET_STATUS: self._get_status,
+            Request.GPU_SET_SOCKET: self._gpu_set_socket,
         }
         for worker in self.workers:
             worker.start()
@@ -422,6 +423,12 @@ class Session:
             self.backend_channel.close()
         sock = socket.socket(fileno=msg.take_fd())
         self.backend_channel = Connection(sock)
+        return None
+
+    def _gpu_set_socket(self, _p: object, msg: Message) -> None:
+        import socket
+
+        self.backend.gpu_socket(socket.socket(fileno=msg.take_fd()))
         return None
 
     # -- teardown ---------------------------------------------------------------------

@@ -1,0 +1,355 @@
+"""The device: virtio-gpu's control and cursor queues, the scanouts, and the dispatch of
+each command to the renderer (resources, pixels) or the display (what QEMU shows).
+
+Every command is answered: a short or unknown one with ERR_UNSPEC, a refused one with
+the status its `CommandError` carries; nothing the guest sends ends the daemon. All 2D
+work is synchronous, so a fenced command is answered at once with its fence echoed
+(QEMU's rule for 2D); a 3D renderer will hold fenced answers until its fence signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vhost_user_core import (
+    STANDARD_FEATURES,
+    BackendError,
+    DescriptorChain,
+    GuestMemory,
+    ProtocolFeature,
+    VhostUserBackend,
+    Vring,
+)
+
+from .args import GpuConfig
+from .display import Display, DisplayError, HeadlessDisplay, QemuDisplay
+from .protocol import (
+    CONFIG,
+    HDR_SIZE,
+    MAX_BACKING_ENTRIES,
+    MAX_SCANOUTS,
+    VIRTIO_GPU_F_EDID,
+    VIRTIO_GPU_F_RESOURCE_BLOB,
+    VIRTIO_GPU_F_RESOURCE_UUID,
+    AttachBacking,
+    Cmd,
+    CtrlHeader,
+    GetCapset,
+    GetCapsetInfo,
+    GetEdid,
+    Rect,
+    ResourceCreate2D,
+    ResourceCreateBlob,
+    ResourceFlush,
+    ResourceId,
+    Resp,
+    SetScanout,
+    SetScanoutBlob,
+    ShortCommand,
+    TransferToHost2D,
+    UpdateCursor,
+    encode_capset_info,
+    encode_display_info,
+    encode_edid,
+    encode_uuid,
+)
+from .renderer import CommandError, NullRenderer, Renderer, Renderer2D, ScanoutSource
+
+log = logging.getLogger(__name__)
+
+CONTROLQ, CURSORQ = 0, 1
+#: Scanouts without a display socket. QEMU's vhost-user-gpu puts its own count in the
+#: config space the guest reads and checks scanout ids itself, so with its socket any
+#: id the protocol can carry is taken.
+NUM_SCANOUTS = 1
+#: The most readable bytes a command needs: a blob with the most backing entries.
+MAX_COMMAND = HDR_SIZE + 32 + 16 * MAX_BACKING_ENTRIES
+CURSOR_COMMAND = HDR_SIZE + 32
+_3D_COMMANDS = range(Cmd.CTX_CREATE, Cmd.RESOURCE_UNMAP_BLOB + 1)
+
+
+def make_renderer(config: GpuConfig) -> Renderer:
+    return NullRenderer() if config.mode == "null" else Renderer2D()
+
+
+@dataclass
+class Scanout:
+    source: ScanoutSource
+    rect: Rect  # the part of the source shown, in the source's coordinates
+
+
+class GpuBackend(VhostUserBackend):
+    name = "vhost-device-gpu"
+    num_queues = 2
+    max_queue_size = 1024
+    protocol_features = ProtocolFeature.MQ
+
+    def __init__(
+        self, config: GpuConfig, renderer_factory: Callable[[GpuConfig], Renderer] = make_renderer
+    ) -> None:
+        self.config = config
+        self.renderer = renderer_factory(config)
+        self.features = (
+            STANDARD_FEATURES
+            | VIRTIO_GPU_F_RESOURCE_UUID
+            | VIRTIO_GPU_F_RESOURCE_BLOB
+            | (0 if config.headless else VIRTIO_GPU_F_EDID)
+            | self.renderer.features
+        )
+        self.acked = 0
+        self.display: Display = HeadlessDisplay()
+        self.num_scanouts = NUM_SCANOUTS
+        self.scanouts: dict[int, Scanout] = {}
+        self.events_read = 0
+        self._handlers: dict[int, Callable[[CtrlHeader, bytes], bytes | None]] = {
+            Cmd.GET_DISPLAY_INFO: self._get_display_info,
+            Cmd.GET_EDID: self._get_edid,
+            Cmd.RESOURCE_CREATE_2D: self._create_2d,
+            Cmd.RESOURCE_UNREF: self._unref,
+            Cmd.SET_SCANOUT: self._set_scanout,
+            Cmd.RESOURCE_FLUSH: self._flush,
+            Cmd.TRANSFER_TO_HOST_2D: self._transfer_to_host_2d,
+            Cmd.RESOURCE_ATTACH_BACKING: self._attach_backing,
+            Cmd.RESOURCE_DETACH_BACKING: self._detach_backing,
+            Cmd.GET_CAPSET_INFO: self._get_capset_info,
+            Cmd.GET_CAPSET: self._get_capset,
+            Cmd.RESOURCE_ASSIGN_UUID: self._assign_uuid,
+            Cmd.RESOURCE_CREATE_BLOB: self._create_blob,
+            Cmd.SET_SCANOUT_BLOB: self._set_scanout_blob,
+        }
+
+    # -- vhost-user hooks ------------------------------------------------------------
+
+    def config_space(self) -> bytes:
+        return CONFIG.pack(self.events_read, 0, self.num_scanouts, len(self.renderer.capsets()))
+
+    def set_config(self, offset: int, data: bytes) -> None:
+        """Only events_clear is writable; QEMU writes the whole space, so the rest of a
+        write is ignored rather than refused."""
+        space = bytearray(self.config_space())
+        if offset + len(data) > len(space):
+            raise BackendError(f"config write [{offset}, {offset + len(data)}) beyond 16 bytes")
+        space[offset : offset + len(data)] = data
+        if offset < 8 and offset + len(data) > 4:
+            (clear,) = struct.unpack_from("<I", space, 4)
+            self.events_read &= ~clear
+
+    def acked_features(self, features: int) -> None:
+        self.acked = features
+
+    def memory_changed(self, memory: GuestMemory) -> None:
+        self.renderer.memory_changed(memory)
+
+    def gpu_socket(self, sock: socket.socket) -> None:
+        if self.config.headless:
+            log.info("--headless: the display socket is not used")
+            sock.close()
+            return
+        self.display.close()
+        self.display = QemuDisplay(sock)
+        self.num_scanouts = MAX_SCANOUTS
+
+    def reset(self) -> None:
+        self.renderer.reset()
+        self.scanouts.clear()
+        self.events_read = 0
+        self.acked = 0
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.display.close()
+
+    def handle_queue(self, vring: Vring) -> None:
+        serve = self._control if vring.index == CONTROLQ else self._cursor
+        for batch in vring.batches():
+            vring.complete(batch, [serve(chain) for chain in batch])
+
+    # -- the control queue -----------------------------------------------------------
+
+    def _control(self, chain: DescriptorChain) -> int:
+        data = chain.read(MAX_COMMAND)
+        try:
+            header = CtrlHeader.decode(data)
+        except ShortCommand:
+            log.warning("a control request of %d bytes has no header", len(data))
+            return chain.write(CtrlHeader(Resp.ERR_UNSPEC).encode())
+        try:
+            answer = self._dispatch(header, data)
+        except ShortCommand as exc:
+            log.warning("command %#x is short: %s", header.type, exc)
+            answer = header.response(Resp.ERR_UNSPEC).encode()
+        except CommandError as exc:
+            log.warning("command %#x refused (%s): %s", header.type, exc.status.name, exc)
+            answer = header.response(exc.status).encode()
+        return chain.write(answer)
+
+    def _dispatch(self, header: CtrlHeader, data: bytes) -> bytes:
+        handler = self._handlers.get(header.type)
+        if handler is not None:
+            answer = handler(header, data)
+            return answer if answer is not None else header.response(Resp.OK_NODATA).encode()
+        if header.type in _3D_COMMANDS:
+            return self.renderer.handle_3d(header, data)
+        raise CommandError(Resp.ERR_UNSPEC, f"unknown command {header.type:#x}")
+
+    def _negotiated(self, feature: int, what: str) -> None:
+        if not self.acked & feature:
+            raise CommandError(Resp.ERR_UNSPEC, f"{what} without its feature negotiated")
+
+    def _check_scanout_id(self, scanout_id: int) -> None:
+        if scanout_id >= self.num_scanouts:
+            raise CommandError(Resp.ERR_INVALID_SCANOUT_ID, f"no scanout {scanout_id}")
+
+    def _get_display_info(self, header: CtrlHeader, _data: bytes) -> bytes:
+        try:
+            modes = self.display.display_info()
+        except DisplayError as exc:
+            raise CommandError(Resp.ERR_UNSPEC, f"display info: {exc}") from exc
+        return encode_display_info(header.response(Resp.OK_DISPLAY_INFO), modes)
+
+    def _get_edid(self, header: CtrlHeader, data: bytes) -> bytes:
+        self._negotiated(VIRTIO_GPU_F_EDID, "GET_EDID")
+        cmd = GetEdid.decode(data)
+        if cmd.scanout_id >= self.num_scanouts:
+            raise CommandError(Resp.ERR_INVALID_PARAMETER, f"no scanout {cmd.scanout_id}")
+        try:
+            edid = self.display.edid(cmd.scanout_id)
+        except DisplayError as exc:
+            raise CommandError(Resp.ERR_UNSPEC, f"EDID: {exc}") from exc
+        if edid is None:
+            raise CommandError(Resp.ERR_UNSPEC, "the display has no EDID")
+        return encode_edid(header.response(Resp.OK_EDID), edid)
+
+    def _create_2d(self, _header: CtrlHeader, data: bytes) -> None:
+        cmd = ResourceCreate2D.decode(data)
+        self.renderer.create_2d(cmd.resource_id, cmd.format, cmd.width, cmd.height)
+
+    def _unref(self, _header: CtrlHeader, data: bytes) -> None:
+        cmd = ResourceId.decode(data)
+        self.renderer.unref(cmd.resource_id)
+        for scanout_id in [
+            i for i, s in self.scanouts.items() if s.source.resource_id == cmd.resource_id
+        ]:
+            self._disable(scanout_id)
+
+    def _disable(self, scanout_id: int) -> None:
+        if self.scanouts.pop(scanout_id, None) is not None:
+            self.display.scanout(scanout_id, 0, 0)
+
+    def _show(self, scanout_id: int, source: ScanoutSource, rect: Rect) -> None:
+        """The scanout shows `rect` of `source` from now on: a surface of its size,
+        then all of its pixels (QEMU shows a new surface at its first update)."""
+        self.renderer.check_scanout(source, rect)
+        self.scanouts[scanout_id] = Scanout(source, rect)
+        self.display.scanout(scanout_id, rect.width, rect.height)
+        self._update(scanout_id, rect)
+
+    def _update(self, scanout_id: int, damage: Rect) -> None:
+        """Send the part `damage` (source coordinates) of what the scanout shows."""
+        s = self.scanouts[scanout_id]
+        part = damage.intersect(s.rect)
+        if part is None or not self.display.wants_pixels:
+            return
+        where = Rect(part.x - s.rect.x, part.y - s.rect.y, part.width, part.height)
+        self.display.update(
+            scanout_id, where, lambda dst: self.renderer.read_pixels(s.source, part, dst)
+        )
+
+    def _set_scanout(self, _header: CtrlHeader, data: bytes) -> None:
+        cmd = SetScanout.decode(data)
+        self._check_scanout_id(cmd.scanout_id)
+        if cmd.resource_id == 0:
+            self._disable(cmd.scanout_id)
+            return
+        source = ScanoutSource(cmd.resource_id, cmd.rect.width, cmd.rect.height)
+        self._show(cmd.scanout_id, source, cmd.rect)
+
+    def _set_scanout_blob(self, _header: CtrlHeader, data: bytes) -> None:
+        self._negotiated(VIRTIO_GPU_F_RESOURCE_BLOB, "SET_SCANOUT_BLOB")
+        cmd = SetScanoutBlob.decode(data)
+        self._check_scanout_id(cmd.scanout_id)
+        if cmd.resource_id == 0:
+            self._disable(cmd.scanout_id)
+            return
+        source = ScanoutSource(
+            cmd.resource_id, cmd.width, cmd.height, cmd.format, cmd.strides[0], cmd.offsets[0]
+        )
+        self._show(cmd.scanout_id, source, cmd.rect)
+
+    def _flush(self, _header: CtrlHeader, data: bytes) -> None:
+        cmd = ResourceFlush.decode(data)
+        self.renderer.check_flush(cmd.resource_id, cmd.rect)
+        for scanout_id, s in list(self.scanouts.items()):
+            if s.source.resource_id == cmd.resource_id:
+                self._update(scanout_id, cmd.rect)
+
+    def _transfer_to_host_2d(self, _header: CtrlHeader, data: bytes) -> None:
+        cmd = TransferToHost2D.decode(data)
+        self.renderer.transfer_to_host_2d(cmd.resource_id, cmd.rect, cmd.offset)
+
+    def _attach_backing(self, _header: CtrlHeader, data: bytes) -> None:
+        cmd = AttachBacking.decode(data)
+        self.renderer.attach_backing(cmd.resource_id, cmd.entries)
+
+    def _detach_backing(self, _header: CtrlHeader, data: bytes) -> None:
+        self.renderer.detach_backing(ResourceId.decode(data).resource_id)
+
+    def _get_capset_info(self, header: CtrlHeader, data: bytes) -> bytes:
+        cmd = GetCapsetInfo.decode(data)
+        capsets = self.renderer.capsets()
+        if cmd.index >= len(capsets):
+            raise CommandError(Resp.ERR_INVALID_PARAMETER, f"no capset at index {cmd.index}")
+        c = capsets[cmd.index]
+        return encode_capset_info(
+            header.response(Resp.OK_CAPSET_INFO), c.capset_id, c.max_version, c.max_size
+        )
+
+    def _get_capset(self, header: CtrlHeader, data: bytes) -> bytes:
+        cmd = GetCapset.decode(data)
+        blob = self.renderer.get_capset(cmd.capset_id, cmd.version)
+        return header.response(Resp.OK_CAPSET).encode() + blob
+
+    def _assign_uuid(self, header: CtrlHeader, data: bytes) -> bytes:
+        self._negotiated(VIRTIO_GPU_F_RESOURCE_UUID, "RESOURCE_ASSIGN_UUID")
+        uuid = self.renderer.assign_uuid(ResourceId.decode(data).resource_id)
+        return encode_uuid(header.response(Resp.OK_RESOURCE_UUID), uuid)
+
+    def _create_blob(self, _header: CtrlHeader, data: bytes) -> None:
+        self._negotiated(VIRTIO_GPU_F_RESOURCE_BLOB, "RESOURCE_CREATE_BLOB")
+        cmd = ResourceCreateBlob.decode(data)
+        self.renderer.create_blob(
+            cmd.resource_id, cmd.blob_mem, cmd.blob_flags, cmd.size, cmd.entries
+        )
+
+    # -- the cursor queue ------------------------------------------------------------
+
+    def _cursor(self, chain: DescriptorChain) -> int:
+        """UPDATE_CURSOR / MOVE_CURSOR. Linux gives these no response buffer; one that
+        has room gets OK_NODATA or the error."""
+        data = chain.read(CURSOR_COMMAND)
+        try:
+            header = CtrlHeader.decode(data)
+            cmd = UpdateCursor.decode(data)
+            self._check_scanout_id(cmd.scanout_id)
+            if header.type == Cmd.MOVE_CURSOR:
+                self.display.cursor_move(cmd.scanout_id, cmd.x, cmd.y)
+            elif header.type != Cmd.UPDATE_CURSOR:
+                raise CommandError(Resp.ERR_UNSPEC, f"command {header.type:#x} on the cursor queue")
+            elif cmd.resource_id == 0:
+                self.display.cursor_hide(cmd.scanout_id, cmd.x, cmd.y)
+            else:
+                image = self.renderer.cursor_image(cmd.resource_id)
+                self.display.cursor_update(
+                    cmd.scanout_id, cmd.x, cmd.y, cmd.hot_x, cmd.hot_y, image
+                )
+        except ShortCommand as exc:
+            log.warning("cursor command is short: %s", exc)
+            return chain.write(CtrlHeader(Resp.ERR_UNSPEC).encode()) if chain.writable_len else 0
+        except CommandError as exc:
+            log.warning("cursor command refused (%s): %s", exc.status.name, exc)
+            return chain.write(header.response(exc.status).encode()) if chain.writable_len else 0
+        return chain.write(header.response(Resp.OK_NODATA).encode()) if chain.writable_len else 0

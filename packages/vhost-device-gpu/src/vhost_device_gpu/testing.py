@@ -1,0 +1,176 @@
+"""QEMU's side of the vhost-user-gpu display socket, in Python, for tests and the
+benchmark: answers the backend's questions (protocol features, display info, EDID) and
+keeps what it is shown (surfaces composed from UPDATEs, the cursor), as QEMU's
+hw/display/vhost-user-gpu.c does. Driving our daemon and QEMU's C backend alike."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+
+from .display import (
+    CURSOR_BYTES,
+    FLAG_REPLY,
+    HEADER,
+    PROTOCOL_F_DMABUF2,
+    PROTOCOL_F_EDID,
+    GpuRequest,
+    message,
+)
+from .protocol import CtrlHeader, DisplayMode, Rect, Resp, encode_display_info, encode_edid
+
+
+@dataclass
+class Surface:
+    width: int
+    height: int
+    pixels: bytearray = field(default_factory=bytearray)
+    updates: int = 0
+
+    def pixel(self, x: int, y: int) -> int:
+        """The x8r8g8b8 word at (x, y), X byte masked."""
+        (word,) = struct.unpack_from("<I", self.pixels, (y * self.width + x) * 4)
+        return int(word) & 0xFFFFFF
+
+
+@dataclass
+class Cursor:
+    scanout: int
+    x: int
+    y: int
+    hot: tuple[int, int] | None = None
+    image: bytes | None = None
+    visible: bool = True
+
+
+class FakeQemuDisplay:
+    """The VMM end of a display socketpair; `backend_end` goes to GPU_SET_SOCKET."""
+
+    def __init__(
+        self,
+        modes: list[DisplayMode] | None = None,
+        edid: bytes = b"",
+        *,
+        compose: bool = True,
+        features: int = PROTOCOL_F_EDID | PROTOCOL_F_DMABUF2,
+    ) -> None:
+        self.sock, self.backend_end = socket.socketpair()
+        self.modes = modes or [DisplayMode(Rect(0, 0, 1280, 800), True)]
+        self.edid = edid
+        self.compose = compose
+        self.features = features
+        self.set_features: int | None = None
+        self.surfaces: dict[int, Surface] = {}
+        self.cursor: Cursor | None = None
+        self.log: list[tuple[int, bytes]] = []  # (request, payload head) of every message
+        self.update_bytes = 0
+        self.updates = 0
+        self.cond = threading.Condition()
+        self.fds: list[int] = []
+        self.thread = threading.Thread(target=self._run, name="fake-qemu-display", daemon=True)
+        self.thread.start()
+
+    def _recv_exact(self, size: int) -> bytes | None:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.sock.recv(min(size - len(data), 1 << 22))
+            if not chunk:
+                return None
+            data += chunk
+        return bytes(data)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                msg, ancdata, _flags, _ = self.sock.recvmsg(HEADER.size, socket.CMSG_SPACE(16))
+            except OSError:
+                return
+            if len(msg) < HEADER.size:
+                more = self._recv_exact(HEADER.size - len(msg)) if msg else None
+                if more is None:
+                    return
+                msg += more
+            for level, kind, data in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    self.fds += struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4])
+            request, _flags, size = HEADER.unpack(msg)
+            body = self._recv_exact(size) if size else b""
+            if body is None:
+                return
+            self._handle(request, body)
+
+    def _reply(self, request: int, payload: bytes) -> None:
+        self.sock.sendall(message(request, payload, FLAG_REPLY))
+
+    def _handle(self, request: int, body: bytes) -> None:
+        with self.cond:
+            self.log.append((request, body[:64]))
+            if request == GpuRequest.GET_PROTOCOL_FEATURES:
+                self._reply(request, struct.pack("<Q", self.features))
+            elif request == GpuRequest.SET_PROTOCOL_FEATURES:
+                (self.set_features,) = struct.unpack_from("<Q", body)
+            elif request == GpuRequest.GET_DISPLAY_INFO:
+                info = encode_display_info(CtrlHeader(Resp.OK_DISPLAY_INFO), self.modes)
+                self._reply(request, info)
+            elif request == GpuRequest.GET_EDID:
+                self._reply(request, encode_edid(CtrlHeader(Resp.OK_EDID), self.edid))
+            elif request == GpuRequest.SCANOUT:
+                scanout, width, height = struct.unpack_from("<III", body)
+                if width == 0:
+                    self.surfaces.pop(scanout, None)
+                else:
+                    pixels = bytearray(width * height * 4) if self.compose else bytearray()
+                    self.surfaces[scanout] = Surface(width, height, pixels)
+            elif request == GpuRequest.UPDATE:
+                self._update(body)
+            elif request in (GpuRequest.CURSOR_POS, GpuRequest.CURSOR_POS_HIDE):
+                scanout, x, y = struct.unpack_from("<III", body)
+                old = self.cursor
+                self.cursor = Cursor(
+                    scanout, x, y, old.hot if old else None, old.image if old else None,
+                    request == GpuRequest.CURSOR_POS,
+                )  # fmt: skip
+            elif request == GpuRequest.CURSOR_UPDATE:
+                scanout, x, y, hx, hy = struct.unpack_from("<IIIII", body)
+                self.cursor = Cursor(scanout, x, y, (hx, hy), body[20 : 20 + CURSOR_BYTES])
+            self.cond.notify_all()
+
+    def _update(self, body: bytes) -> None:
+        scanout, x, y, w, h = struct.unpack_from("<IIIII", body)
+        self.updates += 1
+        self.update_bytes += len(body) - 20
+        surface = self.surfaces.get(scanout)
+        if surface is None or not self.compose:
+            return
+        surface.updates += 1
+        data = memoryview(body)[20:]
+        for row in range(h):
+            if y + row >= surface.height:
+                break
+            width = min(w, surface.width - x)
+            start = ((y + row) * surface.width + x) * 4
+            surface.pixels[start : start + width * 4] = data[row * w * 4 : (row * w + width) * 4]
+
+    def wait(self, predicate: object, timeout: float = 5.0) -> bool:
+        """Wait until `predicate()` holds (evaluated under the display's lock)."""
+        with self.cond:
+            return self.cond.wait_for(predicate, timeout)  # type: ignore[arg-type]
+
+    def requests(self) -> list[int]:
+        with self.cond:
+            return [r for r, _ in self.log]
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(timeout=5)
+        self.sock.close()
+        self.backend_end.close()
+        import os
+
+        for fd in self.fds:
+            os.close(fd)

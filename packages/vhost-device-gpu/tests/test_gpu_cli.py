@@ -1,0 +1,102 @@
+"""The command: upstream's flags into the config, the refusals, and the daemon end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vhost_device_gpu
+from vhost_device_gpu.args import GpuConfig, GpuFlags, build_parser
+from vhost_device_gpu.errors import ConfigError, GpuError
+from vhost_user_core import VhostUserError
+from vhost_user_core.frontend import Frontend
+from vhost_user_core.testing.harness import daemon_process
+
+DAEMON = [sys.executable, "-m", "vhost_device_gpu.main"]
+
+
+def _config(*flags: str) -> GpuConfig:
+    return GpuConfig.from_args(build_parser().parse_args(["-s", "/tmp/x.sock", *flags]))
+
+
+def test_defaults_are_upstreams() -> None:
+    assert _config("-g", "2d") == GpuConfig("2d", (), GpuFlags(True, False, True, True), False)
+
+
+def test_flags_into_the_config() -> None:
+    config = _config(
+        "--gpu-mode", "null", "--use-egl", "false", "--use-glx", "true", "--use-gles",
+        "false", "--use-surfaceless", "false", "--headless",
+    )  # fmt: skip
+    assert config == GpuConfig("null", (), GpuFlags(False, True, False, False), True)
+
+
+def test_the_mode_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["-s", "/tmp/x.sock"])
+    assert "--gpu-mode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["virglrenderer", "virgl-renderer", "gfxstream"])
+def test_3d_modes_are_refused_until_their_stage(mode: str) -> None:
+    with pytest.raises(ConfigError, match=f"--gpu-mode {mode} is not available"):
+        _config("-g", mode)
+
+
+def test_a_capset_needs_its_mode() -> None:
+    with pytest.raises(ConfigError, match="capset virgl2 needs --gpu-mode virglrenderer"):
+        _config("-g", "2d", "-c", "virgl2")
+
+
+def test_an_unknown_capset(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _config("-g", "2d", "-c", "virgl,venus")
+    assert "unknown capset 'venus'" in capsys.readouterr().err
+
+
+def test_gpu_device_needs_virgl() -> None:
+    with pytest.raises(ConfigError, match="--gpu-device needs --gpu-mode virglrenderer"):
+        _config("-g", "2d", "--gpu-device", "/dev/dri/renderD128")
+
+
+def test_a_bad_boolean(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _config("-g", "2d", "--use-egl", "maybe")
+    assert "'maybe' is not true or false" in capsys.readouterr().err
+
+
+def test_version_flag() -> None:
+    run = subprocess.run([*DAEMON, "--version"], capture_output=True, text=True, check=True)
+    assert run.stdout == f"vhost-device-gpu {vhost_device_gpu.__version__}\n"
+
+
+def test_a_refused_mode_is_one_line_and_status_1(tmp_path: Path) -> None:
+    argv = [*DAEMON, "-s", str(tmp_path / "g.sock"), "-g", "virglrenderer"]
+    run = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert run.returncode == 1
+    assert run.stderr == (
+        "error: --gpu-mode virglrenderer is not available in this version (2D only): "
+        "use -g 2d or -g null\n"
+    )
+    assert not (tmp_path / "g.sock").exists()  # checked before any socket
+
+
+def test_the_daemon_listens_on_the_exact_path_and_again_after_a_disconnect(
+    tmp_path: Path,
+) -> None:
+    socket = tmp_path / "g.sock"  # upstream's -s is the path itself, no 0 suffix
+    argv = [*DAEMON, "-s", str(socket), "-g", "2d", "--headless"]
+    with daemon_process(argv, log=tmp_path / "log", sockets=[socket]):
+        for _ in range(2):
+            with Frontend.connect(socket) as frontend:
+                assert frontend.get_features() & (1 << 2)
+
+
+def test_errors_are_rooted_in_the_core_tree() -> None:
+    from vhost_device_gpu.renderer import CommandError
+
+    assert issubclass(GpuError, VhostUserError)
+    assert issubclass(ConfigError, ValueError) and issubclass(CommandError, GpuError)
