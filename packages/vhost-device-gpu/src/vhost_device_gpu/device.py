@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from vhost_user_core import (
     STANDARD_FEATURES,
+    VIRTIO_F_RING_RESET,
     BackendError,
     DescriptorChain,
     GuestMemory,
@@ -95,6 +96,7 @@ class GpuBackend(VhostUserBackend):
         self.renderer = renderer_factory(config)
         self.features = (
             STANDARD_FEATURES
+            | VIRTIO_F_RING_RESET  # upstream's; QEMU's vhost-user-gpu acks it regardless
             | VIRTIO_GPU_F_RESOURCE_UUID
             | VIRTIO_GPU_F_RESOURCE_BLOB
             | (0 if config.headless else VIRTIO_GPU_F_EDID)
@@ -336,6 +338,7 @@ class GpuBackend(VhostUserBackend):
             cmd = UpdateCursor.decode(data)
             self._check_scanout_id(cmd.scanout_id)
             if header.type == Cmd.MOVE_CURSOR:
+                log.debug("scanout %d: cursor at (%d, %d)", cmd.scanout_id, cmd.x, cmd.y)
                 self.display.cursor_move(cmd.scanout_id, cmd.x, cmd.y)
             elif header.type != Cmd.UPDATE_CURSOR:
                 raise CommandError(Resp.ERR_UNSPEC, f"command {header.type:#x} on the cursor queue")
@@ -343,6 +346,10 @@ class GpuBackend(VhostUserBackend):
                 self.display.cursor_hide(cmd.scanout_id, cmd.x, cmd.y)
             else:
                 image = self.renderer.cursor_image(cmd.resource_id)
+                log.debug(
+                    "scanout %d: cursor image of resource %d, hot (%d, %d), at (%d, %d)",
+                    cmd.scanout_id, cmd.resource_id, cmd.hot_x, cmd.hot_y, cmd.x, cmd.y,
+                )  # fmt: skip
                 self.display.cursor_update(
                     cmd.scanout_id, cmd.x, cmd.y, cmd.hot_x, cmd.hot_y, image
                 )

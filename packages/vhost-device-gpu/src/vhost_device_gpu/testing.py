@@ -174,3 +174,66 @@ class FakeQemuDisplay:
 
         for fd in self.fds:
             os.close(fd)
+
+
+class Qmp:
+    """A QMP client for one command at a time (QEMU's `-qmp unix:PATH,server=on`)."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        import json
+
+        self._json = json
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.file = self.sock.makefile("rwb")
+        self._read()  # the greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self) -> dict[str, object]:
+        line = self.file.readline()
+        if not line:
+            raise ConnectionError("QMP connection closed")
+        answer: dict[str, object] = self._json.loads(line)
+        return answer
+
+    def execute(self, command: str, **arguments: object) -> object:
+        request = (
+            {"execute": command, "arguments": arguments} if arguments else {"execute": command}
+        )
+        self.file.write(self._json.dumps(request).encode() + b"\n")
+        self.file.flush()
+        while True:
+            answer = self._read()
+            if "return" in answer:
+                return answer["return"]
+            if "error" in answer:
+                raise RuntimeError(f"QMP {command}: {answer['error']}")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def read_ppm(data: bytes) -> tuple[int, int, bytes]:
+    """Width, height and RGB bytes of a binary PPM (QMP screendump's default format)."""
+    fields: list[bytes] = []
+    pos = 0
+    while len(fields) < 4:
+        while data[pos : pos + 1].isspace():
+            pos += 1
+        if data[pos : pos + 1] == b"#":
+            pos = data.index(b"\n", pos) + 1
+            continue
+        end = pos
+        while not data[end : end + 1].isspace():
+            end += 1
+        fields.append(data[pos:end])
+        pos = end
+    if fields[0] != b"P6" or fields[3] != b"255":
+        raise ValueError(f"not an 8-bit binary PPM: {fields!r}")
+    width, height = int(fields[1]), int(fields[2])
+    pixels = data[pos + 1 : pos + 1 + width * height * 3]
+    if len(pixels) != width * height * 3:
+        raise ValueError("PPM pixels cut short")
+    return width, height, pixels

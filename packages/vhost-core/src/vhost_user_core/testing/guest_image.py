@@ -39,9 +39,10 @@ DEFAULT_MODULES = (
     "i2c-dev",  # /dev/i2c-N, for busybox's i2c applets (the i2c demo)
     "gpio-virtio",
 )
-#: Modules in /lib/modules/<name>.ko that tests load themselves (their dependencies
-#: are among DEFAULT_MODULES).
-ON_DEMAND_MODULES = ("gpio-sim",)
+#: Modules in /lib/modules/<name>.ko that tests load themselves, with their
+#: dependencies beside them (`on_demand_order` says in which order to insmod them).
+#: virtio-gpu is here, not loaded at boot, so only a GPU test pays for DRM and fbcon.
+ON_DEMAND_MODULES = ("gpio-sim", "virtio-gpu")
 KERNEL_PATTERN = re.compile(r"^linux-image-(6\.12\.\d+\+deb\d+-amd64)-unsigned$")
 BUSYBOX = Path("/bin/busybox")
 
