@@ -33,7 +33,7 @@ SCRIPT = (
     LOAD
     + """
 for port in /sys/class/virtio-ports/*; do
-    if [ "$(cat "$port/name")" = ctl ]; then CTL="/dev/${{port##*/}}"; fi
+    if [ "$(cat "$port/name")" = ctl ]; then CTL="/dev/${port##*/}"; fi
 done
 for e in /sys/class/drm/card0-*/edid; do
     echo "EDID $(cat "$e" | od -An -tx1 -v | tr -d ' \\n')"
