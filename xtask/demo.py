@@ -14,6 +14,10 @@ declared in its own pyproject.toml, so adding one needs no xtask change:
     host = "demo/host.py:function"         # optional: (workdir) -> (extra daemon flags,
                                            #   {console text: host action}), e.g. a
                                            #   control socket in workdir the actions use
+    qemu-args = ["-qmp", "unix:{workdir}/qmp.sock,server=on,wait=off"]
+                                           # optional: more QEMU arguments ({workdir} is
+                                           #   the demo's directory), e.g. what the host
+                                           #   actions talk to
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ _KEYS = {
     "socket-suffix",
     "guest-files",
     "host",
+    "qemu-args",
 }
 HostSide = Callable[[Path], tuple[list[str], dict[str, Callable[[], None]]]]
 
@@ -75,6 +80,8 @@ class Demo:
     files: Callable[[], dict[str, bytes]] = _no_files
     #: Host actions at guest console markers, and the daemon flags they need.
     host: HostSide = _no_host
+    #: More QEMU arguments, "{workdir}" standing for the demo's directory.
+    qemu_args: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, package: Package) -> Demo:
@@ -97,6 +104,7 @@ class Demo:
             socket_suffix=str(table.get("socket-suffix", "0")),
             files=_load_function(package.path, str(files)) if files else _no_files,
             host=_load_function(package.path, str(host)) if host else _no_host,
+            qemu_args=[str(arg) for arg in table.get("qemu-args", [])],
         )
 
 
@@ -152,6 +160,7 @@ def run_demo(name: str, demo: Demo, say: Callable[[str], None]) -> int:
             _wait_for(socket, daemon)
             say(f"booting a QEMU guest with {demo.qemu_device} on {socket}")
             devices = vhost_user_device(socket, demo.qemu_device)
+            devices += [arg.replace("{workdir}", tmp) for arg in demo.qemu_args]
             result = Guest(build_image()).run(
                 demo.script, devices=devices, extra_files=demo.files(), on_console=on_console
             )
