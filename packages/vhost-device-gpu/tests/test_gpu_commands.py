@@ -537,11 +537,16 @@ def test_cursor_image_position_and_hide(tmp_path: Path) -> None:
         g.display.wait(lambda: g.display.cursor is not None)  # type: ignore[union-attr]
         c = g.display.cursor
         assert c is not None and (c.x, c.y, c.hot, c.image) == (10, 20, (3, 4), image)
-        g.submit(g.cursorq, cursor(MOVE_CURSOR, 0, 30, 40), 0)
+        g.submit(g.cursorq, cursor(MOVE_CURSOR, 0, 30, 40, 5), 0)
         g.display.wait(lambda: g.display.cursor.x == 30)  # type: ignore[union-attr]
         assert (g.display.cursor.x, g.display.cursor.y, g.display.cursor.visible) == (30, 40, True)
         g.submit(g.cursorq, cursor(UPDATE_CURSOR, 0, 30, 40, 0), 0)
         g.display.wait(lambda: not g.display.cursor.visible)  # type: ignore[union-attr]
+        g.submit(g.cursorq, cursor(MOVE_CURSOR, 0, 1, 2, 5), 0)
+        g.display.wait(lambda: g.display.cursor.visible)  # type: ignore[union-attr]
+        g.submit(g.cursorq, cursor(MOVE_CURSOR, 0, 3, 4, 0), 0)  # resource 0: hidden
+        g.display.wait(lambda: not g.display.cursor.visible)  # type: ignore[union-attr]
+        assert (g.display.cursor.x, g.display.cursor.y) == (3, 4)
 
 
 def test_cursor_of_an_x_format_is_opaque(tmp_path: Path) -> None:
@@ -561,7 +566,7 @@ def test_cursor_errors_are_answered_when_there_is_room(tmp_path: Path) -> None:
             resp_type(g.submit(g.cursorq, cursor(UPDATE_CURSOR, 0, 1, 1, 5), 24)) == ERR_PARAMETER
         )
         assert resp_type(g.submit(g.cursorq, cursor(UPDATE_CURSOR, 0, 1, 1, 6), 24)) == ERR_RESOURCE
-        assert resp_type(g.submit(g.cursorq, cursor(MOVE_CURSOR, 16, 1, 1), 24)) == ERR_SCANOUT
+        assert resp_type(g.submit(g.cursorq, cursor(MOVE_CURSOR, 16, 1, 1, 5), 24)) == ERR_SCANOUT
         assert resp_type(g.submit(g.cursorq, hdr(UPDATE_CURSOR), 24)) == ERR_UNSPEC
         assert resp_type(g.submit(g.cursorq, hdr(0x101) + bytes(32), 24)) == ERR_UNSPEC
         assert g.submit(g.cursorq, cursor(UPDATE_CURSOR, 0, 1, 1, 6), 0) == b""

@@ -337,13 +337,13 @@ class GpuBackend(VhostUserBackend):
             header = CtrlHeader.decode(data)
             cmd = UpdateCursor.decode(data)
             self._check_scanout_id(cmd.scanout_id)
-            if header.type == Cmd.MOVE_CURSOR:
+            if header.type not in (Cmd.MOVE_CURSOR, Cmd.UPDATE_CURSOR):
+                raise CommandError(Resp.ERR_UNSPEC, f"command {header.type:#x} on the cursor queue")
+            if cmd.resource_id == 0:  # no cursor resource: hidden (QEMU's rule, both commands)
+                self.display.cursor_hide(cmd.scanout_id, cmd.x, cmd.y)
+            elif header.type == Cmd.MOVE_CURSOR:
                 log.debug("scanout %d: cursor at (%d, %d)", cmd.scanout_id, cmd.x, cmd.y)
                 self.display.cursor_move(cmd.scanout_id, cmd.x, cmd.y)
-            elif header.type != Cmd.UPDATE_CURSOR:
-                raise CommandError(Resp.ERR_UNSPEC, f"command {header.type:#x} on the cursor queue")
-            elif cmd.resource_id == 0:
-                self.display.cursor_hide(cmd.scanout_id, cmd.x, cmd.y)
             else:
                 image = self.renderer.cursor_image(cmd.resource_id)
                 log.debug(

@@ -71,9 +71,12 @@ MAX_REPLY = 4096
 #: How long the worker waits for QEMU's answer before failing the guest's command.
 REPLY_TIMEOUT = 5.0
 #: Bytes of updates the writer may hold before the worker waits for it...
-MAX_BACKLOG = 64 << 20
+MAX_BACKLOG = 32 << 20
 #: ... and for how long, before it drops an update rather than hang the guest.
 BACKLOG_TIMEOUT = 2.0
+
+#: Sent update buffers kept for reuse.
+SPARE_BUFFERS = 4
 
 #: What a headless daemon (or one not given a display socket) announces: QEMU's default.
 DEFAULT_MODE = DisplayMode(Rect(0, 0, 1280, 800), True)
@@ -100,7 +103,8 @@ class Display(Protocol):
 
     def update(self, scanout: int, rect: Rect, fill: Fill) -> None:
         """Pixels of `rect` (scanout coordinates) changed; `fill` writes them as
-        x8r8g8b8 into the view it is given, if the display wants them."""
+        x8r8g8b8 into the view it is given (every byte: it may hold an older frame),
+        if the display wants them."""
 
     def cursor_update(
         self, scanout: int, x: int, y: int, hot_x: int, hot_y: int, image: bytes
@@ -163,6 +167,9 @@ class _Writer:
     def __init__(self, sock: socket.socket, on_error: Callable[[OSError], None]) -> None:
         self.sock = sock
         self.on_error = on_error
+        #: Sent update buffers, reused for the next update of the same size: a fresh
+        #: multi-MiB bytearray costs a page fault per page, more than the copy itself.
+        self.spare: list[bytearray] = []
         self.cond = threading.Condition()
         self.queue: collections.deque[tuple[bytes | bytearray, list[int]]] = collections.deque()
         self.backlog = 0
@@ -185,6 +192,16 @@ class _Writer:
             self.backlog += len(data)
             self.cond.notify_all()
             return True
+
+    def buffer(self, size: int) -> bytearray:
+        """A bytearray of `size` for a message, a sent one if one fits (not zeroed)."""
+        with self.cond:
+            for i, spare in enumerate(self.spare):
+                if len(spare) == size:
+                    return self.spare.pop(i)
+            if len(self.spare) >= SPARE_BUFFERS:
+                self.spare.pop(0)
+        return bytearray(size)
 
     def flush(self, timeout: float = REPLY_TIMEOUT) -> bool:
         """Wait until everything queued has been written."""
@@ -218,6 +235,8 @@ class _Writer:
             with self.cond:
                 self.queue.popleft()
                 self.backlog -= len(data)
+                if isinstance(data, bytearray) and len(self.spare) < SPARE_BUFFERS:
+                    self.spare.append(data)
                 self.cond.notify_all()
 
     def stop(self) -> None:
@@ -340,7 +359,7 @@ class QemuDisplay:
             return
         head = HEADER.size + UPDATE_HEAD.size
         size = UPDATE_HEAD.size + rect.width * rect.height * 4
-        msg = bytearray(HEADER.size + size)
+        msg = self._writer.buffer(HEADER.size + size)
         HEADER.pack_into(msg, 0, GpuRequest.UPDATE, 0, size)
         UPDATE_HEAD.pack_into(msg, HEADER.size, scanout, rect.x, rect.y, rect.width, rect.height)
         fill(memoryview(msg)[head:])

@@ -73,13 +73,14 @@ class FakeQemuDisplay:
         self.thread.start()
 
     def _recv_exact(self, size: int) -> bytes | None:
-        data = bytearray()
-        while len(data) < size:
-            chunk = self.sock.recv(min(size - len(data), 1 << 22))
-            if not chunk:
+        data = bytearray(size)
+        view, got = memoryview(data), 0
+        while got < size:
+            n = self.sock.recv_into(view[got:])
+            if not n:
                 return None
-            data += chunk
-        return bytes(data)
+            got += n
+        return bytes(data) if self.compose or size <= 4096 else data  # type: ignore[return-value]
 
     def _run(self) -> None:
         while True:

@@ -276,12 +276,14 @@ class Renderer2D(Renderer):
         if source.format is None:
             assert res.format is not None
             if res.pixels is None:
+                dst[:] = bytes(len(dst))  # null: black
                 return
             start = rect.y * res.stride + rect.x * BYTES_PER_PIXEL
             _pixels.copy_rect(res.pixels, start, res.stride, row, rect.height, dst, 0, row)
             to_xrgb(dst, res.format)
             return
         if res.backing is None or not self.keep_pixels:
+            dst[:] = bytes(len(dst))
             return
         stride = source.stride or row
         start = source.offset + rect.y * stride + rect.x * BYTES_PER_PIXEL
