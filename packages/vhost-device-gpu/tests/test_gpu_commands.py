@@ -600,3 +600,39 @@ def test_the_display_going_away_fails_nothing(tmp_path: Path) -> None:
         for _ in range(3):
             g.ok(flush(1, 0, 0, 4, 2))
         assert resp_type(g.cmd(hdr(GET_DISPLAY_INFO), 408)) == ERR_UNSPEC
+
+
+def test_a_display_peer_that_breaks_the_protocol_is_abandoned(tmp_path: Path) -> None:
+    """QEMU's end answering with a 1 MiB 'reply': that command fails, the display is
+    given up (the stream is at an unknown place), and the guest goes on."""
+    import socket
+    import threading
+
+    from vhost_device_gpu.args import GpuConfig
+    from vhost_device_gpu.device import GpuBackend
+    from vhost_user_core.testing.harness import connected_frontend
+
+    ours, theirs = socket.socketpair()
+
+    def liar() -> None:
+        ours.recv(12)  # GET_PROTOCOL_FEATURES
+        ours.sendall(struct.pack("<III", 1, 4, 1 << 20))
+
+    thread = threading.Thread(target=liar)
+    thread.start()
+    try:
+        with connected_frontend(lambda: GpuBackend(GpuConfig("2d")), tmp_path / "g.sock") as fe:
+            fe.negotiate()
+            fe.gpu_set_socket(theirs.fileno())
+            fe.features = 0
+            control, cursorq = fe.start_device(2, 64)
+            g = Gpu(fe, control, cursorq, None)
+            assert resp_type(g.cmd(hdr(GET_DISPLAY_INFO), 408)) == ERR_UNSPEC
+            assert resp_type(g.cmd(hdr(GET_DISPLAY_INFO), 408)) == ERR_UNSPEC  # at once
+            draw(g, 1, BGRX, 4, 2, encode(PICTURE, BGRX))
+            g.ok(set_scanout(0, 1, 0, 0, 4, 2))
+            g.ok(flush(1, 0, 0, 4, 2))
+    finally:
+        thread.join()
+        ours.close()
+        theirs.close()

@@ -302,13 +302,27 @@ class QemuDisplay:
                     return body
                 log.debug("display peer message %d (flags %#x) skipped", req, flags)
         except TimeoutError as exc:
+            self._give_up(f"no answer to {request.name} in {REPLY_TIMEOUT} s")
             raise DisplayError(f"no answer to {request.name} in {REPLY_TIMEOUT} s") from exc
+        except DisplayError as exc:
+            self._give_up(str(exc))
+            raise
         except OSError as exc:
             self._lost(exc)
             raise DisplayError(f"display socket: {exc}") from exc
         finally:
             if not self.gone:
                 self.sock.settimeout(None)
+
+    def _give_up(self, why: str) -> None:
+        """A peer that breaks the protocol, or stops answering mid-stream, leaves the
+        byte stream at an unknown place: nothing more is read from or sent to it."""
+        log.warning("display socket abandoned: %s", why)
+        self.gone = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _handshake(self) -> None:
         if self.features is not None:
