@@ -636,3 +636,17 @@ def test_a_display_peer_that_breaks_the_protocol_is_abandoned(tmp_path: Path) ->
         thread.join()
         ours.close()
         theirs.close()
+
+
+def test_backing_follows_a_new_memory_table(tmp_path: Path) -> None:
+    """The VMM sends the memory table again (QEMU does on memory changes): backings are
+    looked up in the new mapping, and transfers go on reading the guest's pages."""
+    with gpu(tmp_path) as g:
+        gpa = draw(g, 1, BGRX, 4, 2, encode(PICTURE, BGRX))
+        ram = g.frontend.ram
+        assert ram is not None
+        g.frontend.set_mem_table([ram.region()], [ram.fd])
+        ram.memory.write(gpa, encode([0x0F0E0D], BGRX))
+        g.ok(transfer(1, 0, 0, 4, 2, 0))
+        g.ok(set_scanout(0, 1, 0, 0, 4, 2))
+        assert shown(g) == [0x0F0E0D] + PICTURE[1:]
