@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from vhost_user_core.testing.qemu import vhost_user_device
 pytestmark = pytest.mark.guest
 
 PROGRAM = Path(__file__).parent.parent / "guest" / "drm_pattern.c"
+SIZES = {1: (1024, 768), 2: (800, 600)}  # pattern n is drawn at its mode
 DRM_MODULES = "drm drm_kms_helper drm_shmem_helper virtio_dma_buf virtio_gpu"
 
 LOAD = f"""
@@ -85,14 +87,23 @@ class Host:
             "-device", "virtserialport,chardev=ctl,name=ctl",
         ]  # fmt: skip
 
-    def shot(self, n: int) -> None:
+    def shot(self, n: int, width: int, height: int) -> None:
+        """The guest has its flush answered once the daemon queued the display messages;
+        QEMU shows them a moment later. So the screendump is retaken until it shows
+        pattern n at its size, for up to 10 s; the last one is what the test checks."""
         path = self.tmp / f"shot{n}.ppm"
+        want = expected(n, width, height)
+        deadline = time.monotonic() + 10
         qmp = Qmp(str(self.qmp))
         try:
-            qmp.execute("screendump", filename=str(path))
+            while True:
+                qmp.execute("screendump", filename=str(path))
+                self.shots[n] = read_ppm(path.read_bytes())
+                if self.shots[n] == (width, height, want) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
         finally:
             qmp.close()
-        self.shots[n] = read_ppm(path.read_bytes())
         with self.lock:
             if self.ctl_sock is None:
                 self.ctl_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -115,7 +126,10 @@ def test_guest_draws_pixel_exact_and_reconnects(guest, tmp_path: Path) -> None: 
                 SCRIPT,
                 devices=host.devices(gpu_socket),
                 extra_files={"drm_pattern": program},
-                on_console={"SHOT 1 ": lambda: host.shot(1), "SHOT 2 ": lambda: host.shot(2)},
+                on_console={
+                    "SHOT 1 ": lambda: host.shot(1, *SIZES[1]),
+                    "SHOT 2 ": lambda: host.shot(2, *SIZES[2]),
+                },
                 timeout=150,
             )
         finally:
@@ -134,7 +148,7 @@ def test_guest_draws_pixel_exact_and_reconnects(guest, tmp_path: Path) -> None: 
         timing = edid[54:72]  # the first detailed timing: the preferred mode
         assert (timing[2] | (timing[4] >> 4) << 8, timing[5] | (timing[7] >> 4) << 8) == (1024, 768)
         # pattern 1 at 1024x768, then pattern 2 at 800x600: pixel for pixel
-        for n, (width, height) in ((1, (1024, 768)), (2, (800, 600))):
+        for n, (width, height) in SIZES.items():
             w, h, rgb = host.shots[n]
             assert (w, h) == (width, height)
             want = expected(n, w, h)
