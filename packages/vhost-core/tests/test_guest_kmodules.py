@@ -24,8 +24,17 @@ def test_cache_key_follows_kernel_and_recipe() -> None:
 
 def test_recipe_covers_sources_and_fixups() -> None:
     recipe = json.loads(kmodules.recipe())
-    assert set(recipe["modules"]) == {"gpio-sim", "i2c-virtio", "gpio-virtio"}
+    assert set(recipe["modules"]) == {
+        "gpio-sim",
+        "i2c-virtio",
+        "gpio-virtio",
+        "v4l2-mem2mem",
+        "vicodec",
+    }
     assert ["irq_sim", "kernel/irq/irq_sim.c"] in recipe["modules"]["gpio-sim"][1]
+    # vicodec's sources include two local headers, which are part of the recipe.
+    headers = recipe["modules"]["vicodec"][2]
+    assert ["codec-fwht.h", "drivers/media/test-drivers/vicodec/codec-fwht.h"] in headers
     assert recipe["fixups"][0][0] == "kernel/irq/irq_sim.c"
 
 
@@ -34,6 +43,10 @@ def test_kbuild_names_composite_objects() -> None:
         "obj-$(CONFIG_I2C_VIRTIO) += i2c-virtio.o\n"
         "obj-$(CONFIG_GPIO_SIM) += gpio-sim.o\n"
         "gpio-sim-y := gpio-sim-main.o irq_sim.o\n"
+    )
+    assert kmodules.kbuild(["vicodec"]) == (
+        "obj-$(CONFIG_VIDEO_VICODEC) += vicodec.o\n"
+        "vicodec-y := vicodec-core.o codec-fwht.o codec-v4l2-fwht.o\n"
     )
 
 

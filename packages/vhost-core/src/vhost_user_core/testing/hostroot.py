@@ -79,9 +79,9 @@ class ModuleSpec:
 def module_tree(image: GuestImage, extra: Sequence[Path] = ()) -> Path:
     """A directory B holding B/lib/modules/<version>: the kernel package's modules plus,
     in updates/ (which modprobe prefers), the ones `kmodules` builds out of tree
-    (gpio-sim, i2c-virtio, gpio-virtio) and the `extra` .ko files; with depmod's
-    indexes. Cached beside the image, rebuilt only when the kernel package or any of
-    the added modules change."""
+    (gpio-sim, i2c-virtio, gpio-virtio, v4l2-mem2mem, vicodec) and the `extra` .ko
+    files; with depmod's indexes. Cached beside the image, rebuilt only when the kernel
+    package or any of the added modules change."""
     directory = image.directory or default_dir()
     package = image.package
     if not package:

@@ -1,11 +1,12 @@
 """Guest kernel modules that Debian's 6.12 kernel leaves out, built out of tree.
 
-`gpio-sim`, `i2c-virtio` and `gpio-virtio` are compiled from Debian's own `linux-source`
-against the headers of exactly the guest's kernel. Like the kernel image, the packages
-are downloaded and unpacked, not installed: `linux-headers-<ver>` depends on the
-matching `linux-image`, and installing it would put a kernel, initramfs-tools and udev
-on the build machine. Only the few source files are extracted from the big tarball, and
-the .ko files are cached in the guest cache dir, so only the first call pays.
+`gpio-sim`, `i2c-virtio`, `gpio-virtio`, `v4l2-mem2mem` and `vicodec` are compiled from
+Debian's own `linux-source` against the headers of exactly the guest's kernel. Like the
+kernel image, the packages are downloaded and unpacked, not installed:
+`linux-headers-<ver>` depends on the matching `linux-image`, and installing it would
+put a kernel, initramfs-tools and udev on the build machine. Only the few source files
+are extracted from the big tarball, and the .ko files are cached in the guest cache
+dir, so only the first call pays.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Module:
 
     config: str
     sources: tuple[tuple[str, str], ...]
+    #: Local headers its sources include ("name.h"), as (file name, path in the tree).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 #: Every module this file can build, by the name Kconfig gives it.
@@ -43,6 +46,24 @@ MODULES: dict[str, Module] = {
     "gpio-sim": Module(
         "CONFIG_GPIO_SIM",
         (("gpio-sim-main", "drivers/gpio/gpio-sim.c"), ("irq_sim", "kernel/irq/irq_sim.c")),
+    ),
+    # vicodec (a virtual FWHT codec: stateful encoder and decoder, for the video
+    # device's tests) needs the mem2mem framework, which Debian's x86 kernel does not
+    # build either; videodev and videobuf2 it does ship.
+    "v4l2-mem2mem": Module(
+        "CONFIG_V4L2_MEM2MEM_DEV", (("v4l2-mem2mem", "drivers/media/v4l2-core/v4l2-mem2mem.c"),)
+    ),
+    "vicodec": Module(
+        "CONFIG_VIDEO_VICODEC",
+        (
+            ("vicodec-core", "drivers/media/test-drivers/vicodec/vicodec-core.c"),
+            ("codec-fwht", "drivers/media/test-drivers/vicodec/codec-fwht.c"),
+            ("codec-v4l2-fwht", "drivers/media/test-drivers/vicodec/codec-v4l2-fwht.c"),
+        ),
+        (
+            ("codec-fwht.h", "drivers/media/test-drivers/vicodec/codec-fwht.h"),
+            ("codec-v4l2-fwht.h", "drivers/media/test-drivers/vicodec/codec-v4l2-fwht.h"),
+        ),
     ),
 }
 
@@ -63,7 +84,10 @@ FORMAT = 1
 
 def recipe() -> str:
     """Everything that decides what gets built, as text (part of the cache key)."""
-    modules = {name: [m.config, [list(s) for s in m.sources]] for name, m in MODULES.items()}
+    modules = {
+        name: [m.config, [list(s) for s in m.sources], [list(h) for h in m.headers]]
+        for name, m in MODULES.items()
+    }
     return json.dumps(
         {"modules": modules, "fixups": [list(f) for f in FIXUPS], "format": FORMAT},
         sort_keys=True,
@@ -175,7 +199,7 @@ def _extract_sources(root: Path, build: Path) -> dict[str, str]:
     """Only the needed files out of the source tarball, fixed up; {tree path: sha256}."""
     (tarball,) = (root / "usr/src").glob("linux-source-*.tar.*")
     top = tarball.name.split(".tar.")[0]
-    paths = sorted({path for m in MODULES.values() for _, path in m.sources})
+    paths = sorted({path for m in MODULES.values() for _, path in (*m.sources, *m.headers)})
     members = [f"{top}/{p}" for p in paths]
     # --occurrence: stop reading the 1 GB stream once every member is out.
     subprocess.run(
@@ -190,6 +214,8 @@ def _extract_sources(root: Path, build: Path) -> dict[str, str]:
     for module in MODULES.values():
         for obj, path in module.sources:
             shutil.copy2(tree / path, build / f"{obj}.c")
+        for name, path in module.headers:
+            shutil.copy2(tree / path, build / name)
     return {p: _sha256(tree / p) for p in paths}
 
 
