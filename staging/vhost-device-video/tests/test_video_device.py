@@ -266,3 +266,18 @@ def test_a_full_event_queue_keeps_the_newest_events(driver: Driver) -> None:
     assert sorted(driver.events(3)) == [
         (EventType.DECODER_RESOLUTION_CHANGED, s) for s in (1, 2, 3)
     ]
+
+
+def test_upstream_s_params_ext_commands(driver: Driver) -> None:
+    """The driver upstream tests with sends GET/SET_PARAMS_EXT: params + resource_type."""
+    _stream(driver)
+    response = driver.command(queue_command(Cmd.GET_PARAMS_EXT, 1, OUT))
+    assert len(response) == GET_PARAMS_RESP_SIZE + 8
+    assert response[GET_PARAMS_RESP_SIZE:] == bytes(8)  # resource_type GUEST_PAGES
+    params = parse_params(response)
+    nv12 = type(params)(**{**params.__dict__, "format": Format.NV12})
+    request = hdr(Cmd.SET_PARAMS_EXT, 1) + nv12.encode() + bytes(8)
+    assert driver.status(request) == OK
+    assert parse_params(driver.command(queue_command(Cmd.GET_PARAMS, 1, OUT))).format == (
+        Format.NV12
+    )

@@ -50,7 +50,7 @@ def _answer(driver: Driver, request: bytes) -> tuple[int, int]:
 
 
 def test_an_unknown_command_is_an_invalid_operation(driver: Driver) -> None:
-    assert _answer(driver, hdr(0x10D, 3)) == (Resp.ERR_INVALID_OPERATION, 3)
+    assert _answer(driver, hdr(0x10F, 3)) == (Resp.ERR_INVALID_OPERATION, 3)
     _still_serving(driver)
 
 

@@ -35,6 +35,7 @@ from .protocol import (
     HDR,
     MAX_COMMAND_SIZE,
     MAX_FORMAT_DESCS,
+    PARAMS_EXT_TAIL,
     QUEUE_SIZE,
     Command,
     CommandError,
@@ -96,7 +97,8 @@ class VideoBackend(VhostUserBackend):
         caps = max(len(encode_capability(self.host.capabilities(q))) for q in QueueType)
         longest = max((len(v) for f in Format for v in self.host.controls(f).values()), default=0)
         controls = len(encode_query_control([0] * longest))
-        return Config(caps, max(GET_PARAMS_RESP_SIZE, RESOURCE_QUEUE_RESP_SIZE, controls))
+        params = GET_PARAMS_RESP_SIZE + PARAMS_EXT_TAIL.size
+        return Config(caps, max(params, RESOURCE_QUEUE_RESP_SIZE, controls))
 
     def config_space(self) -> bytes:
         return self.config.encode()
@@ -215,7 +217,7 @@ class VideoBackend(VhostUserBackend):
                 return ok
             case GetParams():
                 params = self._stream(cmd.stream_id).get_params(cmd.queue_type)
-                return encode_params(cmd.stream_id, params)
+                return encode_params(cmd.stream_id, params, cmd.ext)
             case SetParams():
                 self._stream(cmd.stream_id).set_params(cmd)
                 return ok

@@ -5,9 +5,10 @@ the request dataclasses or raises `CommandError` with the draft's error code; th
 `encode_*` functions build what goes into the device-writable buffers. Every struct
 is little-endian with the draft's explicit padding, so each is one `struct.Struct`.
 
-One addition to the draft: VIRTIO_VIDEO_FORMAT_FWHT (0x1006), the coded format of
-the kernel's vicodec, as upstream's crate and the out-of-tree driver it tests with
-define it.
+Additions to the draft, as upstream's crate and the out-of-tree driver it tests with
+define them: VIRTIO_VIDEO_FORMAT_FWHT (0x1006), the coded format of the kernel's
+vicodec, and GET/SET_PARAMS_EXT (0x010D/0x010E), the params followed by a le32
+resource_type (and padding), which that driver sends instead of GET/SET_PARAMS.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Cmd(IntEnum):
     QUERY_CONTROL = 0x010A
     GET_CONTROL = 0x010B
     SET_CONTROL = 0x010C
+    GET_PARAMS_EXT = 0x010D  # upstream's, see the module docstring
+    SET_PARAMS_EXT = 0x010E
 
 
 class Resp(IntEnum):
@@ -148,6 +151,7 @@ MEM_ENTRY = struct.Struct("<QI4x")
 RESOURCE_QUEUE = struct.Struct(f"<IIQI{MAX_PLANES}I4x")
 RESOURCE_QUEUE_RESP = struct.Struct("<QII")  # timestamp, flags, size
 PARAMS = struct.Struct(f"<6I4I2I{2 * MAX_PLANES}I")
+PARAMS_EXT_TAIL = struct.Struct("<I4x")  # resource_type
 CONTROL_ARG = struct.Struct("<I4x")  # control; and each control_val_* / query argument
 CAP_RESP = struct.Struct("<I4x")  # num_descs
 FORMAT_DESC = struct.Struct("<QIIII")
@@ -335,6 +339,7 @@ class QueueClear:
 class GetParams:
     stream_id: int
     queue_type: QueueType
+    ext: bool = False  # GET_PARAMS_EXT: answered with resource_type after the params
 
 
 @dataclass(frozen=True)
@@ -393,6 +398,8 @@ BODY_SIZE: dict[Cmd, int] = {
     Cmd.QUERY_CONTROL: 2 * CONTROL_ARG.size,
     Cmd.GET_CONTROL: CONTROL_ARG.size,
     Cmd.SET_CONTROL: 2 * CONTROL_ARG.size,
+    Cmd.GET_PARAMS_EXT: QUEUE_ARG.size,
+    Cmd.SET_PARAMS_EXT: PARAMS.size + PARAMS_EXT_TAIL.size,
 }
 #: The most mem entries one RESOURCE_CREATE may carry (a chain cannot be longer anyway).
 MAX_MEM_ENTRIES = 4096
@@ -448,9 +455,12 @@ def decode_command(data: bytes) -> Command:
             return ResourceDestroyAll(stream_id, _queue_arg(body))
         case Cmd.QUEUE_CLEAR:
             return QueueClear(stream_id, _queue_arg(body))
-        case Cmd.GET_PARAMS:
-            return GetParams(stream_id, _queue_arg(body))
-        case Cmd.SET_PARAMS:
+        case Cmd.GET_PARAMS | Cmd.GET_PARAMS_EXT:
+            return GetParams(stream_id, _queue_arg(body), cmd == Cmd.GET_PARAMS_EXT)
+        case Cmd.SET_PARAMS | Cmd.SET_PARAMS_EXT:
+            if cmd == Cmd.SET_PARAMS_EXT:
+                (resource_type,) = PARAMS_EXT_TAIL.unpack_from(body, PARAMS.size)
+                _enum(MemType, resource_type, "resource_type")
             return SetParams(stream_id, Params.decode(body[: PARAMS.size]))
         case Cmd.QUERY_CONTROL:
             (control,) = CONTROL_ARG.unpack_from(body)
@@ -540,8 +550,9 @@ def encode_resource_queue(stream_id: int, timestamp: int, flags: int, size: int 
     )
 
 
-def encode_params(stream_id: int, params: Params) -> bytes:
-    return HDR.pack(Resp.OK_GET_PARAMS, stream_id) + params.encode()
+def encode_params(stream_id: int, params: Params, ext: bool = False) -> bytes:
+    tail = PARAMS_EXT_TAIL.pack(MemType.GUEST_PAGES) if ext else b""
+    return HDR.pack(Resp.OK_GET_PARAMS, stream_id) + params.encode() + tail
 
 
 def encode_query_control(values: list[int], stream_id: int = 0) -> bytes:
