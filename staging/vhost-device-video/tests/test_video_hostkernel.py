@@ -29,8 +29,16 @@ from video_driver import (
 
 from vhost_device_video import v4l2
 from vhost_device_video.device import VideoBackend
-from vhost_device_video.protocol import BufferFlag, Cmd, EventType, Format, QueueType, Resp
-from vhost_device_video.v4l2_decoder import V4l2Backend
+from vhost_device_video.protocol import (
+    BufferFlag,
+    Cmd,
+    EventType,
+    Format,
+    PlanesLayout,
+    QueueType,
+    Resp,
+)
+from vhost_device_video.v4l2_decoder import V4l2Backend, V4l2Decoder
 from vhost_user_core.testing.harness import connected_frontend
 
 pytestmark = pytest.mark.hostkernel("vicodec")
@@ -95,15 +103,34 @@ def _mae(a: bytes, b: bytes, step: int = 1) -> float:
     return sum(map(abs, map(operator.sub, a, b))) / len(a)
 
 
+class Served(Driver):
+    """The driver, and the device serving it (to see how its decoder moved bytes)."""
+
+    backend: VideoBackend
+
+    def decoder(self, stream_id: int) -> V4l2Decoder:
+        decoder = self.backend.streams[stream_id].decoder
+        assert isinstance(decoder, V4l2Decoder)
+        return decoder
+
+
 @pytest.fixture
-def vicodec_driver(tmp_path: Path) -> Iterator[Driver]:
+def vicodec_driver(tmp_path: Path) -> Iterator[Served]:
     host = V4l2Backend(_node("stateful-decoder"))
-    with connected_frontend(lambda: VideoBackend(host), tmp_path / "v.sock") as frontend:
+    backends: list[VideoBackend] = []
+
+    def factory() -> VideoBackend:
+        backends.append(VideoBackend(host))
+        return backends[-1]
+
+    with connected_frontend(factory, tmp_path / "v.sock") as frontend:
         frontend.start_device(2, 1024, memory_size=64 << 20)
-        yield Driver(frontend)
+        served = Served(frontend)
+        served.backend = backends[0]
+        yield served
 
 
-def test_vicodec_is_offered_as_fwht_to_yuv420(vicodec_driver: Driver) -> None:
+def test_vicodec_is_offered_as_fwht_to_yuv420(vicodec_driver: Served) -> None:
     driver = vicodec_driver
     inputs = parse_capability(driver.command(query_capability(IN)))
     outputs = parse_capability(driver.command(query_capability(OUT)))
@@ -111,7 +138,7 @@ def test_vicodec_is_offered_as_fwht_to_yuv420(vicodec_driver: Driver) -> None:
     assert Format.YUV420 in [d[0] for d in outputs]
 
 
-def test_frames_encoded_by_vicodec_decode_through_the_daemon(vicodec_driver: Driver) -> None:
+def test_frames_encoded_by_vicodec_decode_through_the_daemon(vicodec_driver: Served) -> None:
     driver = vicodec_driver
     originals = [_frame(i) for i in range(FRAMES)]
     coded = _encode(originals)
@@ -150,6 +177,12 @@ def test_frames_encoded_by_vicodec_decode_through_the_daemon(vicodec_driver: Dri
     for head, rid in zip(inputs, range(FRAMES), strict=True):
         assert parse_queue_response(driver.response(head))[1:3] == (1000 + rid, 0)
     assert [stamp for stamp, _ in decoded] == [1000 + i for i in range(FRAMES)]
+    # The frames were written by the kernel into the guest's pages (one range each,
+    # planes where V4L2 puts them); the 64 KiB inputs, under vicodec's sizeimage, went
+    # through bounce buffers.
+    decoder = driver.decoder(1)
+    assert (decoder.direct[OUT], decoder.bounced[OUT]) == (FRAMES, 0)
+    assert (decoder.direct[IN], decoder.bounced[IN]) == (0, FRAMES)
     for i, (_, frame) in enumerate(decoded):
         own = _mae(frame, originals[i])
         assert own < 3.0, f"frame {i} is {own:.2f} off its original"
@@ -162,7 +195,7 @@ def test_frames_encoded_by_vicodec_decode_through_the_daemon(vicodec_driver: Dri
     assert driver.status(hdr(Cmd.STREAM_DESTROY, 1)) == Resp.OK_NODATA
 
 
-def test_clearing_returns_what_the_kernel_held(vicodec_driver: Driver) -> None:
+def test_clearing_returns_what_the_kernel_held(vicodec_driver: Served) -> None:
     driver = vicodec_driver
     assert driver.status(stream_create(1, Format.FWHT)) == Resp.OK_NODATA
     for rid in range(2):
@@ -175,3 +208,31 @@ def test_clearing_returns_what_the_kernel_held(vicodec_driver: Driver) -> None:
     for head in held:
         assert parse_queue_response(driver.response(head))[2] == BufferFlag.ERR
     assert driver.status(hdr(Cmd.STREAM_DESTROY, 1)) == Resp.OK_NODATA
+
+
+def test_frames_into_per_plane_resources_are_copied(vicodec_driver: Served) -> None:
+    """Planes in separate guest buffers cannot be one V4L2 buffer: the frame goes
+    through a bounce buffer and is split into the resource's planes."""
+    driver = vicodec_driver
+    original = _frame(1)
+    (coded,) = _encode([original])
+    driver.post_events()
+    assert driver.status(stream_create(1, Format.FWHT)) == Resp.OK_NODATA
+    gpa, room = driver.buffer(2 << 20)  # over vicodec's sizeimage: read in place
+    driver.ram.memory.write(gpa, coded)
+    assert driver.status(resource_create(1, IN, 0, [(gpa, room)])) == Resp.OK_NODATA
+    inp = driver.post(resource_queue(1, IN, 0, timestamp=7, sizes=[len(coded)]))
+    assert driver.events(1, timeout=30) == [(EventType.DECODER_RESOLUTION_CHANGED, 1)]
+    luma, chroma = WIDTH * HEIGHT, WIDTH * HEIGHT // 4
+    planes = [driver.buffer(n) for n in (luma, chroma, chroma)]
+    request = resource_create(
+        1, OUT, 0, planes, layout=PlanesLayout.PER_PLANE, num_planes=3, counts=[1, 1, 1]
+    )
+    assert driver.status(request) == Resp.OK_NODATA
+    out = driver.post(resource_queue(1, OUT, 0))
+    assert parse_queue_response(driver.response(out))[1:3] == (7, 0)
+    assert parse_queue_response(driver.response(inp))[1:3] == (7, 0)
+    frame = b"".join(bytes(driver.ram.memory.read(a, n)) for a, n in planes)
+    assert _mae(frame, original) < 3.0
+    decoder = driver.decoder(1)
+    assert (decoder.direct[IN], decoder.bounced[OUT]) == (1, 1)

@@ -32,6 +32,7 @@ def fourcc_text(value: int) -> str:
 BUF_TYPE_VIDEO_CAPTURE = 1
 BUF_TYPE_VIDEO_OUTPUT = 2
 MEMORY_MMAP = 1
+MEMORY_USERPTR = 2
 FIELD_NONE = 1
 CAP_VIDEO_M2M = 0x00008000
 CAP_VIDEO_M2M_MPLANE = 0x00004000
@@ -268,8 +269,8 @@ def set_format(fd: int, buf_type: int, pix: PixFormat) -> PixFormat:
     return got
 
 
-def request_buffers(fd: int, buf_type: int, count: int) -> int:
-    req = RequestBuffers(count=count, type=buf_type, memory=MEMORY_MMAP)
+def request_buffers(fd: int, buf_type: int, count: int, memory: int = MEMORY_MMAP) -> int:
+    req = RequestBuffers(count=count, type=buf_type, memory=memory)
     ioctl(fd, REQBUFS, req)
     return int(req.count)
 
@@ -287,9 +288,21 @@ def queue_buffer(fd: int, buf_type: int, index: int, bytesused: int = 0, stamp: 
     ioctl(fd, QBUF, buf)
 
 
-def dequeue_buffer(fd: int, buf_type: int) -> Buffer | None:
+def queue_userptr(
+    fd: int, buf_type: int, index: int, address: int, length: int, bytesused: int, stamp: int
+) -> None:
+    """QBUF a USERPTR buffer: `length` bytes at `address` in this process."""
+    buf = Buffer(index=index, type=buf_type, memory=MEMORY_USERPTR, bytesused=bytesused)
+    buf.field = FIELD_NONE
+    buf.timestamp.tv_sec = stamp
+    buf.m.userptr = address
+    buf.length = length
+    ioctl(fd, QBUF, buf)
+
+
+def dequeue_buffer(fd: int, buf_type: int, memory: int = MEMORY_MMAP) -> Buffer | None:
     """The next done buffer, or None if none is (EAGAIN; EPIPE after the last one)."""
-    buf = Buffer(type=buf_type, memory=MEMORY_MMAP)
+    buf = Buffer(type=buf_type, memory=memory)
     try:
         ioctl(fd, DQBUF, buf)
     except OSError as exc:

@@ -4,9 +4,11 @@ sequence: coded format on OUTPUT, bitstream buffers in, SOURCE_CHANGE, then the
 decoded format read from CAPTURE, capture buffers allocated, frames out; a drain is
 V4L2_DEC_CMD_STOP and ends with the buffer flagged LAST.
 
-Buffers are the decoder's MMAP buffers: a guest input is copied in before QBUF, a
-decoded frame copied out into the guest resource after DQBUF (guest pages are not
-handed to the kernel as USERPTR yet). Completions come from the device fd, watched
+Buffers are USERPTR: where a guest resource is one range of guest memory big enough
+for the decoder (and, for a frame, with its planes where V4L2's single-planar layout
+puts them), the kernel reads the bitstream from, or writes the frame into, the
+guest's pages themselves; otherwise the buffer is a bounce buffer of ours, copied
+into before QBUF or out of after DQBUF. Completions come from the device fd, watched
 in the worker's epoll through an epoll of our own, which asks for EPOLLPRI
 (events) always and for EPOLLIN/EPOLLOUT only while the kernel holds buffers: a
 mem2mem fd with nothing queued polls as EPOLLERR, which would spin a level-
@@ -15,6 +17,7 @@ triggered loop.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import mmap
@@ -23,7 +26,7 @@ import select
 from collections import deque
 from pathlib import Path
 
-from vhost_user_core import GuestMemoryError, Worker
+from vhost_user_core import GuestMemory, GuestMemoryError, Worker
 
 from . import v4l2
 from .errors import V4l2Error
@@ -39,6 +42,7 @@ from .protocol import (
     FormatFrame,
     Params,
     PlaneFormat,
+    PlanesLayout,
     QueueType,
     Range,
     Resp,
@@ -138,37 +142,58 @@ class V4l2Backend:
         pass
 
 
+class _Slot:
+    """One V4L2 buffer: the guest resource it carries and the memory handed to the
+    kernel, which is the guest's own pages or the slot's bounce buffer."""
+
+    def __init__(self, size: int) -> None:
+        self.bounce = mmap.mmap(-1, size)  # anonymous, page-aligned, ours
+        self.resource: Resource | None = None
+        self.direct: memoryview | None = None  # a view of guest memory while queued
+        self._pin: object = None  # the ctypes export whose address the kernel holds
+
+    def address(self, view: memoryview | mmap.mmap) -> int:
+        pin = ctypes.c_char.from_buffer(view)
+        self._pin = pin
+        return ctypes.addressof(pin)
+
+    def unpin(self) -> None:
+        self._pin = None
+        if self.direct is not None:
+            self.direct.release()
+        self.direct, self.resource = None, None
+
+    def close(self) -> None:
+        self.unpin()
+        self.bounce.close()
+
+
 class _Queue:
-    """One V4L2 queue's MMAP buffers and which guest resource each one carries."""
+    """One V4L2 queue's USERPTR buffers (slots) and which of them the kernel holds."""
 
     def __init__(self, buf_type: int) -> None:
         self.type = buf_type
-        self.maps: list[mmap.mmap] = []
+        self.slots: list[_Slot] = []
+        self.size = 0  # sizeimage when the buffers were requested: a buffer's least length
         self.free: deque[int] = deque()
-        self.owner: dict[int, int] = {}  # v4l2 index -> guest resource id
         self.streaming = False
 
-    def allocate(self, fd: int, count: int) -> None:
-        got = v4l2.request_buffers(fd, self.type, count)
-        for index in range(got):
-            buf = v4l2.query_buffer(fd, self.type, index)
-            self.maps.append(
-                mmap.mmap(
-                    fd,
-                    buf.length,
-                    mmap.MAP_SHARED,
-                    mmap.PROT_READ | mmap.PROT_WRITE,
-                    offset=buf.m.offset,
-                )
-            )
+    @property
+    def busy(self) -> bool:
+        return len(self.free) < len(self.slots)
+
+    def allocate(self, fd: int, count: int, size: int) -> None:
+        got = v4l2.request_buffers(fd, self.type, count, v4l2.MEMORY_USERPTR)
+        self.size = size
+        self.slots = [_Slot(size) for _ in range(got)]
         self.free = deque(range(got))
 
     def release(self, fd: int) -> None:
         self.stop(fd)
-        for m in self.maps:
-            m.close()
-        self.maps, self.free = [], deque()
-        v4l2.request_buffers(fd, self.type, 0)
+        for slot in self.slots:
+            slot.close()
+        self.slots, self.free = [], deque()
+        v4l2.request_buffers(fd, self.type, 0, v4l2.MEMORY_USERPTR)
 
     def start(self, fd: int) -> None:
         if not self.streaming:
@@ -180,8 +205,24 @@ class _Queue:
         if self.streaming:
             v4l2.stream(fd, self.type, False)
             self.streaming = False
-        self.owner.clear()
-        self.free = deque(range(len(self.maps)))
+        for slot in self.slots:
+            slot.unpin()
+        self.free = deque(range(len(self.slots)))
+
+    def held(self) -> list[Resource]:
+        return [s.resource for s in self.slots if s.resource is not None]
+
+
+def _contiguous(memory: GuestMemory, resource: Resource, length: int) -> memoryview | None:
+    """A view of the resource's first `length` bytes if they are one range of guest
+    memory inside one region (what the kernel can take as a USERPTR buffer)."""
+    entries, offset = resource.planes[0], resource.plane_offsets[0] if resource.plane_offsets else 0
+    if len(entries) != 1 or entries[0].length - offset < length:
+        return None
+    try:
+        return memory.view(entries[0].addr + offset, entries[0].length - offset)
+    except GuestMemoryError:
+        return None
 
 
 class V4l2Decoder:
@@ -200,7 +241,9 @@ class V4l2Decoder:
         self.input, self.capture = _Queue(OUT), _Queue(CAP)
         self.waiting_inputs: deque[tuple[Resource, int, int]] = deque()
         self.waiting_outputs: deque[Resource] = deque()
-        self.outputs: dict[int, Resource] = {}
+        #: Buffers the kernel read or wrote in guest pages, and those copied through ours.
+        self.direct = {QueueType.INPUT: 0, QueueType.OUTPUT: 0}
+        self.bounced = {QueueType.INPUT: 0, QueueType.OUTPUT: 0}
         self.stamps: dict[int, int] = {}  # the V4L2 timestamp we set -> the guest's
         self._next_stamp = 1
         self.drain_wanted = False
@@ -265,7 +308,7 @@ class V4l2Decoder:
             if params.queue_type == QueueType.INPUT:
                 if params.format != self.coded:
                     raise CommandError(Resp.ERR_INVALID_PARAMETER, "the coded format is fixed")
-                if self.input.maps:
+                if self.input.slots:
                     raise CommandError(Resp.ERR_INVALID_OPERATION, "input buffers exist")
                 size = params.plane_formats[0].plane_size if params.plane_formats else 0
                 pix = v4l2.PixFormat(
@@ -280,7 +323,7 @@ class V4l2Decoder:
                 raise CommandError(Resp.ERR_INVALID_PARAMETER, f"{params.format.name} not offered")
             if params.format == self.raw:
                 return
-            if self.capture.maps:
+            if self.capture.slots:
                 raise CommandError(Resp.ERR_INVALID_OPERATION, "output buffers exist")
             pix = v4l2.get_format(self.fd, CAP)
             pix.pixelformat = v4l2.fourcc(RAW_FOURCC[params.format])
@@ -309,24 +352,34 @@ class V4l2Decoder:
 
     def _submit_inputs(self) -> None:
         q = self.input
-        if not q.maps:
-            q.allocate(self.fd, INPUT_BUFFERS)
+        if not q.slots:
+            q.allocate(self.fd, INPUT_BUFFERS, self.in_fmt.sizeimage)
         q.start(self.fd)
         while self.waiting_inputs and q.free:
             resource, timestamp, size = self.waiting_inputs.popleft()
             index = q.free.popleft()
-            target = q.maps[index]
+            slot = q.slots[index]
             try:
-                data = resource.read(self.memory.get(), 0, min(size, len(target)))
+                memory = self.memory.get()
+                slot.direct = _contiguous(memory, resource, max(size, q.size))
+                if slot.direct is not None:
+                    address, length = slot.address(slot.direct), len(slot.direct)
+                    self.direct[QueueType.INPUT] += 1
+                else:
+                    data = resource.read(memory, 0, min(size, q.size))
+                    slot.bounce[: len(data)] = data
+                    size = len(data)
+                    address, length = slot.address(slot.bounce), q.size
+                    self.bounced[QueueType.INPUT] += 1
             except GuestMemoryError as exc:
                 log.warning("input %d: %s", resource.id, exc)
+                slot.unpin()
                 q.free.appendleft(index)
                 self.events.done(QueueType.INPUT, resource.id, timestamp, BufferFlag.ERR)
                 continue
-            target[: len(data)] = data
+            slot.resource = resource
             stamp = self._stamp(timestamp)
-            q.owner[index] = resource.id
-            v4l2.queue_buffer(self.fd, OUT, index, len(data), stamp)
+            v4l2.queue_userptr(self.fd, OUT, index, address, length, size, stamp)
         if self.drain_wanted and not self.waiting_inputs:
             self.drain_wanted = False
             v4l2.decoder_command(self.fd, v4l2.DEC_CMD_STOP)
@@ -350,9 +403,32 @@ class V4l2Decoder:
         while self.waiting_outputs and q.free:
             resource = self.waiting_outputs.popleft()
             index = q.free.popleft()
-            q.owner[index] = resource.id
-            self.outputs[resource.id] = resource
-            v4l2.queue_buffer(self.fd, CAP, index)
+            slot = q.slots[index]
+            slot.resource = resource
+            slot.direct = self._frame_view(resource)
+            if slot.direct is not None:
+                address, length = slot.address(slot.direct), len(slot.direct)
+            else:
+                address, length = slot.address(slot.bounce), q.size
+            v4l2.queue_userptr(self.fd, CAP, index, address, length, 0, 0)
+
+    def _frame_view(self, resource: Resource) -> memoryview | None:
+        """The guest's pages, if the kernel can write the frame into them as it is:
+        one range, planes where V4L2's single-planar layout puts them."""
+        planes = self.get_params(QueueType.OUTPUT).plane_formats
+        starts, at = [], 0
+        for plane in planes:
+            starts.append(at)
+            at += plane.plane_size
+        layout_fits = resource.layout == PlanesLayout.SINGLE_BUFFER and (
+            tuple(resource.plane_offsets[: len(planes)]) == tuple(starts)
+        )
+        if not layout_fits:
+            return None
+        try:
+            return _contiguous(self.memory.get(), resource, max(at, self.capture.size))
+        except GuestMemoryError:
+            return None
 
     def drain(self) -> None:
         try:
@@ -375,7 +451,6 @@ class V4l2Decoder:
                 self.input.stop(self.fd)
             else:
                 self.waiting_outputs.clear()
-                self.outputs.clear()
                 if self.capture.streaming:
                     self.capture.stop(self.fd)
                     self.capture.start(self.fd)
@@ -396,7 +471,7 @@ class V4l2Decoder:
         """Ask for IN/OUT only while the kernel holds a buffer (see the docstring)."""
         if self.closed:
             return
-        busy = bool(self.input.owner or self.capture.owner)
+        busy = self.input.busy or self.capture.busy
         mask = select.EPOLLPRI | (select.EPOLLIN | select.EPOLLOUT if busy else 0)
         if mask != self._mask:
             self.poller.modify(self.fd, mask)
@@ -408,9 +483,9 @@ class V4l2Decoder:
             while (event := v4l2.dequeue_event(self.fd)) is not None:
                 if event.type == v4l2.EVENT_SOURCE_CHANGE:
                     self._source_changed()
-            while (buf := v4l2.dequeue_buffer(self.fd, OUT)) is not None:
+            while (buf := v4l2.dequeue_buffer(self.fd, OUT, v4l2.MEMORY_USERPTR)) is not None:
                 self._input_done(buf)
-            while (buf := v4l2.dequeue_buffer(self.fd, CAP)) is not None:
+            while (buf := v4l2.dequeue_buffer(self.fd, CAP, v4l2.MEMORY_USERPTR)) is not None:
                 self._frame_done(buf)
             if not self.closed:
                 if self.waiting_inputs:
@@ -422,41 +497,49 @@ class V4l2Decoder:
 
     def _source_changed(self) -> None:
         """New stream metadata: (re)allocate CAPTURE for the frames the decoder states."""
-        if self.capture.maps:
+        if self.capture.slots:
             # Held guest outputs go back to waiting; they are queued again below.
-            waiting = [self.outputs[r] for r in self.capture.owner.values() if r in self.outputs]
+            waiting = self.capture.held()
             self.capture.release(self.fd)
             self.waiting_outputs.extendleft(reversed(waiting))
         self.cap_fmt = v4l2.get_format(self.fd, CAP)
         self.in_fmt = v4l2.get_format(self.fd, OUT)
         log.info("%s: %dx%d frames", self.path, self.cap_fmt.width, self.cap_fmt.height)
-        self.capture.allocate(self.fd, CAPTURE_BUFFERS)
+        self.capture.allocate(self.fd, CAPTURE_BUFFERS, self.cap_fmt.sizeimage)
         self.capture.start(self.fd)
         self.events.resolution_changed()
 
     def _input_done(self, buf: v4l2.Buffer) -> None:
-        rid = self.input.owner.pop(buf.index, None)
+        slot = self.input.slots[buf.index]
+        resource = slot.resource
+        slot.unpin()
         self.input.free.append(buf.index)
-        if rid is None:
-            return
-        flags = BufferFlag.ERR if buf.flags & v4l2.BUF_FLAG_ERROR else BufferFlag(0)
-        self.events.done(QueueType.INPUT, rid, self.stamps.get(buf.timestamp.tv_sec, 0), flags)
-
-    def _frame_done(self, buf: v4l2.Buffer) -> None:
-        rid = self.capture.owner.pop(buf.index, None)
-        self.capture.free.append(buf.index)
-        resource = self.outputs.pop(rid, None) if rid is not None else None
-        last = bool(buf.flags & v4l2.BUF_FLAG_LAST)
         if resource is None:
             return
         flags = BufferFlag.ERR if buf.flags & v4l2.BUF_FLAG_ERROR else BufferFlag(0)
-        if buf.bytesused:
-            flags |= self._copy_frame(
-                resource, memoryview(self.capture.maps[buf.index])[: buf.bytesused]
-            )
-        if last:
+        stamp = self.stamps.get(buf.timestamp.tv_sec, 0)
+        self.events.done(QueueType.INPUT, resource.id, stamp, flags)
+
+    def _frame_done(self, buf: v4l2.Buffer) -> None:
+        slot = self.capture.slots[buf.index]
+        resource, direct = slot.resource, slot.direct is not None
+        if resource is not None and buf.bytesused and not direct:
+            frame = memoryview(slot.bounce)[: buf.bytesused]
+            flags = self._copy_frame(resource, frame)
+            frame.release()
+        else:
+            flags = BufferFlag(0)
+        slot.unpin()
+        self.capture.free.append(buf.index)
+        if buf.flags & v4l2.BUF_FLAG_LAST:
             flags |= BufferFlag.EOS
             v4l2.decoder_command(self.fd, v4l2.DEC_CMD_START)  # the decoder goes on
+        if resource is None:
+            return
+        if buf.bytesused:
+            (self.direct if direct else self.bounced)[QueueType.OUTPUT] += 1
+        if buf.flags & v4l2.BUF_FLAG_ERROR:
+            flags |= BufferFlag.ERR
         stamp = self.stamps.get(buf.timestamp.tv_sec, 0) if buf.bytesused else 0
         self.events.done(QueueType.OUTPUT, resource.id, stamp, flags)
 
@@ -486,7 +569,7 @@ class V4l2Decoder:
         self.closed = True
         self.worker.remove_reader(self.poller.fileno())
         self.poller.close()
+        os.close(self.fd)  # the kernel lets go of every buffer it held
         for q in (self.input, self.capture):
-            for m in q.maps:
-                m.close()
-        os.close(self.fd)
+            for slot in q.slots:
+                slot.close()
