@@ -257,7 +257,7 @@ def test_get_and_set_control(driver: Driver) -> None:
     assert int.from_bytes(now[8:12], "little") == Profile.H264_HIGH
 
 
-def test_a_full_event_queue_keeps_the_newest_events(driver: Driver) -> None:
+def test_events_wait_for_eventq_buffers(driver: Driver) -> None:
     for sid in range(1, 4):
         _stream(driver, sid=sid, inputs=1, outputs=0)
         driver.post(resource_queue(sid, IN, 1, sizes=[8]))
