@@ -157,11 +157,16 @@ class _Slot:
         self._pin = pin
         return ctypes.addressof(pin)
 
-    def unpin(self) -> None:
-        self._pin = None
+    def drop_direct(self) -> None:
+        """Back to the bounce buffer: the guest's pages are no longer referenced."""
+        self._pin = None  # first: a view with an export cannot be released
         if self.direct is not None:
             self.direct.release()
-        self.direct, self.resource = None, None
+        self.direct = None
+
+    def unpin(self) -> None:
+        self.drop_direct()
+        self._pin, self.resource = None, None
 
     def close(self) -> None:
         self.unpin()
@@ -359,27 +364,25 @@ class V4l2Decoder:
             resource, timestamp, size = self.waiting_inputs.popleft()
             index = q.free.popleft()
             slot = q.slots[index]
+            stamp = self._stamp(timestamp)
+            slot.resource = resource
             try:
                 memory = self.memory.get()
                 slot.direct = _contiguous(memory, resource, max(size, q.size))
-                if slot.direct is not None:
-                    address, length = slot.address(slot.direct), len(slot.direct)
+                if slot.direct is not None and self._queue_direct(q, index, size, stamp):
                     self.direct[QueueType.INPUT] += 1
-                else:
-                    data = resource.read(memory, 0, min(size, q.size))
-                    slot.bounce[: len(data)] = data
-                    size = len(data)
-                    address, length = slot.address(slot.bounce), q.size
-                    self.bounced[QueueType.INPUT] += 1
+                    continue
+                data = resource.read(memory, 0, min(size, q.size))
             except GuestMemoryError as exc:
                 log.warning("input %d: %s", resource.id, exc)
                 slot.unpin()
                 q.free.appendleft(index)
                 self.events.done(QueueType.INPUT, resource.id, timestamp, BufferFlag.ERR)
                 continue
-            slot.resource = resource
-            stamp = self._stamp(timestamp)
-            v4l2.queue_userptr(self.fd, OUT, index, address, length, size, stamp)
+            slot.bounce[: len(data)] = data
+            address = slot.address(slot.bounce)
+            v4l2.queue_userptr(self.fd, OUT, index, address, q.size, len(data), stamp)
+            self.bounced[QueueType.INPUT] += 1
         if self.drain_wanted and not self.waiting_inputs:
             self.drain_wanted = False
             v4l2.decoder_command(self.fd, v4l2.DEC_CMD_STOP)
@@ -406,11 +409,23 @@ class V4l2Decoder:
             slot = q.slots[index]
             slot.resource = resource
             slot.direct = self._frame_view(resource)
-            if slot.direct is not None:
-                address, length = slot.address(slot.direct), len(slot.direct)
-            else:
-                address, length = slot.address(slot.bounce), q.size
-            v4l2.queue_userptr(self.fd, CAP, index, address, length, 0, 0)
+            if slot.direct is None or not self._queue_direct(q, index, 0, 0):
+                v4l2.queue_userptr(self.fd, CAP, index, slot.address(slot.bounce), q.size, 0, 0)
+
+    def _queue_direct(self, q: _Queue, index: int, bytesused: int, stamp: int) -> bool:
+        """QBUF the slot's guest pages; False (the slot back to its bounce buffer) if
+        the kernel will not take them, e.g. pages it cannot pin."""
+        slot = q.slots[index]
+        view = slot.direct
+        assert view is not None
+        try:
+            address = slot.address(view)
+            v4l2.queue_userptr(self.fd, q.type, index, address, len(view), bytesused, stamp)
+        except OSError as exc:
+            log.info("%s: guest pages refused as a buffer (%s); copying", self.path, exc.strerror)
+            slot.drop_direct()
+            return False
+        return True
 
     def _frame_view(self, resource: Resource) -> memoryview | None:
         """The guest's pages, if the kernel can write the frame into them as it is:
