@@ -505,3 +505,23 @@ def test_second_request_queue(tmp_path: Path) -> None:
         d.command(cdb10(Op.WRITE_10, 7, 1), data_out=b"\x07" * 512, queue=2)
         resp, got = d.command(cdb10(Op.READ_10, 7, 1), data_in=512, queue=3)
         assert resp.status == GOOD and got == b"\x07" * 512
+
+
+def test_write_from_many_descriptors(tmp_path: Path) -> None:
+    """A WRITE's data-out in 8 buffers after the header, as a scatterlist gives it."""
+    with scsi_driver(tmp_path) as d:
+        data = _pattern(8 * 512, 11)
+        mem, ram = d.ram.memory, d.ram
+        req = ram.alloc(51)
+        mem.write(
+            req, CmdRequest(encode_lun(0, 0), 98, 0, 0, 0, cdb10(Op.WRITE_10, 60, 8)).encode()
+        )
+        parts = [ram.alloc(512) for _ in range(8)]
+        for i, p in enumerate(parts):
+            mem.write(p, data[i * 512 : (i + 1) * 512])
+        resp = ram.alloc(RESP_SIZE)
+        chain = [(req, 51, False), *((p, 512, False) for p in parts), (resp, RESP_SIZE, True)]
+        head = d.queues[2].driver.add(chain)
+        d.publish()
+        assert d.wait(1)[head] == RESP_SIZE
+        assert d.command(cdb10(Op.READ_10, 60, 8), data_in=4096)[1] == data

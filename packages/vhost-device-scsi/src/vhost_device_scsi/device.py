@@ -160,7 +160,9 @@ class ScsiBackend(VhostUserBackend):
     name = "vhost-device-scsi"
     max_queue_size = virtio.QUEUE_SIZE
     features = FEATURES
-    protocol_features = ProtocolFeature.MQ
+    # INFLIGHT_SHMFD: requests complete out of order, so a restarted daemon learns
+    # which ones were in flight from the region QEMU keeps (the core's inflight).
+    protocol_features = ProtocolFeature.MQ | ProtocolFeature.INFLIGHT_SHMFD
 
     def __init__(
         self,
