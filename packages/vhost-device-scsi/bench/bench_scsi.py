@@ -98,8 +98,10 @@ def run(frontend: Frontend, queue: FrontendQueue, w: Workload, seconds: float, p
                 if not queue.wait_call(5.0):
                     raise TimeoutError("no completion in 5 s")
                 continue
-        for head, _length in used:
-            slot = slot_of.pop(head)
+        # get_used freed every reaped chain's descriptors: take all their slots
+        # before posting again, or a new chain reuses a head still in `used`.
+        freed = [slot_of.pop(head) for head, _length in used]
+        for slot in freed:
             if mem.read(slots[slot][1] + 10, 2) != b"\0\0":  # status, response
                 raise RuntimeError(f"request failed: {mem.read(slots[slot][1], 12).hex()}")
             slot_of[post(slot, done)] = slot
@@ -117,15 +119,21 @@ def bench(label: str, template: str, image: Path, seconds: float) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         sock = Path(tmp) / "scsi.sock"
         argv = shlex.split(template.format(sock=sock, image=image))
-        with daemon_process(argv, sockets=[str(sock)]) as daemon:
+        # Upstream serves one connection and exits: no probe connection, wait for the
+        # socket file (connect retries until it listens).
+        with daemon_process(argv) as daemon:
+            while not sock.exists() and daemon.poll() is None:
+                time.sleep(0.02)
             with Frontend.connect(sock) as frontend:
                 queues = frontend.start_device(3, 128, memory_size=64 << 20)
                 rows = []
                 for w in WORKLOADS:
                     result = run(frontend, queues[2], w, seconds, daemon.pid)
                     rows.append(f"| {label} | {image.parent} | {w.name} | {result} |")
-            time.sleep(0.5)
-            rows.append(f"| {label} | {image.parent} | idle | {idle_report(daemon.pid)} | | |")
+                # Idle while still connected: upstream exits once the frontend leaves.
+                time.sleep(0.5)
+                idle = idle_report(daemon.pid)
+                rows.append(f"| {label} | {image.parent} | idle, connected | {idle} | | |")
     return rows
 
 

@@ -84,3 +84,22 @@ def test_errors_are_rooted_in_the_core_tree() -> None:
     assert issubclass(DeviceError, VhostUserError)
     assert issubclass(ImageError, BackendError) and issubclass(ImageError, DeviceError)
     assert ImageError("gone", Path("/x")).path == Path("/x")
+
+
+def test_the_daemon_listens_again_after_a_frontend_leaves(tmp_path: Path) -> None:
+    """Upstream exits after its first frontend; this one serves the next."""
+    from test_scsi_smoke import smoke
+
+    image = tmp_path / "one"
+    image.mkdir()
+    smoke(DAEMON, image)  # one connection, then SIGTERM: covered there
+    from vhost_user_core.frontend import Frontend
+    from vhost_user_core.testing.harness import daemon_process
+
+    sock = tmp_path / "s.sock"
+    argv = [*DAEMON, "-s", str(sock), "mem:1M"]
+    with daemon_process(argv, log=tmp_path / "log", sockets=[sock]):
+        for _ in range(2):
+            with Frontend.connect(sock) as frontend:
+                frontend.start_device(3, 128)
+                assert frontend.get_queue_num() == 18  # controlq, eventq, 16 request queues

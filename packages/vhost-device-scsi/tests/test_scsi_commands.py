@@ -525,3 +525,23 @@ def test_write_from_many_descriptors(tmp_path: Path) -> None:
         d.publish()
         assert d.wait(1)[head] == RESP_SIZE
         assert d.command(cdb10(Op.READ_10, 60, 8), data_in=4096)[1] == data
+
+
+def test_images_in_memory_are_told_apart(tmp_path: Path) -> None:
+    """tmpfs and memfd images run their I/O inline (nothing waits for a disk)."""
+    assert MemoryImage(1 << 20).in_memory
+    disk = Path("/var/tmp") / f"scsi-test-{os.getpid()}.img"
+    shm = Path("/dev/shm") / f"scsi-test-{os.getpid()}.img"
+    try:
+        for path in (disk, shm):
+            path.write_bytes(bytes(1 << 20))
+        assert not FileImage(disk).in_memory
+        assert FileImage(shm).in_memory
+        with scsi_driver(tmp_path, [FileImage(shm)]) as d:
+            data = _pattern(4096, 12)
+            assert d.command(cdb10(Op.WRITE_10, 16, 8), data_out=data)[0].status == GOOD
+            assert d.command(cdb10(Op.READ_10, 16, 8), data_in=4096)[1] == data
+        assert shm.read_bytes()[8192 : 8192 + 4096] == data
+    finally:
+        disk.unlink(missing_ok=True)
+        shm.unlink(missing_ok=True)

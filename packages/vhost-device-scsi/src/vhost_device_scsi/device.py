@@ -312,15 +312,24 @@ class ScsiBackend(VhostUserBackend):
         if isinstance(outcome, Reply):
             self._reply(vring, chain, outcome, data_in)
             return
+        image = self.images[lun]
         if outcome.kind is IoKind.READ:
             views = _split(chain.writable_views(), resp_size, outcome.length)
             resid = data_in - outcome.length
+            if image.read_cached(views, outcome.offset):
+                # Cached data needs no thread: a pool round trip costs more than this.
+                response = CmdResponse(Response.OK, Status.GOOD, b"", resid)
+                self._respond(vring, chain, response, outcome.length)
+                return
         elif outcome.kind is IoKind.WRITE:
             views = _split(chain.readable_views(), req_size, outcome.length)
             resid = data_out - outcome.length
+            if not outcome.fua and image.write_cached(views, outcome.offset):
+                self._respond(vring, chain, CmdResponse(Response.OK, Status.GOOD, b"", resid))
+                return
         else:
             views, resid = [], 0
-        job = Pending(vring, chain, lun, req.tag, outcome, self.images[lun], views, resid)
+        job = Pending(vring, chain, lun, req.tag, outcome, image, views, resid)
         self.pending[job.key] = job
         assert self.pool is not None
         self.pool.submit(job)

@@ -47,6 +47,13 @@ class Image(Protocol):
     def serial(self) -> str: ...
     def blocks(self) -> int: ...
     def readinto(self, views: Sequence[memoryview], offset: int) -> int: ...
+    def read_cached(self, views: Sequence[memoryview], offset: int) -> bool:
+        """Fill `views` only if that needs no waiting (the page cache has it, or the
+        image is in memory): True if done, False to leave it to the pool."""
+
+    def write_cached(self, views: Sequence[memoryview], offset: int) -> bool:
+        """Write `views` only if the image is in memory (tmpfs, memfd): no waiting."""
+
     def write(self, views: Sequence[memoryview], offset: int) -> int: ...
     def sync(self) -> None: ...
     def discard(self, offset: int, length: int) -> None: ...
@@ -74,6 +81,8 @@ class FdImage:
         self.read_only = read_only
         self.serial = serial
         self._punch = True  # until the filesystem says otherwise
+        #: On tmpfs (or a memfd): no I/O ever waits for a disk, so it runs inline.
+        self.in_memory = in_memory(fd)
 
     def blocks(self) -> int:
         return os.lseek(self.fd, 0, os.SEEK_END) // self.block_size
@@ -89,6 +98,28 @@ class FdImage:
             total += n
             left = _advance(left, n)
         return total
+
+    def read_cached(self, views: Sequence[memoryview], offset: int) -> bool:
+        if self.in_memory:
+            try:
+                self.readinto(views, offset)
+                return True
+            except OSError:
+                return False  # the pool tries again and reports the error
+        want = sum(len(view) for view in views)
+        try:
+            return os.preadv(self.fd, views, offset, os.RWF_NOWAIT) == want
+        except OSError:
+            return False  # not cached, or RWF_NOWAIT unsupported here: the pool reads
+
+    def write_cached(self, views: Sequence[memoryview], offset: int) -> bool:
+        if not self.in_memory:
+            return False
+        try:
+            self.write(views, offset)
+            return True
+        except OSError:
+            return False  # ENOSPC on a full tmpfs: the pool tries again and reports it
 
     def write(self, views: Sequence[memoryview], offset: int) -> int:
         left, total = list(views), 0
@@ -122,6 +153,23 @@ class FdImage:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def in_memory(fd: int) -> bool:
+    """Whether `fd` is a memfd or a file on tmpfs/ramfs (its device in mountinfo)."""
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:"):
+            return True
+        dev = os.fstat(fd).st_dev
+        wanted = f"{os.major(dev)}:{os.minor(dev)}"
+        with open("/proc/self/mountinfo") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if fields[2] == wanted and " - " in line:
+                    return line.split(" - ", 1)[1].split()[0] in ("tmpfs", "ramfs")
+    except OSError:
+        pass
+    return False
 
 
 def _serial(text: str) -> str:
