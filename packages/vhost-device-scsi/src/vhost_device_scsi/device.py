@@ -148,15 +148,12 @@ class HeldTmf:
     """A task management function waiting for the commands it aborts to complete
     (the driver may reuse their buffers once the TMF is answered)."""
 
-    __slots__ = ("vring", "head", "waiting", "response")
+    __slots__ = ("vring", "head", "waiting")
 
-    def __init__(
-        self, vring: Vring, head: int, waiting: set[tuple[int, int]], response: Response
-    ) -> None:
+    def __init__(self, vring: Vring, head: int, waiting: set[tuple[int, int]]) -> None:
         self.vring = vring
         self.head = head
         self.waiting = waiting
-        self.response = response
 
 
 class ScsiBackend(VhostUserBackend):
@@ -228,7 +225,7 @@ class ScsiBackend(VhostUserBackend):
             self._completions()
         for tmf in [t for t in self.held if t.vring is vring]:
             self.held.remove(tmf)
-            self._answer_tmf(tmf.vring, tmf.head, tmf.response)
+            self._answer_tmf(tmf.vring, tmf.head)
 
     def reset(self) -> None:
         self.cdb_size = virtio.CDB_SIZE
@@ -352,25 +349,27 @@ class ScsiBackend(VhostUserBackend):
         for job in self.pool.take():
             assert isinstance(job, Pending)
             self.pending.pop(job.key, None)
-            if not job.vring.ready:
-                continue  # the ring was reset under it: the guest no longer waits
-            if job.aborted:
-                response = CmdResponse(Response.ABORTED)
-                data = 0
-            elif job.sense is not None:
-                response = CmdResponse(
-                    Response.OK, Status.CHECK_CONDITION, job.sense.encode(), job.resid
-                )
-                data = 0
-            else:
-                response = CmdResponse(Response.OK, Status.GOOD, b"", job.resid)
-                data = job.io.length if job.io.kind is IoKind.READ else 0
-            self._respond(job.vring, job.chain, response, data)
+            if job.vring.ready:
+                self._finish(job)
+            # else the ring was reset under it: the guest no longer waits for it
             for tmf in list(self.held):
                 tmf.waiting.discard(job.key)
                 if not tmf.waiting:
                     self.held.remove(tmf)
-                    self._answer_tmf(tmf.vring, tmf.head, tmf.response)
+                    self._answer_tmf(tmf.vring, tmf.head)
+
+    def _finish(self, job: Pending) -> None:
+        """Return a command whose I/O the pool has done (or skipped: aborted)."""
+        data = 0
+        if job.aborted:
+            response = CmdResponse(Response.ABORTED)
+        elif job.sense is not None:
+            sense = job.sense.encode()
+            response = CmdResponse(Response.OK, Status.CHECK_CONDITION, sense, job.resid)
+        else:
+            response = CmdResponse(Response.OK, Status.GOOD, b"", job.resid)
+            data = job.io.length if job.io.kind is IoKind.READ else 0
+        self._respond(job.vring, job.chain, response, data)
 
     # -- control queue ------------------------------------------------------------------
 
@@ -379,7 +378,8 @@ class ScsiBackend(VhostUserBackend):
             for chain in batch:
                 self._control_request(vring, chain)
 
-    def _answer_tmf(self, vring: Vring, head: int, response: Response) -> None:
+    def _answer_tmf(self, vring: Vring, head: int) -> None:
+        """Return a held TMF, whose response byte is already written."""
         if vring.ready:
             vring.complete_one(head, 1)
 
@@ -402,7 +402,7 @@ class ScsiBackend(VhostUserBackend):
                 job.aborted = True  # the pool skips it if it has not started yet
                 waiting.add(job.key)
             if waiting:
-                self.held.append(HeldTmf(vring, chain.head, waiting, response))
+                self.held.append(HeldTmf(vring, chain.head, waiting))
             else:
                 vring.complete_one(chain.head, 1)
         elif kind in (virtio.ControlType.AN_QUERY, virtio.ControlType.AN_SUBSCRIBE):

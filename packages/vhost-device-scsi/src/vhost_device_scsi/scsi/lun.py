@@ -110,8 +110,6 @@ class Disk:
         self.solid_state = solid_state
         self.block_size = medium.block_size
         self.capacity = medium.blocks()
-        #: Sense a REQUEST SENSE reports next (a unit attention after a reset).
-        self.pending: Sense | None = None
 
     @property
     def read_only(self) -> bool:
@@ -134,8 +132,8 @@ class Disk:
             data = self._vpd_page(cmd.page) if cmd.evpd else standard_inquiry(0)
             return Reply(data=_truncate(data, cmd.allocation))
         if isinstance(cmd, codec.RequestSense):
-            sense, self.pending = self.pending or codec.NO_SENSE, None
-            return Reply(data=_truncate(sense.encode(cmd.descriptor), cmd.allocation))
+            # Sense goes with each CHECK CONDITION (autosense): nothing is left pending.
+            return Reply(data=_truncate(codec.NO_SENSE.encode(cmd.descriptor), cmd.allocation))
         if isinstance(cmd, codec.ReadCapacity):
             return Reply(data=self._read_capacity(cmd))
         if isinstance(cmd, codec.ModeSense):
