@@ -370,12 +370,18 @@ class Session:
     def _set_vring_call(self, p: object, msg: Message) -> None:
         vring, has_fd = self._vring_fd_target(p, msg)
         vring._set_call_fd(msg.take_fd() if has_fd else None)
-        if has_fd and vring.started:
+        if has_fd and vring.started and self._reconnectable:
             # A ring already running gets a new call fd (QEMU after a reconnect sends
             # it last): interrupt once, or a completion signalled on the old fd in
-            # between is never seen and the guest waits forever.
+            # between is never seen and the guest waits forever. Only for a backend
+            # that resumes after a crash (INFLIGHT_SHMFD): other devices keep the
+            # interrupts they always had (rng's rate-limit guest test notices one more).
             vring.signal()
         return None
+
+    @property
+    def _reconnectable(self) -> bool:
+        return bool(self.backend.protocol_features & ProtocolFeature.INFLIGHT_SHMFD)
 
     def _set_vring_err(self, p: object, msg: Message) -> None:
         vring, has_fd = self._vring_fd_target(p, msg)
