@@ -203,6 +203,15 @@ def test_chain_longer_than_the_queue(rig: Rig) -> None:
     assert_rejected(rig.pop_one(), LOOP)
 
 
+def test_an_indirect_table_as_long_as_the_queue_is_accepted(rig: Rig) -> None:
+    # Eight-entry queue, eight entries in the table (virtio_scsi: seg_max + 2 of them).
+    table = [(DATA + 8 * i, 8, NEXT, i + 1) for i in range(7)] + [(DATA + 56, 8, WRITE, 0)]
+    length = rig.indirect_table(TABLE, table)
+    rig.raw_chain([(TABLE, length, INDIRECT, 0)])
+    chain = rig.pop_one()
+    assert chain.error is None and (chain.readable_len, chain.writable_len) == (56, 8)
+
+
 def test_loop_inside_an_indirect_table(rig: Rig) -> None:
     length = rig.indirect_table(TABLE, [(DATA, 8, NEXT, 1), (DATA, 8, NEXT, 0)])
     rig.raw_chain([(TABLE, length, INDIRECT, 0)])

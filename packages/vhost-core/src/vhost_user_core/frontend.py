@@ -27,6 +27,7 @@ from .protocol import (
     VRING_NOFD_MASK,
     ConfigSpace,
     HeaderFlag,
+    Inflight,
     MemoryRegionDesc,
     MemTable,
     ProtocolFeature,
@@ -298,6 +299,22 @@ class Frontend:
 
     def set_config(self, offset: int, data: bytes) -> None:
         self._tell(Request.SET_CONFIG, ConfigSpace(offset, len(data), 0, data).encode())
+
+    def get_inflight_fd(self, num_queues: int, queue_size: int) -> tuple[Inflight, int]:
+        """GET_INFLIGHT_FD: the backend's inflight region and its memfd (the caller
+        owns the fd and keeps it across a backend restart, as QEMU does)."""
+        payload = Inflight(0, 0, num_queues, queue_size).encode()
+        self.conn.send(Request.GET_INFLIGHT_FD, payload, ())
+        msg = self.conn.recv()
+        if msg.header.request != Request.GET_INFLIGHT_FD or not msg.fds:
+            msg.close_fds()
+            raise ProtocolError("backend refused GET_INFLIGHT_FD")
+        fd = msg.take_fd()
+        msg.close_fds()
+        return Inflight.decode(msg.payload), fd
+
+    def set_inflight_fd(self, inflight: Inflight, fd: int) -> None:
+        self._tell(Request.SET_INFLIGHT_FD, inflight.encode(), fds=[fd])
 
     def set_status(self, status: int) -> None:
         self._tell(Request.SET_STATUS, U64(status).encode())

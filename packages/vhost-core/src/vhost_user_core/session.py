@@ -15,6 +15,7 @@ from collections.abc import Callable
 from .backend import FRAMEWORK_PROTOCOL_FEATURES, VhostUserBackend
 from .connection import Connection, Message
 from .errors import ProtocolError, QueueError, VhostUserError
+from .inflight import InflightRegion
 from .memory import MAX_REGIONS, GuestMemory
 from .protocol import (
     REQUEST_SPECS,
@@ -68,6 +69,10 @@ class Session:
         ]
         #: Rings whose kick fd is in their worker's epoll set.
         self._watching: set[int] = set()
+        #: The inflight region (INFLIGHT_SHMFD), once the front-end set or got one.
+        self.inflight: InflightRegion | None = None
+        #: Fds the reply being built carries (GET_INFLIGHT_FD's memfd).
+        self._reply_fds: tuple[int, ...] = ()
         self._handlers: dict[Request, Handler] = {
             Request.GET_FEATURES: self._get_features,
             Request.SET_FEATURES: self._set_features,
@@ -95,6 +100,8 @@ class Session:
             Request.SET_STATUS: self._set_status,
             Request.GET_STATUS: self._get_status,
             Request.GPU_SET_SOCKET: self._gpu_set_socket,
+            Request.GET_INFLIGHT_FD: self._get_inflight_fd,
+            Request.SET_INFLIGHT_FD: self._set_inflight_fd,
         }
         for worker in self.workers:
             worker.start()
@@ -162,13 +169,14 @@ class Session:
             spec = REQUEST_SPECS[Request(header.request)]
         except ValueError:
             spec = None
+        fds, self._reply_fds = self._reply_fds, ()
         if spec is not None and spec.reply is ReplyKind.ALWAYS:
-            self.conn.reply(
-                header.request,
-                reply
-                if ok and reply is not None
-                else _failure_reply(Request(header.request), msg.payload),
-            )
+            if ok and reply is not None:
+                self.conn.reply(header.request, reply, fds)
+            else:
+                self.conn.reply(
+                    header.request, _failure_reply(Request(header.request), msg.payload)
+                )
         elif header.need_reply and self.acked_protocol_features & ProtocolFeature.REPLY_ACK:
             self.conn.ack(header.request, ok)
 
@@ -316,13 +324,65 @@ class Session:
         if vring.kick_fd is not None:
             vring.worker.remove_reader(vring.kick_fd)
         vring._set_kick_fd(msg.take_fd())
+        if self.inflight is not None:
+            vring._track_inflight(self.inflight.queue(vring.index))
         self._update_registration(vring)
+        return None
+
+    # -- inflight I/O tracking (opt-in: a backend offering INFLIGHT_SHMFD) -----------
+
+    def _check_inflight_shape(self, num_queues: int, queue_size: int) -> None:
+        if not 1 <= num_queues <= self.backend.num_queues:
+            raise ProtocolError(
+                f"inflight region for {num_queues} queues, device has {self.backend.num_queues}"
+            )
+        if not 1 <= queue_size <= self.backend.max_queue_size:
+            raise ProtocolError(
+                f"inflight queue size {queue_size} over {self.backend.max_queue_size}"
+            )
+
+    def _set_region(self, region: InflightRegion) -> None:
+        if self.inflight is not None:
+            for vring in self.vrings:
+                vring._track_inflight(None)
+            self.inflight.close()
+        self.inflight = region
+
+    def _get_inflight_fd(self, p: object, _m: Message) -> bytes:
+        assert isinstance(p, Inflight)
+        self._check_inflight_shape(p.num_queues, p.queue_size)
+        self._set_region(InflightRegion.create(p.num_queues, p.queue_size))
+        assert self.inflight is not None
+        self._reply_fds = (self.inflight.fd,)
+        return Inflight(self.inflight.size, 0, p.num_queues, p.queue_size).encode()
+
+    def _set_inflight_fd(self, p: object, msg: Message) -> None:
+        assert isinstance(p, Inflight)
+        self._check_inflight_shape(p.num_queues, p.queue_size)
+        fd = msg.take_fd()
+        try:
+            region = InflightRegion(fd, p.mmap_size, p.mmap_offset, p.num_queues, p.queue_size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._set_region(region)
         return None
 
     def _set_vring_call(self, p: object, msg: Message) -> None:
         vring, has_fd = self._vring_fd_target(p, msg)
         vring._set_call_fd(msg.take_fd() if has_fd else None)
+        if has_fd and vring.started and self._reconnectable:
+            # A ring already running gets a new call fd (QEMU after a reconnect sends
+            # it last): interrupt once, or a completion signalled on the old fd in
+            # between is never seen and the guest waits forever. Only for a backend
+            # that resumes after a crash (INFLIGHT_SHMFD): other devices keep the
+            # interrupts they always had (rng's rate-limit guest test notices one more).
+            vring.signal()
         return None
+
+    @property
+    def _reconnectable(self) -> bool:
+        return bool(self.backend.protocol_features & ProtocolFeature.INFLIGHT_SHMFD)
 
     def _set_vring_err(self, p: object, msg: Message) -> None:
         vring, has_fd = self._vring_fd_target(p, msg)
@@ -445,6 +505,8 @@ class Session:
             self.backend.close()
         finally:
             self.memory.close()
+            if self.inflight is not None:
+                self.inflight.close()
 
 
 def _failure_reply(request: Request, payload: bytes) -> bytes:

@@ -83,6 +83,8 @@ class Virtqueue:
         QueueError) if the guest's avail index ran more than `size` ahead."""
     def pop(self, limit: int = 0) -> ChainBatch:
         """Pop up to `limit` chains (0 = all pending)."""
+    def pop_heads(self, heads: Sequence[int]) -> ChainBatch:
+        """The chains at these heads, next_avail unchanged (inflight resubmission)."""
     def add_used(self, head: int, length: int) -> None: ...
     def add_used_batch(self, batch: ChainBatch, lengths: Sequence[int]) -> None:
         """Complete the first len(lengths) chains of `batch` with lengths[i] (the rest

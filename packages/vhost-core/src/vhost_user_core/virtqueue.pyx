@@ -362,6 +362,27 @@ cdef class Virtqueue:
         self.next_avail = <uint16_t>(self.next_avail + n)
         return batch
 
+    def pop_heads(self, heads):
+        """The chains at these head indices, without moving next_avail: requests a
+        restarted backend resubmits from its inflight region."""
+        cdef ChainBatch batch = ChainBatch.__new__(ChainBatch)
+        cdef uint16_t head
+        cdef int n = len(heads), i
+        batch.pins = self.pins
+        if self.desc == NULL or self._broken or n == 0:
+            return batch
+        batch.chains = <ChainInfo*>malloc(n * sizeof(ChainInfo))
+        if batch.chains == NULL:
+            raise MemoryError()
+        for i in range(n):
+            if not 0 <= heads[i] < self._size:
+                raise QueueError(f"queue {self.index}: head index {heads[i]} outside the ring")
+        for i in range(n):
+            head = heads[i]
+            if self._walk(batch, head) < 0:
+                raise MemoryError()
+        return batch
+
     cdef int _walk(self, ChainBatch batch, uint16_t head) noexcept nogil:
         """Append chain `head` to `batch`; -1 only on allocation failure."""
         cdef ChainInfo* info = &batch.chains[batch.count]
@@ -404,6 +425,10 @@ cdef class Virtqueue:
                 table = <vring_desc*>p
                 table_len = d.len // 16
                 indirect = True
+                # The descriptor that points at the table is not one of the chain's
+                # buffers: a table of Queue Size entries is a whole chain (Linux's
+                # virtio_scsi sends seg_max + 2 = the queue size).
+                seen -= 1
                 idx = 0
                 continue
             if d.len:

@@ -16,6 +16,7 @@ from .errors import QueueError
 from .virtqueue import ChainBatch, Virtqueue
 
 if TYPE_CHECKING:
+    from .inflight import QueueInflight
     from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class Vring:
         "_err_fd",
         "_enabled",
         "_started",
+        "_inflight",
+        "_resubmit",
     )
 
     def __init__(self, index: int, max_size: int, worker: Worker) -> None:
@@ -51,6 +54,10 @@ class Vring:
         self._err_fd: int | None = None
         self._enabled = False
         self._started = False
+        #: This queue's part of the inflight region (INFLIGHT_SHMFD), if any.
+        self._inflight: QueueInflight | None = None
+        #: Heads a restarted backend takes again before the avail ring's.
+        self._resubmit: list[int] = []
 
     # -- what a device reads ----------------------------------------------------------
 
@@ -155,23 +162,43 @@ class Vring:
         """Pop up to `limit` chains; None if the guest broke the ring (reported once:
         the queue yields nothing more until it is reset)."""
         try:
-            return self._queue.pop(limit)
+            if self._resubmit:
+                heads, self._resubmit = self._resubmit, []
+                log.info("queue %d: resubmitting %d inflight requests", self._index, len(heads))
+                return self._queue.pop_heads(heads)
+            batch = self._queue.pop(limit)
         except QueueError as exc:
             log.error("queue %d: %s; the ring is stopped until reset", self._index, exc)
             self.report_error()
             return None
+        if self._inflight is not None and len(batch):
+            self._inflight.popped([chain.head for chain in batch])
+        return batch
 
     # -- returning buffers -----------------------------------------------------------
 
     def complete(self, batch: ChainBatch, lengths: Sequence[int]) -> None:
         """Return the first len(lengths) chains of `batch` (lengths[i] bytes written
         into chain i), then interrupt the guest if it asked for it."""
-        self._queue.add_used_batch(batch, lengths)
+        inflight = self._inflight
+        if inflight is None:
+            self._queue.add_used_batch(batch, lengths)
+        else:
+            heads = [batch[i].head for i in range(len(lengths))]
+            inflight.completing(heads)
+            self._queue.add_used_batch(batch, lengths)
+            inflight.completed(heads, self._queue.next_used)
         self.signal_used()
 
     def complete_one(self, head: int, length: int) -> None:
         """Return one chain by its head (a chain held across wake-ups)."""
-        self._queue.add_used(head, length)
+        inflight = self._inflight
+        if inflight is None:
+            self._queue.add_used(head, length)
+        else:
+            inflight.completing((head,))
+            self._queue.add_used(head, length)
+            inflight.completed((head,), self._queue.next_used)
         self.signal_used()
 
     def signal(self) -> None:
@@ -207,6 +234,19 @@ class Vring:
         if self._err_fd is not None:
             os.close(self._err_fd)
         self._err_fd = fd
+
+    def _track_inflight(self, inflight: QueueInflight | None) -> None:
+        """SET_VRING_KICK with an inflight region: pick up where a crashed backend
+        left off. Every chain popped before is either on the used ring or still
+        inflight, so the avail ring resumes after both, and the inflight ones are
+        taken again first, oldest first."""
+        self._inflight = inflight
+        self._resubmit = []
+        if inflight is None or not self._queue.configured:
+            return
+        used = self._queue.next_used
+        self._resubmit = inflight.recover(used, self._queue.size)
+        self._queue.next_avail = (used + len(self._resubmit)) & 0xFFFF
 
     def _set_enabled(self, enabled: bool) -> None:
         self._enabled = enabled
