@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from vhost_user_core import DescriptorChain, QueueError, TimerHandle, Vring, Worker
 
 from ._pcmring import PcmRing, Switch
-from ._playback import PlaybackBuffers
+from ._playback import DeviceLock, PlaybackBuffers
 from .backends.base import AudioBackend, StreamSetup
 from .params import DEFAULT_PARAMS, PcmParams
 from .pcm_state import INITIAL_STATE, PcmState
-from .protocol import Direction, PcmStatus, PcmXfer, Status
+from .protocol import QUEUE_SIZE, Direction, PcmStatus, PcmXfer, Status
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,10 @@ class StreamIO:
     pull: Callable[[], None] = lambda: None
     route: Callable[[DescriptorChain], None] = lambda chain: None
     resume_kicks: Callable[[], None] = lambda: None
+    #: The device's session lock, if it is a DeviceLock: with a backend whose host
+    #: runs cycles, a playing stream's buffers then move in those cycles (see the
+    #: module doc) instead of on worker wake-ups.
+    lock: DeviceLock | None = None
     _clock: TimerHandle | None = None
     _deadline: float = 0.0
     _ticks: int = 1
@@ -158,6 +162,10 @@ class StreamIO:
         # guest's buffer has slack, not every realtime cycle (see consume_rt).
         self.ring.notify_every = self.params.wakeup_frames * self.params.frame_bytes
         self.worker.add_reader(self.ring.notify_fd, self._host_moved_data)
+        if self._host_cycles_possible():
+            assert self.lock is not None
+            pool = self.vring.queue.max_size if self.vring is not None else QUEUE_SIZE
+            self.played.attach_host(self.ring, self.lock, pool)
         self.backend.prepare(
             StreamSetup(
                 self.stream_id, self.direction, self.params, self.params.positions, self.ring
@@ -174,7 +182,7 @@ class StreamIO:
         self.backend.set_active(self.direction, self.switch.enabled)
         self._feed()
         self._repace(now)
-        if self.direction is Direction.OUTPUT and self._clock is None:
+        if self.direction is Direction.OUTPUT and not self._paced():
             self._host_moved_data()  # sets the timer for the first deadline
 
     def stop(self) -> None:
@@ -346,7 +354,7 @@ class StreamIO:
         `periods_per_wakeup` periods: a wake-up costs more than its work). A host
         notification that comes first takes the timer's place. While the period timer
         paces the stream, it comes back anyway."""
-        if self._clock is not None:
+        if self._paced():
             return
         if not due:
             self._cancel_due_timer()
@@ -381,11 +389,19 @@ class StreamIO:
         at `now`, the anchor of the buffers' deadlines, at START."""
         host_clock = self.backend.drives_clock and self.switch.enabled
         if self.state is PcmState.START and not host_clock and not self._suspended:
-            if self._clock is None:
+            if not self._paced():
                 self._cancel_due_timer()
                 self._ticks = self.params.periods_per_wakeup
                 self._deadline = time.monotonic() if now is None else now
-                self._schedule()
+                if self.ring is not None and self._host_cycles_possible():
+                    # Output: the period clock's own C thread (see the module doc).
+                    self.played.clock_start(
+                        self._deadline,
+                        self.params.period_seconds * self._ticks,
+                        self.params.period_bytes * self._ticks,
+                    )
+                else:
+                    self._schedule()
         else:
             self._stop_clock()
 
@@ -419,8 +435,44 @@ class StreamIO:
         if self._clock is not None:
             self._clock.cancel()
             self._clock = None
+        self.played.clock_stop()
+
+    def _paced(self) -> bool:
+        """Whether the period timer (or the output's period clock) paces the stream."""
+        return self._clock is not None or self.played.period_clock_running
 
     def _drop_ring(self) -> None:
         if self.ring is not None:
+            self.played.detach_host()
             self.worker.remove_reader(self.ring.notify_fd)
             self.ring = None
+
+    # -- the realtime path -----------------------------------------------------------------
+
+    def _host_cycles_possible(self) -> bool:
+        """An output whose buffers can move without the worker: in the host's cycles
+        (PipeWire) or the period clock's (the null backend, or the output switched off).
+        Not with ALSA, whose thread is Python and takes a whole PCM buffer at a time."""
+        return (
+            self.direction is Direction.OUTPUT
+            and (self.backend.host_cycles or not self.backend.drives_clock)
+            and isinstance(self.lock, DeviceLock)
+        )
+
+    def refresh_host_cycles(self) -> None:
+        """Arm the host's cycles to take and return this stream's buffers exactly while
+        it plays through the host: started, not paused, output on (so the period timer
+        does not pace it) and its ring running. Called, lock held, after anything that
+        may have changed one of those (DeviceLock.refresh)."""
+        if self.ring is None or not self._host_cycles_possible():
+            return
+        vring = self.vring
+        host_plays = self.backend.host_cycles and self.switch.enabled and not self._paced()
+        armed = (
+            self.state is PcmState.START
+            and not self._suspended
+            and (host_plays or self.played.period_clock_running)
+            and vring is not None
+            and vring.active
+        )
+        self.played.rt_configure(armed, vring, self.params.buffer_bytes)
