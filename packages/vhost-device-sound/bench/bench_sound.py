@@ -193,7 +193,16 @@ def round_trip(driver: SoundDriver, seconds: float, queued: int) -> list[tuple[f
                 frames_after = (len(samples) - loud) // CHANNELS
                 heard.append(capture.at - frames_after / RATE)
     ahead = (queued - 1) * PERIOD / BYTES_PER_SECOND  # guest periods queued before a click
-    return [(h - p, ahead) for p, h in zip(posted, heard, strict=False) if h > p]
+    # Each click with the first one heard after it, before the next was posted: a click
+    # that never came back (the capture stream still starting) must not pair the rest
+    # with their successors.
+    gap = CLICK_EVERY * PERIOD / BYTES_PER_SECOND
+    trips = []
+    for p in posted:
+        h = next((h for h in heard if p < h < p + gap), None)
+        if h is not None:
+            trips.append((h - p, ahead))
+    return trips
 
 
 def latency(command: DaemonCommand, seconds: float, queued: int) -> None:

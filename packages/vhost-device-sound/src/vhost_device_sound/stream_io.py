@@ -8,13 +8,18 @@ guest's periods would otherwise run the guest ahead of real time. (Capture needs
 such clock: a host cannot deliver frames before they are recorded.)
 
 Playback: the guest's tx buffers queue up; their samples are copied into the stream's
-PcmRing as room allows, from which the backend's audio thread plays them, and a buffer
-is completed once its deadline has passed and all of it is in the ring (a host slower
-than the clock leaves no room, which holds the guest back). A one-shot timer is set for
-the next deadline. While the output is disabled (or the backend has no clock) a period
-timer discards the ring's samples at the clock's pace and completes what it played.
-Completions carry the ring fill as latency. The buffers are held, fed and returned in C
-(`_playback.PlaybackBuffers`): a playing stream's wake-up is one call.
+PcmRing as room allows, from which the backend's audio thread plays them. With ALSA a
+buffer is completed once its deadline has passed and all of it is in the ring (a host
+slower than the clock leaves no room, which holds the guest back), a one-shot timer set
+for the next deadline. With PipeWire it is completed in the cycle that took its last
+frame, once its deadline falls within that cycle, by PipeWire's realtime thread itself
+(the ring's host cycle hook): no worker wake-up at all while it plays. While the output
+is disabled (or the backend has no clock) a period clock discards the ring's samples at
+the clock's pace and completes what it played: the output's own C thread when the
+device's lock is a DeviceLock (the worker's timer otherwise). Completions carry the
+ring fill as latency. The buffers are held, fed and returned in C
+(`_playback.PlaybackBuffers`): each of those wake-ups is one call, and what a host or
+clock cycle cannot take as plainly the stream's own it leaves to the worker.
 
 Capture: the backend produces host samples into the ring and the worker moves them into
 the guest's rx buffers, checking the direction's switch before every chunk, and returns
@@ -194,6 +199,7 @@ class StreamIO:
     def release(self) -> None:
         """Close the host stream and give every held buffer back (the driver waits for
         them before it goes on)."""
+        self._report_cycles()
         self._stop_clock()
         self._stop_due()
         self.backend.release(self.stream_id)
@@ -204,6 +210,7 @@ class StreamIO:
     def shutdown(self) -> None:
         """Reset or end of connection: the guest's rings are gone, so held buffers are
         forgotten rather than completed."""
+        self._report_cycles()
         self._stop_clock()
         self._stop_due()
         self._suspended = False
@@ -448,6 +455,15 @@ class StreamIO:
             self.ring = None
 
     # -- the realtime path -----------------------------------------------------------------
+
+    def _report_cycles(self) -> None:
+        if self.direction is Direction.OUTPUT and self.played.rt_cycles:
+            log.debug(
+                "stream %d: %d host or clock cycles moved its buffers, %d left it to the worker",
+                self.stream_id,
+                self.played.rt_cycles,
+                self.played.rt_busy,
+            )
 
     def _host_cycles_possible(self) -> bool:
         """An output whose buffers can move without the worker: in the host's cycles
