@@ -15,6 +15,8 @@ XFER_SIZE: int
 STATUS_SIZE: int
 #: Seconds before its deadline at which a buffer counts as due.
 DUE_SLACK: float
+#: The most a host's cycle returns a buffer before its deadline, in seconds.
+MAX_LEAD: float
 
 class DeviceLock:
     """The session lock of a device with a realtime path: reentrant like

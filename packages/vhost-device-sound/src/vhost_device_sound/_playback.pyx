@@ -114,6 +114,12 @@ STATUS_SIZE = _STATUS_SIZE
 #: period tick that shares its anchor) must not miss it by a rounding error.
 DUE_SLACK = 0.0005
 cdef double _DUE_SLACK = DUE_SLACK
+#: The most a buffer goes back before its deadline in a host's cycle: PipeWire's
+#: playback quantum (the power of two nearest 20 ms) is at most 23.2 ms. A cycle that
+#: takes more (PipeWire may hand a stream a whole buffer to fill) does not run the guest
+#: further ahead of real time.
+MAX_LEAD = 0.025
+cdef double _MAX_LEAD = MAX_LEAD
 #: A clock this many ticks late starts afresh instead of catching up in a burst (as
 #: stream_io's MAX_CLOCK_LAG).
 cdef double _MAX_CLOCK_LAG = 4.0
@@ -620,7 +626,9 @@ cdef class PlaybackBuffers:
             return
         self.rt_holding = False
         self.rt_lead = n / self.bytes_per_second
-        self._rt_complete(r)
+        if self.rt_lead > _MAX_LEAD:
+            self.rt_lead = _MAX_LEAD
+        self._rt_complete(r, _HOST)
         self._feed(r)
         self._rt_signal()
         self.rt_cycles += 1
@@ -668,9 +676,8 @@ cdef class PlaybackBuffers:
                 self._rt_take()
                 self._feed(r)
             ring_discard(r, n)
-            self.rt_lead = n / self.bytes_per_second
             if self._armed and not self.rt_wake:
-                self._rt_complete(r)
+                self._rt_complete(r, _UNTIMED)  # what the clock played, as its timer did
                 self._feed(r)
                 self._rt_signal()
                 self.rt_cycles += 1
@@ -734,13 +741,13 @@ cdef class PlaybackBuffers:
             self.rt_q.next_avail = <uint16_t>(self.rt_q.next_avail + 1)
             n -= 1
 
-    cdef void _rt_complete(self, pcm_ring* r) noexcept nogil:
+    cdef void _rt_complete(self, pcm_ring* r, int mode) noexcept nogil:
         cdef uint64_t read_pos = ring_read_pos(r)
         cdef double now = _monotonic() + _DUE_SLACK + self.rt_lead
         cdef Held* h
         while self.count:
             h = &self.items[self.first]
-            if not self._played(h, _HOST, read_pos, now):
+            if not self._played(h, mode, read_pos, now):
                 return
             _write_status(h.segs, h.info, _S_OK, <uint32_t>ring_fill(r))
             if self.rt_q.push_used(h.info.head, _STATUS_SIZE) < 0:
@@ -830,7 +837,8 @@ cdef class PlaybackBuffers:
             ring_discard(&ring.ring, discard)
             mode = _UNTIMED
         elif &ring.ring == self.rt_ring:
-            mode = _HOST
+            # A cycle handed over: the period clock's rule, or the host's.
+            mode = _UNTIMED if self.clock_alive else _HOST
         else:
             mode = _TIMED
         due = self._complete_played(used, &ring.ring, mode)
