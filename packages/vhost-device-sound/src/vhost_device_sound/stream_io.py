@@ -133,9 +133,9 @@ class StreamIO:
     pull: Callable[[], None] = lambda: None
     route: Callable[[DescriptorChain], None] = lambda chain: None
     resume_kicks: Callable[[], None] = lambda: None
-    #: The device's session lock, if it is a DeviceLock: with a backend whose host
-    #: runs cycles, a playing stream's buffers then move in those cycles (see the
-    #: module doc) instead of on worker wake-ups.
+    #: The device's session lock, if it is a DeviceLock: an output's buffers then move
+    #: in PipeWire's cycles or the period clock's (see the module doc) instead of on
+    #: worker wake-ups.
     lock: DeviceLock | None = None
     _clock: TimerHandle | None = None
     _deadline: float = 0.0
