@@ -315,9 +315,9 @@ def test_prepare_twice_leaves_one_node(pipewire: PipeWireSession, backend: PipeW
     assert info is not None and node["id"] == info["node_id"]
     assert props["media.type"] == "Audio" and props["media.category"] == "Playback"
     assert props["media.class"] == "Stream/Output/Audio"
-    # Two 10 ms periods per quantum (the guest's buffer holds four): one daemon wake-up
-    # per 20 ms. The first PREPARE's 1024-frame periods (21 ms) went one per quantum.
-    assert props["node.latency"] == "882/44100"
+    # Playback asks for the power-of-two quantum nearest 20 ms (PipeWire rounds a
+    # request down to one), which a 40 ms guest buffer of 10 ms periods has room for.
+    assert props["node.latency"] == "1024/44100"
 
     backend.prepare(make_setup(PcmRing(65536, Switch(False)), direction=INPUT))
     (node,) = pipewire.nodes(node_name(INPUT))

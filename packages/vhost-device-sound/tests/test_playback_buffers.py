@@ -8,13 +8,13 @@ import statistics
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from vhost_device_sound._pcmring import PcmRing
-from vhost_device_sound._playback import STATUS_SIZE, XFER_SIZE, PlaybackBuffers
+from vhost_device_sound._playback import STATUS_SIZE, XFER_SIZE, DeviceLock, PlaybackBuffers
 from vhost_device_sound.backends.base import StreamSetup
 from vhost_device_sound.backends.null import NullBackend
 from vhost_device_sound.device import SoundDevice
@@ -159,9 +159,7 @@ def test_playing_stream_takes_split_buffers_byte_for_byte(
     assert bytes(speaker.heard) == b"".join(periods)
 
 
-def test_playing_stream_refuses_what_is_not_its_own(driver: SoundDriver) -> None:
-    """Buffers a playing stream pops that are another stream's, or over its buffer, or
-    malformed, get the device's usual BAD_MSG; the good ones around them play."""
+def refuses_what_is_not_its_own(driver: SoundDriver) -> None:
     driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 3)
     driver.post_playback(bytes(PERIOD))
     driver.reap(driver.tx, 1)  # the stream now takes buffers on its own wake-ups
@@ -181,6 +179,78 @@ def test_playing_stream_refuses_what_is_not_its_own(driver: SoundDriver) -> None
         Status.BAD_MSG,
         Status.OK,
     ]
+
+
+def test_playing_stream_refuses_what_is_not_its_own(driver: SoundDriver) -> None:
+    """Buffers a playing stream pops that are another stream's, or over its buffer, or
+    malformed, get the device's usual BAD_MSG; the good ones around them play."""
+    refuses_what_is_not_its_own(driver)
+
+
+def test_period_clock_hands_what_is_not_its_own_to_the_device(tmp_path: Path) -> None:
+    """The null backend's period clock takes buffers on its own thread, without the
+    GIL; what is not plainly the stream's it leaves to the worker, which refuses it
+    with the device's usual checks, in order with the good ones."""
+    devices: list[SoundDevice] = []
+
+    def factory() -> SoundDevice:
+        devices.append(SoundDevice(NullBackend(), Switches(frozenset(Direction))))
+        return devices[-1]
+
+    with (
+        running_daemon(factory, tmp_path / "snd.sock"),
+        Frontend.connect(tmp_path / "snd.sock") as frontend,
+    ):
+        driver = SoundDriver(frontend)
+        refuses_what_is_not_its_own(driver)
+        assert driver.play([bytes(PERIOD)] * 10, 3)
+        played = devices[-1].streams[0].played
+        assert played.period_clock_running and played.rt_armed
+        assert played.rt_cycles >= 4
+
+
+def test_device_lock_is_reentrant_and_refreshes_at_the_outermost_release() -> None:
+    lock = DeviceLock()
+    refreshed: list[bool] = []
+
+    def refresh() -> None:
+        refreshed.append(lock.acquire(blocking=False))
+        lock.release()  # a nested release: no refresh of its own
+
+    lock.refresh = refresh
+    with lock:
+        with lock:
+            pass
+        assert refreshed == []
+    assert refreshed == [True]  # held (re-entered) while it ran, and released after
+    taken = threading.Event()
+    others: list[bool] = []
+
+    def other() -> None:
+        others.append(lock.acquire(blocking=False))
+        taken.set()
+
+    with lock:
+        threading.Thread(target=other).start()
+        taken.wait(5)
+        assert others == [False]  # held by this thread
+        errors: list[BaseException] = []
+        thread = threading.Thread(target=lambda: _record(errors, lock.release))
+        thread.start()
+        thread.join()
+        assert [type(e) for e in errors] == [RuntimeError]  # not that thread's to release
+    assert refreshed == [True, True]
+    assert lock.acquire(blocking=False)
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def _record(errors: list[BaseException], call: Callable[[], None]) -> None:
+    try:
+        call()
+    except RuntimeError as exc:
+        errors.append(exc)
 
 
 def test_latency_counts_the_buffers_just_taken(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ then with one line saying what is wrong, not on a worker thread at the first kic
 from __future__ import annotations
 
 import abc
+import threading
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import BackendContractError, BackendError
@@ -21,6 +22,7 @@ from .protocol import STANDARD_FEATURES, VRING_IDX_MASK, ProtocolFeature
 if TYPE_CHECKING:
     import socket
     from collections.abc import Sequence
+    from contextlib import AbstractContextManager
 
     from .memory import GuestMemory
     from .vring import Vring
@@ -79,6 +81,13 @@ class VhostUserBackend(metaclass=_BackendMeta):
         """The guest kicked `vring` (or the ring just started with work pending): take
         its buffers (`vring.batches()`) and return them (`vring.complete()`). Runs on
         the worker thread that owns the queue, under the session lock."""
+
+    def session_lock(self) -> AbstractContextManager[object]:
+        """The lock the session holds while it handles a request, and each worker while
+        it runs a callback (reentrant). A device whose own C thread touches a ring
+        outside the workers (a realtime audio callback) supplies one that thread can
+        also try without the GIL; default: a `threading.RLock`."""
+        return threading.RLock()
 
     def queues_per_thread(self) -> list[int]:
         """Bitmask of queues per worker thread, each queue in exactly one; default: one

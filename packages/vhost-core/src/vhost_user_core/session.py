@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 
 from .backend import FRAMEWORK_PROTOCOL_FEATURES, VhostUserBackend
@@ -53,7 +52,7 @@ class Session:
     def __init__(self, conn: Connection, backend: VhostUserBackend) -> None:
         self.conn = conn
         self.backend = backend
-        self.lock = threading.RLock()
+        self.lock = backend.session_lock()
         self.memory = GuestMemory()
         self.acked_features = 0
         self.acked_protocol_features = ProtocolFeature(0)

@@ -21,6 +21,13 @@ cdef struct pcm_ring:
     uint64_t notify_every  # ... once this many bytes moved (0: after every call)
     uint64_t moved         # bytes moved since the last notification (host side only)
     pthread_mutex_t read_lock
+    # The host cycle hook (host_cycle_fn, or NULL): the playback buffers' realtime path,
+    # run by the host thread around each cycle; set before the host stream exists.
+    void* host_cycle
+    void* cycle_ctx
+
+# hook(ctx, ring, bytes the host takes this cycle, after: 0 before it takes them, 1 after)
+ctypedef void (*host_cycle_fn)(void* ctx, pcm_ring* r, size_t n, bint after) noexcept nogil
 
 cdef class Switch:
     cdef int on
@@ -28,6 +35,9 @@ cdef class Switch:
 cdef class PcmRing:
     cdef pcm_ring ring
     cdef Switch _switch
+    cdef object _cycle_owner       # keeps cycle_ctx alive while the ring is
+
+cdef void host_cycle(pcm_ring* r, size_t n, bint after) noexcept nogil
 
 cdef bint gate_open(pcm_ring* r) noexcept nogil
 cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil

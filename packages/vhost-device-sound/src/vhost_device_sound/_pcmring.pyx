@@ -171,8 +171,16 @@ cdef size_t consume_rt(pcm_ring* r, uint8_t* dst, size_t n) noexcept nogil:
         return 0
     got = _consume(r, dst, n)
     pthread_mutex_unlock(&r.read_lock)
-    _moved(r, got, ring_load(&r.write_pos) - ring_load(&r.read_pos) < 2 * n)
+    if r.host_cycle == NULL:  # with a cycle hook, the hook wakes the worker if need be
+        _moved(r, got, ring_load(&r.write_pos) - ring_load(&r.read_pos) < 2 * n)
     return got
+
+
+cdef void host_cycle(pcm_ring* r, size_t n, bint after) noexcept nogil:
+    """Run the ring's host cycle hook, if it has one: a host thread calls this before
+    it takes its cycle's n bytes (after=0) and once it has (after=1)."""
+    if r.host_cycle != NULL:
+        (<host_cycle_fn>r.host_cycle)(r.cycle_ctx, r, n, after)
 
 
 cdef size_t produce_rt(pcm_ring* r, const uint8_t* src, size_t n) noexcept nogil:
@@ -201,6 +209,8 @@ cdef class PcmRing:
         self.ring.write_pos = 0
         self.ring.notify_every = 0
         self.ring.moved = 0
+        self.ring.host_cycle = NULL
+        self.ring.cycle_ctx = NULL
         self._switch = switch
         self.ring.gate = &switch.on
         self.ring.notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)

@@ -31,7 +31,7 @@ from libc.string cimport memset
 from libc.errno cimport errno, ETIMEDOUT
 from posix.time cimport timespec
 
-from vhost_device_sound._pcmring cimport PcmRing, consume_rt, pcm_ring, produce_rt
+from vhost_device_sound._pcmring cimport PcmRing, consume_rt, host_cycle, pcm_ring, produce_rt
 
 
 # The C declarations (libpipewire, SPA and the C helpers) are in _pipewire.pxd.
@@ -193,11 +193,13 @@ cdef void _playback(stream_state* s, pw_buffer* b, spa_data* d) noexcept nogil:
     if b.requested and b.requested < frames:
         frames = b.requested
     want = frames * stride
+    host_cycle(s.ring, want, False)  # the playback buffers' realtime path, if set
     avail = _ring_fill(s.ring)
     avail -= avail % stride
     got = consume_rt(s.ring, dst, want if want < avail else avail)
     if got < want:
         memset(dst + got, s.silence, want - got)
+    host_cycle(s.ring, want, True)
     d.chunk.offset = 0
     d.chunk.stride = <int32_t>stride
     d.chunk.size = <uint32_t>want

@@ -1,7 +1,10 @@
 """The guest's playback (tx) buffers an output stream holds, kept and returned in C:
-one call per wake-up of a playing stream, no Python object per buffer."""
+one call per wake-up of a playing stream, no Python object per buffer; or, once
+attached to a host that runs cycles (PipeWire) or to the period clock, moved in those
+cycles without the GIL and without waking the worker."""
 
 from collections.abc import Callable
+from types import TracebackType
 
 from vhost_user_core import DescriptorChain, Vring
 
@@ -12,6 +15,25 @@ XFER_SIZE: int
 STATUS_SIZE: int
 #: Seconds before its deadline at which a buffer counts as due.
 DUE_SLACK: float
+#: The most a host's cycle returns a buffer before its deadline, in seconds.
+MAX_LEAD: float
+
+class DeviceLock:
+    """The session lock of a device with a realtime path: reentrant like
+    threading.RLock, and a pthread mutex a host thread tries in C. `refresh`, if set,
+    runs before the outermost release, lock still held."""
+
+    refresh: Callable[[], None] | None
+    def __init__(self) -> None: ...
+    def acquire(self, blocking: bool = True) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> DeviceLock: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
 
 class PlaybackBuffers:
     """A FIFO of held tx buffers for stream `stream_id`."""
@@ -57,3 +79,28 @@ class PlaybackBuffers:
         """Return every held buffer now, played or not."""
     def clear(self) -> None:
         """Forget every held buffer (the guest's rings are gone)."""
+    def attach_host(self, ring: PcmRing, lock: DeviceLock, pool_size: int) -> None:
+        """`ring`'s host runs cycles (or the period clock will): this stream's buffers
+        move there while `rt_configure` says so, at most `pool_size` taken there at
+        once. Call before the host stream exists, holding `lock`."""
+    def detach_host(self) -> None:
+        """The ring is being dropped: its cycles no longer reach this stream."""
+    def rt_configure(self, armed: bool, vring: Vring | None = None, limit: int = 0) -> None:
+        """Arm (on `vring`, the tx ring as it is now, at most `limit` bytes held) or
+        disarm the cycles' path; lock held."""
+    @property
+    def rt_armed(self) -> bool:
+        """Whether host or clock cycles take, feed and return this stream's buffers."""
+    @property
+    def rt_cycles(self) -> int:
+        """Cycles that moved this stream's buffers (since it was made)."""
+    @property
+    def rt_busy(self) -> int:
+        """Cycles that found the lock taken and left their work to the worker."""
+    def clock_start(self, anchor: float, interval: float, nbytes: int) -> None:
+        """Run the period clock's thread: every `interval` s from `anchor`, play
+        `nbytes` of the ring into nothing and return the buffers they held."""
+    def clock_stop(self) -> None:
+        """Stop the period clock and wait for its thread."""
+    @property
+    def period_clock_running(self) -> bool: ...

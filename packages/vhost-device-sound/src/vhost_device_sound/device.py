@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from functools import partial
 
 from vhost_user_core import (
@@ -20,6 +21,7 @@ from vhost_user_core import (
     Worker,
 )
 
+from ._playback import DeviceLock
 from .backends.base import AudioBackend
 from .controls import ELEMENTS, MasterControls
 from .params import STREAM_DIRECTIONS
@@ -61,8 +63,22 @@ class SoundDevice(VhostUserBackend):
         self.requests: ControlRequests | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._worker: Worker | None = None
+        self._lock: DeviceLock | None = None
 
     # -- framework hooks ----------------------------------------------------------------
+
+    def session_lock(self) -> DeviceLock:
+        """A lock the host's realtime thread can try in C: a playing stream's buffers
+        move in the host's cycles while nobody else touches rings or streams (see
+        stream_io); each release re-arms them for what changed."""
+        lock = DeviceLock()
+        lock.refresh = self._refresh_host_cycles
+        self._lock = lock
+        return lock
+
+    def _refresh_host_cycles(self) -> None:
+        for stream in self.streams:
+            stream.refresh_host_cycles()
 
     def attach(self, workers: Sequence[Worker], vrings: Sequence[Vring]) -> None:
         (self._worker,) = workers
@@ -73,6 +89,7 @@ class SoundDevice(VhostUserBackend):
             )
             vring = vrings[Queue.TX if direction is Direction.OUTPUT else Queue.RX]
             stream.vring = vring
+            stream.lock = self._lock
             stream.pull = partial(self._take, vring)
             stream.route = partial(self._route, vring, direction=direction)
             stream.resume_kicks = partial(self._io, vring)
@@ -112,8 +129,11 @@ class SoundDevice(VhostUserBackend):
     def close(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for stream in self.streams:
-            stream.shutdown()
+        # Not under the session lock (the session is ending): take it, so that no host
+        # cycle is using a stream's buffers while they go.
+        with self._lock if self._lock is not None else nullcontext():
+            for stream in self.streams:
+                stream.shutdown()
         self.backend.close()
 
     # -- queues -------------------------------------------------------------------------

@@ -8,13 +8,18 @@ guest's periods would otherwise run the guest ahead of real time. (Capture needs
 such clock: a host cannot deliver frames before they are recorded.)
 
 Playback: the guest's tx buffers queue up; their samples are copied into the stream's
-PcmRing as room allows, from which the backend's audio thread plays them, and a buffer
-is completed once its deadline has passed and all of it is in the ring (a host slower
-than the clock leaves no room, which holds the guest back). A one-shot timer is set for
-the next deadline. While the output is disabled (or the backend has no clock) a period
-timer discards the ring's samples at the clock's pace and completes what it played.
-Completions carry the ring fill as latency. The buffers are held, fed and returned in C
-(`_playback.PlaybackBuffers`): a playing stream's wake-up is one call.
+PcmRing as room allows, from which the backend's audio thread plays them. With ALSA a
+buffer is completed once its deadline has passed and all of it is in the ring (a host
+slower than the clock leaves no room, which holds the guest back), a one-shot timer set
+for the next deadline. With PipeWire it is completed in the cycle that took its last
+frame, once its deadline falls within that cycle, by PipeWire's realtime thread itself
+(the ring's host cycle hook): no worker wake-up at all while it plays. While the output
+is disabled (or the backend has no clock) a period clock discards the ring's samples at
+the clock's pace and completes what it played: the output's own C thread when the
+device's lock is a DeviceLock (the worker's timer otherwise). Completions carry the
+ring fill as latency. The buffers are held, fed and returned in C
+(`_playback.PlaybackBuffers`): each of those wake-ups is one call, and what a host or
+clock cycle cannot take as plainly the stream's own it leaves to the worker.
 
 Capture: the backend produces host samples into the ring and the worker moves them into
 the guest's rx buffers, checking the direction's switch before every chunk, and returns
@@ -38,11 +43,11 @@ from dataclasses import dataclass, field
 from vhost_user_core import DescriptorChain, QueueError, TimerHandle, Vring, Worker
 
 from ._pcmring import PcmRing, Switch
-from ._playback import PlaybackBuffers
+from ._playback import DeviceLock, PlaybackBuffers
 from .backends.base import AudioBackend, StreamSetup
 from .params import DEFAULT_PARAMS, PcmParams
 from .pcm_state import INITIAL_STATE, PcmState
-from .protocol import Direction, PcmStatus, PcmXfer, Status
+from .protocol import QUEUE_SIZE, Direction, PcmStatus, PcmXfer, Status
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +133,10 @@ class StreamIO:
     pull: Callable[[], None] = lambda: None
     route: Callable[[DescriptorChain], None] = lambda chain: None
     resume_kicks: Callable[[], None] = lambda: None
+    #: The device's session lock, if it is a DeviceLock: an output's buffers then move
+    #: in PipeWire's cycles or the period clock's (see the module doc) instead of on
+    #: worker wake-ups.
+    lock: DeviceLock | None = None
     _clock: TimerHandle | None = None
     _deadline: float = 0.0
     _ticks: int = 1
@@ -158,6 +167,10 @@ class StreamIO:
         # guest's buffer has slack, not every realtime cycle (see consume_rt).
         self.ring.notify_every = self.params.wakeup_frames * self.params.frame_bytes
         self.worker.add_reader(self.ring.notify_fd, self._host_moved_data)
+        if self._host_cycles_possible():
+            assert self.lock is not None
+            pool = self.vring.queue.max_size if self.vring is not None else QUEUE_SIZE
+            self.played.attach_host(self.ring, self.lock, pool)
         self.backend.prepare(
             StreamSetup(
                 self.stream_id, self.direction, self.params, self.params.positions, self.ring
@@ -174,7 +187,7 @@ class StreamIO:
         self.backend.set_active(self.direction, self.switch.enabled)
         self._feed()
         self._repace(now)
-        if self.direction is Direction.OUTPUT and self._clock is None:
+        if self.direction is Direction.OUTPUT and not self._paced():
             self._host_moved_data()  # sets the timer for the first deadline
 
     def stop(self) -> None:
@@ -186,6 +199,7 @@ class StreamIO:
     def release(self) -> None:
         """Close the host stream and give every held buffer back (the driver waits for
         them before it goes on)."""
+        self._report_cycles()
         self._stop_clock()
         self._stop_due()
         self.backend.release(self.stream_id)
@@ -196,6 +210,7 @@ class StreamIO:
     def shutdown(self) -> None:
         """Reset or end of connection: the guest's rings are gone, so held buffers are
         forgotten rather than completed."""
+        self._report_cycles()
         self._stop_clock()
         self._stop_due()
         self._suspended = False
@@ -346,7 +361,7 @@ class StreamIO:
         `periods_per_wakeup` periods: a wake-up costs more than its work). A host
         notification that comes first takes the timer's place. While the period timer
         paces the stream, it comes back anyway."""
-        if self._clock is not None:
+        if self._paced():
             return
         if not due:
             self._cancel_due_timer()
@@ -381,11 +396,19 @@ class StreamIO:
         at `now`, the anchor of the buffers' deadlines, at START."""
         host_clock = self.backend.drives_clock and self.switch.enabled
         if self.state is PcmState.START and not host_clock and not self._suspended:
-            if self._clock is None:
+            if not self._paced():
                 self._cancel_due_timer()
                 self._ticks = self.params.periods_per_wakeup
                 self._deadline = time.monotonic() if now is None else now
-                self._schedule()
+                if self.ring is not None and self._host_cycles_possible():
+                    # Output: the period clock's own C thread (see the module doc).
+                    self.played.clock_start(
+                        self._deadline,
+                        self.params.period_seconds * self._ticks,
+                        self.params.period_bytes * self._ticks,
+                    )
+                else:
+                    self._schedule()
         else:
             self._stop_clock()
 
@@ -419,8 +442,53 @@ class StreamIO:
         if self._clock is not None:
             self._clock.cancel()
             self._clock = None
+        self.played.clock_stop()
+
+    def _paced(self) -> bool:
+        """Whether the period timer (or the output's period clock) paces the stream."""
+        return self._clock is not None or self.played.period_clock_running
 
     def _drop_ring(self) -> None:
         if self.ring is not None:
+            self.played.detach_host()
             self.worker.remove_reader(self.ring.notify_fd)
             self.ring = None
+
+    # -- the realtime path -----------------------------------------------------------------
+
+    def _report_cycles(self) -> None:
+        if self.direction is Direction.OUTPUT and self.played.rt_cycles:
+            log.debug(
+                "stream %d: %d host or clock cycles moved its buffers, %d left it to the worker",
+                self.stream_id,
+                self.played.rt_cycles,
+                self.played.rt_busy,
+            )
+
+    def _host_cycles_possible(self) -> bool:
+        """An output whose buffers can move without the worker: in the host's cycles
+        (PipeWire) or the period clock's (the null backend, or the output switched off).
+        Not with ALSA, whose thread is Python and takes a whole PCM buffer at a time."""
+        return (
+            self.direction is Direction.OUTPUT
+            and (self.backend.host_cycles or not self.backend.drives_clock)
+            and isinstance(self.lock, DeviceLock)
+        )
+
+    def refresh_host_cycles(self) -> None:
+        """Arm the host's cycles to take and return this stream's buffers exactly while
+        it plays through the host: started, not paused, output on (so the period timer
+        does not pace it) and its ring running. Called, lock held, after anything that
+        may have changed one of those (DeviceLock.refresh)."""
+        if self.ring is None or not self._host_cycles_possible():
+            return
+        vring = self.vring
+        host_plays = self.backend.host_cycles and self.switch.enabled and not self._paced()
+        armed = (
+            self.state is PcmState.START
+            and not self._suspended
+            and (host_plays or self.played.period_clock_running)
+            and vring is not None
+            and vring.active
+        )
+        self.played.rt_configure(armed, vring, self.params.buffer_bytes)

@@ -36,6 +36,10 @@ class AudioBackend(abc.ABC):
     name: ClassVar[str]
     #: True if a host audio thread consumes/produces ring data at the host's pace.
     drives_clock: ClassVar[bool]
+    #: True if that thread runs the playback ring's host cycle hook around each of its
+    #: cycles (`_pcmring.host_cycle`, from C without the GIL): the stream's buffers are
+    #: then taken and returned there, with no wake-up of the worker (PipeWire).
+    host_cycles: ClassVar[bool] = False
 
     def check_host(self) -> None:
         """Raise BackendError if the host side is not reachable right now (called once

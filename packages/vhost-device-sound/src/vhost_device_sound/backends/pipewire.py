@@ -24,7 +24,7 @@ from typing import TypedDict
 
 from .. import _pipewire as pw
 from ..errors import AudioBackendError
-from ..params import BASE_RATES, HIGH_RATES, MIN_WAKEUP_SECONDS, Capabilities
+from ..params import BASE_RATES, HIGH_RATES, MIN_WAKEUP_SECONDS, Capabilities, PcmParams
 from ..protocol import Chmap, Direction, Format
 from .base import AudioBackend, StreamSetup
 
@@ -58,6 +58,25 @@ CAPABILITIES = Capabilities(frozenset(FORMATS), BASE_RATES | HIGH_RATES, 1, 6)
 
 #: How long to wait for the daemon to answer (connect, stream set-up).
 TIMEOUT = 5.0
+#: What a guest's refill after a completion may take (its wake-up, ALSA, the kick),
+#: kept free in its buffer beyond a quantum and a period (see playback_quantum).
+GUEST_SLACK = 0.003
+
+
+def playback_quantum(params: PcmParams) -> int:
+    """The quantum (frames) a playback stream asks PipeWire for: the power of two
+    nearest MIN_WAKEUP_SECONDS (PipeWire rounds a request down to one), which is also
+    the most a buffer can come back early (the host takes a quantum at the start of its
+    cycle, and a buffer goes back in the cycle that took its last frame), and the most
+    the guest's buffer leaves room for: the host takes a quantum at once, while the
+    guest refills only what came back, a period at a time, so a quantum has to fit in
+    the buffer with a period and GUEST_SLACK to spare."""
+    rate = params.rate.hz
+    frames = 1 << max(round(math.log2(MIN_WAKEUP_SECONDS * rate)), 0)
+    room = (params.buffer_bytes - params.period_bytes) / params.bytes_per_second - GUEST_SLACK
+    while frames > 64 and frames / rate > room:
+        frames //= 2
+    return frames
 
 
 def node_name(direction: Direction) -> str:
@@ -99,6 +118,7 @@ class _Stream:
 class PipeWireBackend(AudioBackend):
     name = "pipewire"
     drives_clock = True
+    host_cycles = True
 
     def __init__(self, *, remote: str | None = None) -> None:
         """`remote`: a socket name or absolute path; by default libpipewire's own
@@ -291,9 +311,10 @@ class PipeWireBackend(AudioBackend):
             # up to PipeWire's maximum (170 ms at 48 kHz) would hand a guest that asked
             # for long periods its audio that much late. The ring still wakes the
             # daemon once per guest period.
-            frames = params.wakeup_frames
             if direction is Direction.INPUT:
-                frames = min(frames, math.ceil(MIN_WAKEUP_SECONDS * params.rate.hz))
+                frames = min(params.wakeup_frames, math.ceil(MIN_WAKEUP_SECONDS * params.rate.hz))
+            else:
+                frames = playback_quantum(params)
             props["node.latency"] = f"{frames}/{params.rate.hz}"
         return props
 
