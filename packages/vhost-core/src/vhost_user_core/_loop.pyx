@@ -3,9 +3,9 @@
 
 What the Python loop did per wake-up, without its objects: epoll_wait with the GIL
 released into a C array (no list of tuples), the wake-up eventfd read in C, a kick
-(`fastpath.Kick`) fired through C (its eventfd read in C, a device's fast path called
-without Python), timers and queued calls looked at only when there are some. Callbacks
-still run with the session lock held, and a callback removed meanwhile is skipped.
+(`fastpath.Kick`, edge-triggered, never read) fired through C (a device's fast path
+called without Python), timers and queued calls looked at only when there are some.
+Callbacks still run with the session lock held; one removed meanwhile is skipped.
 """
 
 import logging
@@ -41,10 +41,12 @@ cdef enum:
     MAX_EVENTS = 64
 
 
-cdef void dispatch(object worker, object lock, object callback, int fd, dict registry):
+cdef void dispatch(
+    object worker, object acquire, object release, object callback, int fd, dict registry
+):
     if worker._stopping:
         return
-    lock.acquire()
+    acquire()
     try:
         # The control thread, or the other callback of this fd, may have removed it
         # while we waited for the lock.
@@ -58,7 +60,7 @@ cdef void dispatch(object worker, object lock, object callback, int fd, dict reg
         # A device bug or a hostile guest must not kill the worker thread.
         log.exception("%s: handler failed", worker.name)
     finally:
-        lock.release()
+        release()
 
 
 def run(worker):
@@ -74,7 +76,8 @@ def run(worker):
     cdef dict writers = worker._writers
     cdef object timers = worker._timers
     cdef object soon = worker._soon
-    cdef object lock = worker._lock
+    cdef object acquire = worker._lock.acquire
+    cdef object release = worker._lock.release
     while not worker._stopping:
         timeout = -1
         if soon:
@@ -99,10 +102,10 @@ def run(worker):
             if mask & ~(<uint32_t>EPOLLOUT):
                 callback = readers.get(fd)
                 if callback is not None:
-                    dispatch(worker, lock, callback, fd, readers)
+                    dispatch(worker, acquire, release, callback, fd, readers)
             if mask & ~(<uint32_t>EPOLLIN):
                 callback = writers.get(fd)
                 if callback is not None:
-                    dispatch(worker, lock, callback, fd, writers)
+                    dispatch(worker, acquire, release, callback, fd, writers)
         if soon or timers:
             worker._run_due()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from . import _loop
+from .fastpath import Kick
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,14 @@ class Worker:
 
     def _update(self, fd: int) -> None:
         """Make the epoll set's interest in `fd` match the callbacks registered."""
-        mask = (select.EPOLLIN if fd in self._readers else 0) | (
+        reader = self._readers.get(fd)
+        mask = (select.EPOLLIN if reader is not None else 0) | (
             select.EPOLLOUT if fd in self._writers else 0
         )
+        if type(reader) is Kick:
+            # Edge-triggered: every write to an eventfd is an edge, so a kick needs no
+            # read to clear it (one syscall less per wake-up; its count just grows).
+            mask |= select.EPOLLET
         watched = fd in self._watched
         if mask and watched:
             try:
