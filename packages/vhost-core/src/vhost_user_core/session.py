@@ -420,7 +420,10 @@ class Session:
             return
         if vring.active:
             was_watching = vring.index in self._watching
-            reader = Kick(kick, vring, self._process, self.backend.fast_path(vring))
+            # A fast path pops and completes in C, past the inflight region's records:
+            # a ring that keeps them takes every kick through Python.
+            fast = self.backend.fast_path(vring) if vring._inflight is None else None
+            reader = Kick(kick, vring, self._process, fast)
             vring.worker.add_reader(kick, reader)
             self._watching.add(vring.index)
             if not was_watching:
