@@ -108,13 +108,18 @@ class VsockBackend(VhostUserBackend):
         self.rx_filler.clear()
 
     def sibling_packet_arrived(self) -> None:
-        """A sibling VM's thread queued a packet for this guest."""
+        """A sibling VM's thread queued a packet for this guest: into the rx queue with
+        it now, on that thread if this backend is idle (no wake-up to wait for)."""
         worker = self.worker
         if worker is not None and not self._closed:
             try:
-                worker.call_soon(self.rx_filler.fill)
+                worker.call_now(self._fill_for_sibling)
             except OSError:
                 pass  # the session is ending: its worker's wake-up fd is gone
+
+    def _fill_for_sibling(self) -> None:
+        if not self._closed:
+            self.rx_filler.fill()
 
     # -- connections a host program opens --------------------------------------------
 

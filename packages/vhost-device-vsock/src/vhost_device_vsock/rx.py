@@ -86,28 +86,18 @@ class RxFiller:
                 packet = self.control.popleft()
                 chain.write(packet)
                 return len(packet)
-            sibling = self.device.vm.next_sibling_packet()
+            sibling = self.device.vm.next_sibling_packet(room - HEADER_SIZE)
             if sibling is not None:
-                return self._fill_sibling(chain, room, *sibling)
+                hdr, data = sibling
+                chain.write(hdr.encode())
+                if data:
+                    chain.write(data, HEADER_SIZE)
+                return HEADER_SIZE + len(data)
             if not self.ready:
                 return -1
             length = self._fill_from_host(self.ready[0], chain, room)
             if length:
                 return length
-
-    def _fill_sibling(self, chain: DescriptorChain, room: int, hdr: Header, data: bytes) -> int:
-        """A sibling's packet, split if the guest's buffer is smaller (a Linux guest
-        sends up to 64 KiB per packet but posts 4 KiB rx buffers)."""
-        take = room - HEADER_SIZE
-        if len(data) > take:
-            rest = hdr._replace(len=len(data) - take)
-            self.device.vm.push_back_sibling_packet(rest, data[take:])
-            hdr = hdr._replace(len=take, flags=hdr.flags & ~(SeqFlag.EOM | SeqFlag.EOR))
-            data = data[:take]
-        chain.write(hdr.encode())
-        if data:
-            chain.write(data, HEADER_SIZE)
-        return HEADER_SIZE + len(data)
 
     def _fill_from_host(self, conn: VsockConnection, chain: DescriptorChain, room: int) -> int:
         """Host data of `conn`, the head of the ready queue, read into `chain`; 0 (and
