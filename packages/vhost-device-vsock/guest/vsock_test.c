@@ -46,6 +46,29 @@
  *                          the peer is answered with a half-close once all
  *                          its bytes are echoed). Run it in the background.
  *       LISTENING port=P
+ *   shutrd CID PORT SIGNAL COUNT
+ *                          the reading side of the shutdown check, with
+ *                          `shutpeer` on the other guest. SIGNAL is a byte
+ *                          channel to the peer that bypasses the connection
+ *                          under test: "vsock:CID:PORT" (a stream the host
+ *                          relays) or a device path (a virtio-serial port the
+ *                          host relays). Wait for the peer's 'L' (it listens),
+ *                          then COUNT times: connect (stream) to CID:PORT,
+ *                          shutdown(SHUT_RD), write 'S' on SIGNAL, read the
+ *                          peer's verdict byte ('P': its send failed with
+ *                          EPIPE), close.
+ *       SHUTRD ok=K of=COUNT   (ok: verdicts 'P')
+ *   shutpeer PORT SIGNAL COUNT
+ *                          listen (stream) on PORT, open SIGNAL
+ *                          ("vsock-listen:PORT2": accept one stream on PORT2,
+ *                          or a device path), write 'L' on it, then COUNT
+ *                          times: accept, read 'S' from SIGNAL (the peer has
+ *                          shut down reading), send one byte, which must fail
+ *                          with EPIPE, answer 'P' (or 'M', a miss) on SIGNAL,
+ *                          close.
+ *       LISTENING port=P   (for PORT, and for PORT2)
+ *       SHUTPEER epipe=K of=COUNT [miss=<first miss: sent_N or errno name>
+ *                          miss_at=<its round>]
  *
  * Output is for machines: each invocation prints one result line to stdout
  * (plus LISTENING first for the servers), the subcommand's name in capitals
@@ -66,6 +89,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -102,8 +126,10 @@ static void usage(void)
 		"       %s connect CID PORT\n"
 		"       %s seq CID PORT COUNT\n"
 		"       %s seqrecv PORT COUNT\n"
-		"       %s echo PORT\n",
-		argv0, argv0, argv0, argv0, argv0, argv0, argv0);
+		"       %s echo PORT\n"
+		"       %s shutrd CID PORT SIGNAL COUNT\n"
+		"       %s shutpeer PORT SIGNAL COUNT\n",
+		argv0, argv0, argv0, argv0, argv0, argv0, argv0, argv0, argv0);
 }
 
 /* One result line: KIND, then the formatted key=value fields. */
@@ -794,6 +820,159 @@ static int cmd_echo(uint32_t port)
 	}
 }
 
+/* The signal channel of shutrd / shutpeer (see the top): an fd, or -1 with
+ * *step naming what failed. */
+static int signal_open(const char *spec, const char **step)
+{
+	struct sockaddr_vm peer;
+	uint32_t cid, port;
+	char *end;
+	int listener, fd;
+
+	if (!strncmp(spec, "vsock:", 6)) {
+		cid = (uint32_t)strtoul(spec + 6, &end, 0);
+		if (*end != ':' || parse_u32(end + 1, &port)) {
+			*step = "signal_spec";
+			errno = EINVAL;
+			return -1;
+		}
+		return vsock_connect(SOCK_STREAM, cid, port, CONNECT_TIMEOUT_S, step);
+	}
+	if (!strncmp(spec, "vsock-listen:", 13)) {
+		if (parse_u32(spec + 13, &port)) {
+			*step = "signal_spec";
+			errno = EINVAL;
+			return -1;
+		}
+		listener = vsock_listen(SOCK_STREAM, port, step);
+		if (listener < 0)
+			return -1;
+		*step = "signal_accept";
+		fd = vsock_accept(listener, &peer);
+		close(listener);
+		return fd;
+	}
+	*step = "open_signal";
+	return open(spec, O_RDWR | O_NOCTTY);
+}
+
+/* One byte from the signal channel (blocking); the byte, or -1. */
+static int signal_read(int fd)
+{
+	unsigned char byte;
+	ssize_t n = read_some(fd, &byte, 1);
+
+	if (n == 1)
+		return byte;
+	if (n == 0)
+		errno = EPIPE;
+	return -1;
+}
+
+static int signal_write(int fd, char byte)
+{
+	return write_all(fd, &byte, 1);
+}
+
+static int cmd_shutrd(uint32_t cid, uint32_t port, const char *signal_path, uint32_t count)
+{
+	const char *step;
+	uint32_t i, ok = 0;
+	int sig, fd = -1, verdict;
+
+	sig = signal_open(signal_path, &step);
+	if (sig < 0)
+		goto fail;
+	step = "wait_listening";
+	if (signal_read(sig) != 'L')
+		goto fail;
+	for (i = 0; i < count; i++) {
+		fd = vsock_connect(SOCK_STREAM, cid, port, CONNECT_TIMEOUT_S, &step);
+		if (fd < 0)
+			goto fail;
+		step = "shutdown";
+		if (shutdown(fd, SHUT_RD))
+			goto fail;
+		/* The peer learns of it here, not over vsock: its send must fail. */
+		step = "signal";
+		if (signal_write(sig, 'S'))
+			goto fail;
+		step = "verdict";
+		verdict = signal_read(sig);
+		if (verdict < 0)
+			goto fail;
+		if (verdict == 'P')
+			ok++;
+		close(fd);
+		fd = -1;
+	}
+	close(sig);
+	result("SHUTRD", "ok=%u of=%u", ok, count);
+	return ok == count ? 0 : 1;
+fail:
+	result("SHUTRD", "ok=%u of=%u error=%s", ok, count, errtext(step, errno, NULL));
+	return 1;
+}
+
+static int cmd_shutpeer(uint32_t port, const char *signal_path, uint32_t count)
+{
+	struct sockaddr_vm peer;
+	const char *step;
+	char miss[32] = "";
+	uint32_t i, epipe = 0, miss_at = 0;
+	int sig, listener, fd;
+
+	listener = vsock_listen(SOCK_STREAM, port, &step);
+	if (listener < 0)
+		goto fail;
+	sig = signal_open(signal_path, &step);
+	if (sig < 0)
+		goto fail;
+	step = "signal_listening";
+	if (signal_write(sig, 'L'))
+		goto fail;
+	for (i = 0; i < count; i++) {
+		ssize_t n;
+		int piped;
+
+		step = "accept";
+		fd = vsock_accept(listener, &peer);
+		if (fd < 0)
+			goto fail;
+		step = "wait_shutdown";
+		if (signal_read(sig) != 'S')
+			goto fail;
+		n = send(fd, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		piped = n < 0 && errno == EPIPE;
+		if (piped) {
+			epipe++;
+		} else if (!*miss) {
+			if (n >= 0)
+				snprintf(miss, sizeof(miss), "sent_%zd", n);
+			else
+				snprintf(miss, sizeof(miss), "%s", errno_name(errno));
+			miss_at = i;
+		}
+		step = "verdict";
+		if (signal_write(sig, piped ? 'P' : 'M'))
+			goto fail;
+		close(fd);
+	}
+	close(listener);
+	close(sig);
+	if (*miss) {
+		result("SHUTPEER", "epipe=%u of=%u miss=%s miss_at=%u", epipe, count,
+		       miss, miss_at);
+		return 1;
+	}
+	result("SHUTPEER", "epipe=%u of=%u", epipe, count);
+	return 0;
+fail:
+	result("SHUTPEER", "epipe=%u of=%u error=%s", epipe, count,
+	       errtext(step, errno, NULL));
+	return 1;
+}
+
 /* --------------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -849,6 +1028,19 @@ int main(int argc, char **argv)
 		if (argc != 3 || parse_u32(argv[2], &port))
 			return usage_error("ECHO", "echo_PORT");
 		return cmd_echo(port);
+	}
+	if (!strcmp(cmd, "shutrd")) {
+		if (argc != 6 || parse_u32(argv[2], &cid) ||
+		    parse_u32(argv[3], &port) || parse_u32(argv[5], &count) ||
+		    count == 0)
+			return usage_error("SHUTRD", "shutrd_CID_PORT_SIGNAL_COUNT");
+		return cmd_shutrd(cid, port, argv[4], count);
+	}
+	if (!strcmp(cmd, "shutpeer")) {
+		if (argc != 5 || parse_u32(argv[2], &port) ||
+		    parse_u32(argv[4], &count) || count == 0)
+			return usage_error("SHUTPEER", "shutpeer_PORT_SIGNAL_COUNT");
+		return cmd_shutpeer(port, argv[3], count);
 	}
 	return usage_error("USAGE", *cmd ? "unknown_subcommand" : "no_subcommand");
 }

@@ -33,7 +33,19 @@ CFLAGS = ("-static", "-O2", "-Wall", "-Wextra")
 
 #: The first words of the lines vsock-test prints (USAGE: no or an unknown subcommand).
 KINDS = frozenset(
-    {"LISTENING", "SEND", "RECV", "MANY", "CONNECT", "SEQ", "SEQRECV", "ECHO", "USAGE"}
+    {
+        "LISTENING",
+        "SEND",
+        "RECV",
+        "MANY",
+        "CONNECT",
+        "SEQ",
+        "SEQRECV",
+        "ECHO",
+        "SHUTRD",
+        "SHUTPEER",
+        "USAGE",
+    }
 )
 _LINE = re.compile(
     r"(?:^|\s)(?P<kind>[A-Z][A-Z0-9_]*)(?P<fields>(?:[ \t]+[a-z_][a-z0-9_]*=\S*)+)\s*$"

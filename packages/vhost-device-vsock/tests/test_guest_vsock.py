@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -211,3 +212,73 @@ def test_siblings_in_a_group_talk_and_other_groups_are_refused(
     # Guest 5 was listening all along: only the host reached it.
     reached = parse_result(five, "RECV")
     assert reached.int("bytes") == len(b"from the host") and reached.peer()[0] == 2
+
+
+#: Rounds of the shutdown check in one pair of boots.
+SHUTDOWN_ROUNDS = 20
+#: The guests' data port (guest 4 listens) and their signal port (each guest's end of
+#: the host relay: guest 3 connects to the host there, the host to guest 4).
+DATA_PORT, SIGNAL_PORT = 7000, 7001
+
+
+def relay(vm3: Vm, vm4: Vm, listener: socket.socket) -> None:
+    """The signal channel: guest 3's connection to the host, passed on byte by byte
+    to a host connection into guest 4 (once guest 4 listens)."""
+    three, _ = listener.accept()
+    deadline = time.monotonic() + 120
+    while True:
+        four = vm4.connect(SIGNAL_PORT)
+        if four.makefile("rb").readline().startswith(b"OK "):
+            break
+        four.close()  # guest 4 is not listening yet: it refused
+        assert time.monotonic() < deadline, "guest 4 never listened for the signal"
+        time.sleep(0.2)
+    three.settimeout(None)
+    four.settimeout(None)
+
+    def copy(source: socket.socket, sink: socket.socket) -> None:
+        while data := source.recv(4096):
+            sink.sendall(data)
+
+    serve_in_thread(lambda: copy(three, four))
+    copy(four, three)
+
+
+def test_sibling_shutdown_arrives_before_anything_its_sender_does_next(
+    guest: Guest, tmp_path: Path
+) -> None:
+    """Guest 3 connects to guest 4, shuts down reading and then tells guest 4 over a
+    second channel, a connection through the host (another route through the daemon:
+    host sockets and a relay instead of the sibling inbox); guest 4's send on the first
+    connection must already fail with EPIPE, every one of the rounds. Both signal hops
+    start after the SHUTDOWN left guest 3, so it must not be overtaken on its way."""
+    outcome: dict[int, GuestResult] = {}
+    errors: list[BaseException] = []
+    scripts = {
+        3: f"{GUEST_PATH} shutrd 4 {DATA_PORT} vsock:2:{SIGNAL_PORT} {SHUTDOWN_ROUNDS}\n",
+        4: f"{GUEST_PATH} shutpeer {DATA_PORT} vsock-listen:{SIGNAL_PORT} {SHUTDOWN_ROUNDS}\n",
+    }
+    with running_daemon(tmp_path, (3, 4), groups=("g1", "g1")) as daemon:
+        vm3, vm4 = daemon.vms
+        listener = vm3.listen(SIGNAL_PORT)
+        listener.settimeout(300)
+        serve_in_thread(lambda: relay(vm3, vm4, listener))
+
+        def boot(vm: Vm) -> None:
+            try:
+                outcome[vm.cid] = guest.run(
+                    scripts[vm.cid], devices=vm.devices(), extra_files=guest_files(), timeout=300
+                )
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        other = serve_in_thread(lambda: boot(vm4))
+        boot(vm3)
+        other.join(300)
+    assert not errors, errors
+    three, four = outcome[3].console_output, outcome[4].console_output
+    peer = parse_result(four, "SHUTPEER")
+    assert peer.ok and peer.get("miss") is None, four
+    assert peer.int("epipe") == SHUTDOWN_ROUNDS, four
+    reader = parse_result(three, "SHUTRD")
+    assert reader.ok and reader.int("ok") == SHUTDOWN_ROUNDS, three
