@@ -66,6 +66,7 @@ class Worker:
         self._epoll.register(self._wake, select.EPOLLIN)
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
+        self._hangups: dict[int, Callback] = {}
         self._watched: set[int] = set()
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
@@ -106,19 +107,32 @@ class Worker:
         if self._writers.pop(fd, None) is not None:
             self._update(fd)
 
+    def add_hangup(self, fd: int, callback: Callback) -> None:
+        """Call `callback` when `fd` hangs up or fails (EPOLLHUP, EPOLLERR), even while
+        nothing is read or written on it: a peer that closes an idle connection. Level-
+        triggered: the callback must remove the watch (or close the fd)."""
+        self._hangups[fd] = callback
+        self._update(fd)
+
+    def remove_hangup(self, fd: int) -> None:
+        if self._hangups.pop(fd, None) is not None:
+            self._update(fd)
+
     def _update(self, fd: int) -> None:
-        """Make the epoll set's interest in `fd` match the callbacks registered."""
+        """Make the epoll set's interest in `fd` match the callbacks registered (a
+        hang-up watch alone is an empty mask: epoll reports HUP and ERR regardless)."""
         mask = (select.EPOLLIN if fd in self._readers else 0) | (
             select.EPOLLOUT if fd in self._writers else 0
         )
+        wanted = bool(mask) or fd in self._hangups
         watched = fd in self._watched
-        if mask and watched:
+        if wanted and watched:
             try:
                 self._epoll.modify(fd, mask)
             except FileNotFoundError:
                 # The fd was closed (leaving the set) and its number reused.
                 self._epoll.register(fd, mask)
-        elif mask:
+        elif wanted:
             self._epoll.register(fd, mask)
             self._watched.add(fd)
         elif watched:
@@ -198,6 +212,10 @@ class Worker:
                     callback = self._writers.get(fd)
                     if callback is not None:
                         self._dispatch(callback, fd, self._writers)
+                if mask & (select.EPOLLHUP | select.EPOLLERR):
+                    callback = self._hangups.get(fd)
+                    if callback is not None:
+                        self._dispatch(callback, fd, self._hangups)
             self._run_due()
 
     def _run_due(self) -> None:

@@ -179,6 +179,7 @@ class VsockBackend(VhostUserBackend):
                 conn.state = State.ESTABLISHED
                 rx.send_control(conn, Op.RESPONSE)
                 rx.want_read(conn)
+                self.watch_hangup(conn)
             rx.fill()
             return
         try:
@@ -211,6 +212,30 @@ class VsockBackend(VhostUserBackend):
 
     # -- ending connections ----------------------------------------------------------
 
+    def watch_hangup(self, conn: VsockConnection) -> None:
+        """Hear of the host peer's close at once, even while its socket is not read
+        (no credit, no rx buffers, after its EOF): epoll reports a hang-up whatever
+        else is watched, so this costs nothing until it happens."""
+        assert self.worker is not None
+        self.worker.add_hangup(conn.fd, lambda: self._host_hung_up(conn))
+
+    def _host_hung_up(self, conn: VsockConnection) -> None:
+        """Both directions of the host socket are shut. Unless the guest shut its own
+        sending first (then this is only the host's EOF, which the read brings), the
+        host peer closed or shut down both ways: it reads nothing more. The guest hears
+        so now (SHUTDOWN RCV: its sends fail with EPIPE), while what the host wrote
+        before still reaches it, then the host's EOF (SHUTDOWN SEND)."""
+        assert self.worker is not None
+        self.worker.remove_hangup(conn.fd)
+        if self.conns.get(conn.key) is not conn:
+            return
+        if conn.state == State.CLOSING:  # the guest is done too: the RST it waits for
+            self.reset_connection(conn)
+        elif not conn.guest_shut & Shutdown.SEND:
+            self.rx_filler.send_control(conn, Op.SHUTDOWN, Shutdown.RCV)
+            self.rx_filler.want_read(conn)
+        self.rx_filler.fill()
+
     def host_gone(self, conn: VsockConnection, exc: OSError) -> None:
         log.debug("host side of %d:%d gone: %s", conn.local_port, conn.peer_port, exc)
         self.reset_connection(conn)
@@ -229,6 +254,8 @@ class VsockBackend(VhostUserBackend):
             timer.cancel()
         self.rx_filler.unwatch_read(conn)
         self._unwatch_write(conn)
+        if self.worker is not None:
+            self.worker.remove_hangup(conn.fd)
         conn.ready = False  # fill() skips it
         self.tx_interpreter.touched.discard(conn)
         conn.close()

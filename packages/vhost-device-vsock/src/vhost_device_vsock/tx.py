@@ -204,6 +204,7 @@ class TxInterpreter:
             device.host_gone(conn, exc)
             return
         conn.state = State.ESTABLISHED
+        device.watch_hangup(conn)
 
     def _to_sibling(self, hdr: Header, chain: DescriptorChain) -> None:
         device = self.device
