@@ -11,6 +11,7 @@ their CONNECT line.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -43,6 +44,13 @@ CONNECT_TIMEOUT = 10.0
 #: Host ports of host-initiated connections (Firecracker's range).
 LOCAL_PORT_FIRST = 1 << 30
 LOCAL_PORT_LAST = 0xFFFF_FFFF
+
+
+def _hung_up(fd: int) -> bool:
+    """Whether `fd` hangs up now (POLLHUP), not just in an event read earlier."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(mask & (select.POLLHUP | select.POLLERR) for _, mask in poller.poll(0))
 
 
 class VsockBackend(VhostUserBackend):
@@ -225,10 +233,10 @@ class VsockBackend(VhostUserBackend):
         host peer closed or shut down both ways: it reads nothing more. The guest hears
         so now (SHUTDOWN RCV: its sends fail with EPIPE), while what the host wrote
         before still reaches it, then the host's EOF (SHUTDOWN SEND)."""
+        if self.conns.get(conn.key) is not conn or not _hung_up(conn.fd):
+            return  # a stale event: the fd was closed and its number reused meanwhile
         assert self.worker is not None
         self.worker.remove_hangup(conn.fd)
-        if self.conns.get(conn.key) is not conn:
-            return
         if conn.state == State.CLOSING:  # the guest is done too: the RST it waits for
             self.reset_connection(conn)
         elif not conn.guest_shut & Shutdown.SEND:
