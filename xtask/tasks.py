@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from xtask import environment, system
+from xtask import dist as distribution
+from xtask import environment, new_device, system
 from xtask.proc import TaskError, clean_env, run, say
-from xtask.workspace import ROOT, Package, discover, find
+from xtask.workspace import FUZZ_TESTS, ROOT, XTASK_TESTS, Package, discover, find
 
 PYTEST_NO_TESTS = 5
 
@@ -58,7 +59,7 @@ def _user_selected_paths(args: list[str]) -> list[str] | None:
 def test(args: list[str]) -> int:
     py = bootstrap()
     build_guest_image(py)
-    dirs = [p.tests for p in discover() if p.tests.is_dir()]
+    dirs = [p.tests for p in discover() if p.tests.is_dir()] + [XTASK_TESTS, FUZZ_TESTS]
     selected = _user_selected_paths(args)
     if selected is None:
         duplicates = _duplicate_test_modules(dirs)
@@ -75,8 +76,9 @@ def test(args: list[str]) -> int:
     if rc == PYTEST_NO_TESTS:
         say("pytest ran no tests: that is a failure")
         return 1
-    if selected is None:  # the whole suite: the style and type checks are part of it
-        rc = rc or _lint(py, [])
+    if selected is None:  # the whole suite: man pages, style and types are part of it
+        checks = [_manpages(py, check=True), _lint(py, [])]
+        rc = rc or max(checks)
     return rc
 
 
@@ -86,19 +88,29 @@ def guest_image(args: list[str]) -> int:
 
 
 def demo(device: str) -> int:
+    package = find(device, discover())
+    if package.demo is None:
+        with_demo = ", ".join(p.short for p in discover() if p.demo is not None)
+        raise TaskError(f"{package.rel} declares no [tool.vhost-device.demo] (try: {with_demo})")
     py = bootstrap()
     build_guest_image(py)
     return run([py, "-m", "xtask.demo", device], cwd=ROOT, env=clean_env(), check=False)
 
 
 def manpages(*, check: bool) -> int:
-    """Render man/<distribution>.1 for every package with `[tool.vhost-device] parser`."""
-    py = bootstrap()
+    """Render (or check) man/<distribution>.1 of every package with `[tool.vhost-device]
+    parser`; `xtask test` runs the check."""
+    return _manpages(bootstrap(), check=check)
+
+
+def _manpages(py: Path, *, check: bool, packages: list[Package] | None = None) -> int:
     failed = 0
-    for package in discover():
+    for package in discover() if packages is None else packages:
         if package.parser is None:
             continue
-        cmd: list[str | Path] = [py, "-m", "vhost_user_core.manpage", "--package", package.path]
+        # The renderer is xtask's own (stdlib-only) module, run with the venv's python
+        # because it imports the device's parser.
+        cmd: list[str | Path] = [py, "-m", "xtask.manpage", "--package", package.path]
         if check:
             cmd.append("--check")
         # bootstrap() has just reinstalled every changed package, so the installed
@@ -111,6 +123,19 @@ def manpages(*, check: bool) -> int:
         else:
             say(f"{rel}: {'up to date' if check else 'written'}")
     return 1 if failed else 0
+
+
+def new(name: str, *, staging: bool, cython: bool) -> int:
+    """A new device package from template/, installed, its man page rendered."""
+    device = new_device.NewDevice.parse(name, staging=staging)
+    path = new_device.create(device, discover(), cython=cython)
+    rel = path.relative_to(ROOT).as_posix()
+    say(f"{rel}: created from template/" + (" with a Cython module" if cython else ""))
+    py = bootstrap()  # builds and installs it: the man page is rendered from its parser
+    rc = _manpages(py, check=False, packages=[Package(path)])
+    if rc == 0:
+        say(f"next: `python3 xtask test {rel}/tests`, then make it yours (template/README.md)")
+    return rc
 
 
 def bench(device: str | None, args: list[str]) -> int:
@@ -141,3 +166,22 @@ def _lint(py: Path, args: list[str]) -> int:
     status |= run([bindir / "ruff", "format", "--check", "."], cwd=ROOT, check=False)
     status |= run([bindir / "mypy"], cwd=ROOT, env=clean_env(), check=False)
     return 1 if status else 0
+
+
+def devices(args: list[str]) -> int:
+    """The workspace's packages as a Markdown table, read from their pyproject.toml (so
+    no README keeps a list that a new or deleted device would leave stale)."""
+    if args:
+        raise TaskError("devices takes no arguments")
+    print("| package | where | description |\n|---|---|---|")
+    for package in discover():
+        print(f"| {package.name} | {package.rel} | {package.project.get('description', '')} |")
+    return 0
+
+
+def dist(out: Path | None) -> int:
+    """sdists and wheels of every package (xtask/dist.py), into dist/ or `out`."""
+    built = distribution.build(bootstrap(), out or distribution.DIST)
+    for item in built:
+        say(f"{item.sdist.name}, {item.wheel.name}")
+    return 0

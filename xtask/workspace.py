@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 GROUPS = ("packages", "staging")
 TEMPLATE = ROOT / "template"
+#: xtask's own tests (the man page renderer's), run by `xtask test` with the packages'.
+XTASK_TESTS = ROOT / "xtask" / "tests"
+FUZZ_TESTS = ROOT / "fuzz" / "tests"
 DEVICE_PREFIX = "vhost-device-"
 TEST_EXTRAS = ("test", "tests", "testing")
 
@@ -61,6 +64,11 @@ class Package:
         return str(self.project.get("version", "0"))
 
     @property
+    def module(self) -> str:
+        """The import name, e.g. vhost_device_rng."""
+        return canonical(self.name).replace("-", "_")
+
+    @property
     def short(self) -> str:
         """The device name used on the xtask command line: rng for vhost-device-rng."""
         return self.name.removeprefix(DEVICE_PREFIX)
@@ -84,7 +92,7 @@ class Package:
     @property
     def tool(self) -> dict[str, Any]:
         """Our own `[tool.vhost-device]` table: parser = "module:factory", man-date,
-        debian = [Debian packages to build, run and test it]."""
+        debian = [Debian packages to build, run and test it], demo = {...}, nix = {...}."""
         table = self.pyproject.get("tool", {}).get("vhost-device", {})
         return table if isinstance(table, dict) else {}
 
@@ -92,6 +100,12 @@ class Package:
     def parser(self) -> str | None:
         spec = self.tool.get("parser")
         return str(spec) if spec else None
+
+    @property
+    def demo(self) -> dict[str, Any] | None:
+        """`[tool.vhost-device.demo]`: how `xtask demo` boots a guest with it (see demo.py)."""
+        table = self.tool.get("demo")
+        return table if isinstance(table, dict) else None
 
     @property
     def manpage(self) -> Path:

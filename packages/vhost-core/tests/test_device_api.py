@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,9 @@ from vhost_user_core import (
     Worker,
 )
 from vhost_user_core.driver import DriverQueue
+from vhost_user_core.frontend import Frontend
 from vhost_user_core.memory import GuestMemory
+from vhost_user_core.testing.harness import running_daemon
 
 
 class Minimal(VhostUserBackend):
@@ -193,3 +196,79 @@ def test_rewind_gives_chains_back_in_order(ring: Ring) -> None:
     ring.vring.rewind(2)
     assert [chain.head for chain in ring.vring.poll()] == heads[1:]
     assert not ring.vring.poll()
+
+
+# -- the README's example -------------------------------------------------------------
+
+
+def _readme_example() -> dict[str, object]:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Device API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {"__name__": "readme_example"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_readme_example_device_serves_zeros(tmp_path: Path) -> None:
+    example = _readme_example()
+    backend = example["ZeroBackend"]
+    assert callable(example["main"])
+    with running_daemon(backend, tmp_path / "zero.sock"):  # type: ignore[arg-type]
+        with Frontend.connect(tmp_path / "zero.sock") as frontend:
+            (queue,) = frontend.start_device(1, 64)
+            assert frontend.ram is not None
+            gpas = [frontend.ram.alloc(32) for _ in range(3)]
+            for gpa in gpas:
+                frontend.ram.memory.write(gpa, b"\xff" * 32)
+                queue.driver.add([(gpa, 32, True)])
+            queue.publish()
+            used = queue.wait_used(3, 5.0)
+            assert sorted(length for _, length in used) == [32, 32, 32]
+            assert all(frontend.ram.memory.read(gpa, 32) == bytes(32) for gpa in gpas)
+
+
+# -- the import rule, for every device of the workspace --------------------------------
+
+WORKSPACE = Path(__file__).resolve().parents[3]
+#: What device code may import beyond the top level: the VMM side and the test plugin.
+TEST_ONLY = ("vhost_user_core.frontend", "vhost_user_core.testing")
+
+
+def _device_sources() -> list[Path]:
+    roots = [*WORKSPACE.glob("packages/vhost-device-*/src"), *WORKSPACE.glob("staging/*/src")]
+    roots.append(WORKSPACE / "template" / "src")
+    return sorted(p for root in roots for ext in ("*.py", "*.pyi") for p in root.rglob(ext))
+
+
+def test_devices_import_only_the_top_level() -> None:
+    import ast
+
+    sources = _device_sources()
+    assert sources, "no device sources found"
+    offenders = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                inner = name.startswith("vhost_user_core.")
+                if inner and not name.startswith(TEST_ONLY):
+                    offenders.append(f"{path.relative_to(WORKSPACE)}:{node.lineno}: {name}")
+    assert not offenders, "import these from vhost_user_core itself: " + "; ".join(offenders)
+
+
+def test_devices_leave_the_ring_internals_alone() -> None:
+    """Python device code uses Vring's methods; `vring.queue` is for a device's Cython."""
+    offenders = [
+        f"{path.relative_to(WORKSPACE)}:{i}"
+        for path in _device_sources()
+        if path.suffix == ".py"
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if ".queue.next_avail" in line or ".queue.enable_notification" in line
+    ]
+    assert not offenders, offenders

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+import vhost_device_rng
 from vhost_device_rng.args import MAX_PERIOD_MS, UNLIMITED, build_parser
 
 
@@ -62,3 +66,10 @@ def test_rejected(argv: list[str], message: str, capsys: pytest.CaptureFixture[s
         parse(*argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_version_flag() -> None:
+    """The command prints the installed distribution's version (pyproject's, the only one)."""
+    command = [sys.executable, "-m", "vhost_device_rng.main", "--version"]
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert run.stdout == f"vhost-device-rng {vhost_device_rng.__version__}\n"

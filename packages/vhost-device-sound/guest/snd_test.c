@@ -10,12 +10,18 @@
  *   play SECONDS     a sine tone to /dev/snd/pcmC0D0p, rounded up to whole
  *                    periods, then DRAIN. Reports what HW_PARAMS settled on
  *                    (device format rate channels period_frames periods
- *                    buffer_frames), then frames, xruns, expected (frames /
- *                    rate) and elapsed (CLOCK_MONOTONIC seconds from the first
- *                    write to the end of the drain).
+ *                    buffer_frames start_threshold), then frames, xruns,
+ *                    expected (frames / rate), elapsed (CLOCK_MONOTONIC seconds
+ *                    from the start of the stream to the end of the drain),
+ *                    drain_at (when DRAIN was called, on the same clock) and
+ *                    drain (how long it took). The stream starts when the
+ *                    start threshold is reached, or at DRAIN if it never is.
  *   capture SECONDS  from /dev/snd/pcmC0D0c, raw interleaved samples to --out
- *                    (default stdout: the report then goes to stderr). Reports
- *                    as play, plus bytes, samples, peak and rms (in sample
+ *                    (default stdout: the report then goes to stderr), read a
+ *                    period at a time; elapsed runs from START (or, with
+ *                    --start-threshold, from the first read, which starts the
+ *                    stream) to the last frame read. Reports as play (without
+ *                    drain), plus bytes, samples, peak and rms (in sample
  *                    units, from silence), nonzero (samples that are not
  *                    silence) and crossings (sign changes of channel 0, about
  *                    twice a tone's frequency per second).
@@ -68,6 +74,10 @@
 	"PCM options: --rate R (48000) --channels C (2)\n"                     \
 	"  --format s8|u8|s16|u16|s32|u32|float (s16)\n"                       \
 	"  --period-frames N (1024) --periods N (4) --freq HZ (440)\n"         \
+	"  --frames N (instead of SECONDS: exactly N frames; play rounds up to\n" \
+	"    whole periods)\n"                                                 \
+	"  --start-threshold N (frames; play: the buffer, capture: explicit\n"  \
+	"    START)\n"                                                         \
 	"  --stall MS (pause once, halfway, to provoke one xrun)\n"           \
 	"  --device PATH (/dev/snd/pcmC0D0p or /dev/snd/pcmC0D0c)\n"
 
@@ -222,7 +232,10 @@ struct options {
 	unsigned int period_frames;
 	unsigned int periods;
 	unsigned int stall_ms;
+	unsigned int frames;          /* 0: from seconds */
+	unsigned int start_threshold; /* 0: the default (see pcm_open) */
 	int capture; /* pcm-info: look at the capture device */
+	int partial; /* play: no rounding up; drain as alsa-lib does */
 	const char *positional[64];
 	int npositional;
 };
@@ -273,6 +286,10 @@ static const char *parse_options(int argc, char **argv, struct options *o)
 			o->capture = 1;
 			continue;
 		}
+		if (!strcmp(name, "--partial")) {
+			o->partial = 1;
+			continue;
+		}
 		if (eq)
 			value = eq + 1;
 		else if (i + 1 < argc)
@@ -294,6 +311,10 @@ static const char *parse_options(int argc, char **argv, struct options *o)
 			bad = parse_uint(value, &o->period_frames);
 		else if (!strcmp(name, "--periods"))
 			bad = parse_uint(value, &o->periods);
+		else if (!strcmp(name, "--frames"))
+			bad = parse_uint(value, &o->frames);
+		else if (!strcmp(name, "--start-threshold"))
+			bad = parse_uint(value, &o->start_threshold);
 		else if (!strcmp(name, "--stall"))
 			bad = parse_uint(value, &o->stall_ms);
 		else if (!strcmp(name, "--freq"))
@@ -370,6 +391,7 @@ struct pcm {
 	unsigned int rate, channels;
 	unsigned long period_frames, buffer_frames;
 	unsigned int frame_bytes;
+	struct snd_pcm_sw_params sw; /* as set */
 };
 
 /* The constraints we place, in the order alsa-lib's users usually set them. */
@@ -485,20 +507,37 @@ static int pcm_open(struct pcm *pcm, const struct options *o, int capture)
 	sw.avail_min = pcm->period_frames;
 	/* Playback starts by itself once the buffer is full, so it never begins
 	 * with an underrun. Capture is started with an explicit START, so that
-	 * the clock runs from a known point. */
-	sw.start_threshold = capture ? 1 : pcm->buffer_frames;
+	 * the clock runs from a known point. --start-threshold says otherwise,
+	 * as alsa-lib's users do (a capture stream then starts at the read). */
+	if (o->start_threshold)
+		sw.start_threshold = o->start_threshold;
+	else
+		sw.start_threshold = capture ? 1 : pcm->buffer_frames;
+	field("start_threshold", "%lu", (unsigned long)sw.start_threshold);
 	/* Stop (xrun) as soon as the buffer runs dry (playback) or over
 	 * (capture), so that lost real time shows up as EPIPE. */
 	sw.stop_threshold = pcm->buffer_frames;
 	sw.proto = SNDRV_PCM_VERSION;
 	if (ioctl(pcm->fd, SNDRV_PCM_IOCTL_SW_PARAMS, &sw) < 0)
 		return fail("sw_params", errno);
+	pcm->sw = sw;
 	if (ioctl(pcm->fd, SNDRV_PCM_IOCTL_PREPARE) < 0)
 		return fail("prepare", errno);
 	return 0;
 }
 
 /* ------------------------------------------------------------------ play */
+
+/* Whether the stream has started (the kernel's view, from SNDRV_PCM_IOCTL_STATUS). */
+static int pcm_running(int fd)
+{
+	struct snd_pcm_status st;
+
+	memset(&st, 0, sizeof(st));
+	if (ioctl(fd, SNDRV_PCM_IOCTL_STATUS, &st) < 0)
+		return 0;
+	return st.state == SNDRV_PCM_STATE_RUNNING || st.state == SNDRV_PCM_STATE_DRAINING;
+}
 
 /* --stall: pause once, halfway through, to provoke exactly one xrun. */
 static void maybe_stall(const struct options *o, unsigned long done, unsigned long total,
@@ -520,7 +559,7 @@ static int cmd_play(const struct options *o)
 	struct pcm pcm;
 	unsigned char *buf;
 	unsigned long total, written = 0, xruns = 0;
-	double phase = 0.0, start = 0.0;
+	double phase = 0.0, start = 0.0, drain_at, end;
 	int rc = pcm_open(&pcm, o, 0), stalled = 0, drain_err = 0;
 
 	if (rc)
@@ -530,14 +569,18 @@ static int cmd_play(const struct options *o)
 	 * is complete, so a partial last period would never play and DRAIN
 	 * would time out (EIO). The tone is rounded up to a period.
 	 */
-	total = (unsigned long)ceil(o->seconds * pcm.rate / pcm.period_frames) * pcm.period_frames;
+	total = o->frames ? o->frames : (unsigned long)llround(o->seconds * pcm.rate);
+	if (!o->partial)
+		total = (total + pcm.period_frames - 1) / pcm.period_frames * pcm.period_frames;
 	buf = malloc(pcm.period_frames * pcm.frame_bytes);
 	if (!buf)
 		return fail("malloc", ENOMEM);
 
 	while (written < total) {
-		unsigned long done = 0;
+		unsigned long done = 0, chunk = total - written;
 
+		if (chunk > pcm.period_frames)
+			chunk = pcm.period_frames;
 		/* The same sine on every channel, continuous across periods. */
 		for (unsigned long f = 0; f < pcm.period_frames; f++) {
 			double v = 0.5 * sin(phase);
@@ -548,14 +591,12 @@ static int cmd_play(const struct options *o)
 			phase = fmod(phase + 2.0 * M_PI * o->freq / pcm.rate, 2.0 * M_PI);
 		}
 		maybe_stall(o, written, total, &stalled);
-		while (done < pcm.period_frames) {
+		while (done < chunk) {
 			struct snd_xferi x = {
 				.buf = buf + done * pcm.frame_bytes,
-				.frames = pcm.period_frames - done,
+				.frames = chunk - done,
 			};
 
-			if (!start)
-				start = now();
 			if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_WRITEI_FRAMES, &x) < 0) {
 				if (errno == EINTR || errno == EAGAIN)
 					continue;
@@ -571,9 +612,30 @@ static int cmd_play(const struct options *o)
 				continue;
 			}
 			done += (unsigned long)x.result;
+			/* Until the threshold is reached writes only fill the
+			 * buffer: the clock runs from the stream's start. */
+			if (!start && pcm_running(pcm.fd))
+				start = now();
 		}
-		written += pcm.period_frames;
+		written += chunk;
 	}
+	drain_at = now();
+	/* What alsa-lib's snd_pcm_drain does for a hw PCM before DRAIN: have
+	 * the kernel fill the rest of the period and 100 ms more with silence. */
+	if (o->partial) {
+		struct snd_pcm_sw_params sw = pcm.sw;
+		unsigned long silence = pcm.period_frames - written % pcm.period_frames;
+
+		if (silence == pcm.period_frames)
+			silence = 0;
+		silence += pcm.rate / 10;
+		sw.silence_threshold = pcm.buffer_frames;
+		sw.silence_size = silence < pcm.buffer_frames ? silence : pcm.buffer_frames;
+		if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_SW_PARAMS, &sw) < 0)
+			return fail("sw_params", errno);
+	}
+	if (!start)
+		start = drain_at; /* DRAIN starts it */
 	/* DRAIN returns once the device has played everything we wrote (it
 	 * also starts a stream too short to have reached start_threshold). */
 	while (ioctl(pcm.fd, SNDRV_PCM_IOCTL_DRAIN) < 0) {
@@ -586,11 +648,14 @@ static int cmd_play(const struct options *o)
 			break;
 		}
 	}
+	end = now();
 	/* Timings first, so that even a failed drain shows how far we got. */
 	field("frames", "%lu", written);
 	field("xruns", "%lu", xruns);
 	field("expected", "%.3f", (double)written / pcm.rate);
-	field("elapsed", "%.3f", now() - start);
+	field("elapsed", "%.3f", end - start);
+	field("drain_at", "%.3f", drain_at - start);
+	field("drain", "%.3f", end - drain_at);
 	free(buf);
 	close(pcm.fd);
 	return drain_err ? fail("drain", drain_err) : 0;
@@ -665,12 +730,13 @@ static int cmd_capture(const struct options *o)
 	rc = pcm_open(&pcm, o, 1);
 	if (rc)
 		return rc;
-	total = (unsigned long)llround(o->seconds * pcm.rate);
+	total = o->frames ? o->frames : (unsigned long)llround(o->seconds * pcm.rate);
 	buf = malloc(pcm.period_frames * pcm.frame_bytes);
 	if (!buf)
 		return fail("malloc", ENOMEM);
 
-	if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_START) < 0)
+	/* With a start threshold the first read starts the stream. */
+	if (!o->start_threshold && ioctl(pcm.fd, SNDRV_PCM_IOCTL_START) < 0)
 		return fail("start", errno);
 	start = now();
 	while (got < total) {
@@ -689,7 +755,7 @@ static int cmd_capture(const struct options *o)
 			xruns++;
 			if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_PREPARE) < 0)
 				return fail("prepare", errno);
-			if (ioctl(pcm.fd, SNDRV_PCM_IOCTL_START) < 0)
+			if (!o->start_threshold && ioctl(pcm.fd, SNDRV_PCM_IOCTL_START) < 0)
 				return fail("start", errno);
 			continue;
 		}
@@ -1057,8 +1123,10 @@ int main(int argc, char **argv)
 		else
 			o.device = "/dev/snd/controlC0";
 	}
-	if (pcm && (o.npositional != 1 || parse_double(o.positional[0], &o.seconds)))
-		return usage("play and capture take SECONDS (a positive number)");
+	if (pcm && o.frames && o.npositional == 0)
+		o.seconds = 0; /* --frames instead of SECONDS */
+	else if (pcm && (o.npositional != 1 || parse_double(o.positional[0], &o.seconds)))
+		return usage("play and capture take SECONDS (a positive number) or --frames");
 
 	if (!strcmp(cmd, "play"))
 		return cmd_play(&o);

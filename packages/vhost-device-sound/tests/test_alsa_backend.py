@@ -26,7 +26,7 @@ import pytest
 from vhost_device_sound._pcmring import PcmRing, Switch, scale_samples
 from vhost_device_sound.backends import StreamSetup, backend_class
 from vhost_device_sound.backends.alsa import AlsaBackend
-from vhost_device_sound.params import PcmParams
+from vhost_device_sound.params import BASE_RATES, PcmParams
 from vhost_device_sound.protocol import Direction, Format, Rate
 from vhost_user_core import BackendError
 
@@ -390,3 +390,16 @@ def test_a_failing_thread_logs_once_and_start_reports_it(
     backend.start(s.stream_id)
     backend.release(s.stream_id)
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_rates_offered_are_those_the_pcm_plays(
+    pcms: Pcms, make_backend: Callable[[str], AlsaBackend]
+) -> None:
+    """A `null` slave plays at any rate: every rate of the spec is offered, both ways; a
+    PCM that cannot be opened leaves the baseline (PREPARE then says why)."""
+    backend = make_backend(pcms.play)
+    for direction in Direction:
+        caps = backend.capabilities(direction)
+        assert caps.rates == frozenset(Rate)
+        assert (caps.channels_min, caps.channels_max) == (1, 6)
+    assert make_backend("vds_nowhere").capabilities(Direction.OUTPUT).rates == BASE_RATES

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from vhost_device_sound.control_protocol import (
-    CommandError,
     Query,
     SetSwitch,
     format_state,
     parse,
 )
+from vhost_device_sound.errors import CommandError
 from vhost_device_sound.protocol import Direction
 
 

@@ -115,6 +115,16 @@ def test_several_commands_in_one_packet(client: Client) -> None:
     ]
 
 
+def test_a_burst_of_lines_is_answered_not_dropped(client: Client) -> None:
+    """Found by fuzz/targets/sound_socket.py: the answers to one read of 4 KiB of short
+    lines (blank lines get a 70-byte error each) passed the pending-output limit before
+    the server had tried to send any, and it dropped a client that reads its answers."""
+    client.send(b"\n" * 1200 + b"QUERY\n")
+    answers = [client.line() for _ in range(1201)]
+    assert all(a.startswith("ERROR empty command") for a in answers[:-1])
+    assert answers[-1] == "output on input off"
+
+
 def test_concurrent_clients(server: ControlServer, switches: Switches) -> None:
     clients = [Client(server.path) for _ in range(8)]
     errors: list[BaseException] = []

@@ -108,17 +108,9 @@ def test_pcm_info(driver: SoundDriver) -> None:
     for info in (out, inp):
         for fmt in (Format.U8, Format.S16, Format.S24, Format.S32):
             assert info.formats & 1 << fmt
-        for rate in (
-            Rate.R8000,
-            Rate.R11025,
-            Rate.R16000,
-            Rate.R22050,
-            Rate.R32000,
-            Rate.R44100,
-            Rate.R48000,
-        ):
-            assert info.rates & 1 << rate
-        assert (info.channels_min, info.channels_max) == (1, 6)
+        # The null backend has no host limits: every rate of the spec, 1 to 8 channels.
+        assert info.rates == (1 << len(Rate)) - 1
+        assert (info.channels_min, info.channels_max) == (1, 8)
 
 
 def test_pcm_info_with_a_larger_item_size_is_zero_padded(driver: SoundDriver) -> None:
@@ -203,10 +195,11 @@ def test_stream_id_out_of_range(driver: SoundDriver, code: Code) -> None:
     [
         (dict(fmt=Format.A_LAW), Status.NOT_SUPP),
         (dict(fmt=Format.DSD_U32), Status.NOT_SUPP),
-        (dict(rate=Rate.R5512), Status.NOT_SUPP),
-        (dict(rate=Rate.R384000), Status.NOT_SUPP),
+        (dict(rate=Rate.R5512), Status.OK),  # the null backend offers every rate
+        (dict(rate=Rate.R384000), Status.OK),
         (dict(channels=0), Status.NOT_SUPP),
-        (dict(channels=7), Status.NOT_SUPP),
+        (dict(channels=8, period_bytes=3840, buffer_bytes=7680), Status.OK),
+        (dict(channels=9), Status.NOT_SUPP),
         (dict(features=1), Status.NOT_SUPP),
         (dict(period_bytes=0), Status.BAD_MSG),
         (dict(period_bytes=1921), Status.BAD_MSG),  # not whole frames
@@ -333,6 +326,102 @@ def test_switching_output_mid_stream_keeps_the_pace(
     back.join()
 
 
+class EagerHost(NullBackend):
+    """A backend double with a host clock that takes audio in bursts ahead of time, as
+    PipeWire does a quantum at the start of its cycle and an ALSA thread a whole PCM
+    buffer: every 80 ms it takes all the output ring holds."""
+
+    name = "eager-host"
+    drives_clock = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rings: dict[Direction, PcmRing] = {}
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def prepare(self, setup: StreamSetup) -> None:
+        self.rings[setup.direction] = setup.ring
+
+    def _run(self) -> None:
+        sink = bytearray(1 << 20)
+        while True:
+            out = self.rings.get(Direction.OUTPUT)
+            if out is not None:
+                out.consume_into(sink)
+            if self.stop_event.wait(0.08):
+                return
+
+    def close(self) -> None:
+        self.stop_event.set()
+
+
+def test_a_host_that_moves_audio_early_does_not_run_the_guest_ahead(tmp_path: Path) -> None:
+    """Buffers come back when their audio would have been played from START, however
+    early the host took it (issue 24)."""
+    for driver in connect(tmp_path, lambda: SoundDevice(EagerHost(), Switches(BOTH))):
+        driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * 30)
+        times = played(driver, 30)  # 300 ms, all of it taken by the host at once
+        assert 0.29 <= times[-1] <= 0.36, times
+        assert times[0] >= 0.009 and 0.14 <= times[14] <= 0.2, times
+
+
+class LateMicrophone(NullBackend):
+    """A backend double whose capture stream delivers only 100 ms after START (a host
+    stream joining its graph), then a period of 0x11 bytes every 10 ms."""
+
+    name = "late-microphone"
+    drives_clock = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ring: PcmRing | None = None
+        self.started = threading.Event()
+        self.stop_event = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def prepare(self, setup: StreamSetup) -> None:
+        if setup.direction is Direction.INPUT:
+            self.ring = setup.ring
+
+    def start(self, stream_id: int) -> None:
+        self.started.set()
+
+    def _run(self) -> None:
+        self.started.wait()
+        if self.stop_event.wait(0.1):
+            return
+        t = time.monotonic()
+        while self.ring is not None:
+            self.ring.produce(b"\x11" * PERIOD)
+            t += 0.01
+            if self.stop_event.wait(max(t - time.monotonic(), 0)):
+                return
+
+    def close(self) -> None:
+        self.stop_event.set()
+
+
+def test_capture_is_not_late_by_the_hosts_start_up(tmp_path: Path) -> None:
+    """What the host stream missed while it started is silence before its first
+    samples, so the guest gets each period when it has been recorded, from START."""
+    for driver in connect(tmp_path, lambda: SoundDevice(LateMicrophone(), Switches(BOTH))):
+        assert driver.set_params(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 20) is Status.OK
+        assert driver.pcm(Code.PCM_PREPARE, 1) is Status.OK
+        for _ in range(20):
+            driver.post_capture(PERIOD)
+        t0 = time.monotonic()
+        assert driver.pcm(Code.PCM_START, 1) is Status.OK
+        done = driver.reap(driver.rx, 20)
+        assert 0.19 <= done[-1].at - t0 <= 0.26, [c.at - t0 for c in done]
+        data = b"".join(c.data for c in done)
+        first = data.index(b"\x11")
+        # About 100 ms of silence: more if the host thread itself started late.
+        assert 0.07 * 48000 * 4 <= first <= 0.2 * 48000 * 4, first
+        assert set(data[first:]) == {0x11}
+
+
 def test_capture_delivers_silence_in_real_time_with_the_null_backend(driver: SoundDriver) -> None:
     driver.start_stream(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 20)
     t0 = time.monotonic()
@@ -357,6 +446,21 @@ def test_capture_buffers_queued_before_start(driver: SoundDriver) -> None:
     done = driver.reap(driver.rx, 4)
     assert 0.03 <= done[-1].at - t0 <= 0.08
     assert all(c.status == Status.OK and c.data == bytes(PERIOD) for c in done)
+
+
+def test_set_params_gives_back_the_buffers_held_for_the_old_ones(driver: SoundDriver) -> None:
+    """Found by fuzz/targets/sound_pcm.py: SET_PARAMS on a prepared stream that held
+    buffers left them held under the new, smaller buffer_bytes, so the stream had more
+    in flight than its buffer. They come back first, as on a second PREPARE."""
+    assert driver.set_params(1, period_bytes=PERIOD, buffer_bytes=PERIOD * 4) is Status.OK
+    assert driver.pcm(Code.PCM_PREPARE, 1) is Status.OK
+    for _ in range(4):
+        driver.post_capture(PERIOD)
+    time.sleep(0.05)
+    assert driver.rx.driver.get_used() == []  # held
+    assert driver.set_params(1, period_bytes=PERIOD, buffer_bytes=PERIOD) is Status.OK
+    done = driver.reap(driver.rx, 4, timeout=1)
+    assert [c.status for c in done] == [Status.OK] * 4
 
 
 def test_release_gives_back_every_held_buffer(driver: SoundDriver) -> None:

@@ -6,8 +6,9 @@ import itertools
 
 import pytest
 
+from vhost_device_sound.errors import InvalidTransition
 from vhost_device_sound.params import PcmParams
-from vhost_device_sound.pcm_state import TRANSITIONS, InvalidTransition, PcmState, next_state
+from vhost_device_sound.pcm_state import TRANSITIONS, PcmState, next_state
 from vhost_device_sound.protocol import (
     ChmapInfo,
     Code,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import vhost_device_vsock
 from vhost_device_vsock.args import (
     ConfigError,
     VmConfig,
@@ -438,3 +441,10 @@ def test_help_text() -> None:
             assert not line.lstrip().startswith("."), line
     for line in epilog.splitlines():
         assert not line.lstrip().startswith("."), line
+
+
+def test_version_flag() -> None:
+    """The command prints the installed distribution's version (pyproject's, the only one)."""
+    command = [sys.executable, "-m", "vhost_device_vsock.main", "--version"]
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert run.stdout == f"vhost-device-vsock {vhost_device_vsock.__version__}\n"

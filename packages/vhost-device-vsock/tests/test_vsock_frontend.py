@@ -281,6 +281,7 @@ def test_guest_ignoring_credit_is_reset(guest: VsockDriver, vm: Vm) -> None:
     reset = None
     for _ in range(64):
         guest.send(guest.header(GUEST_PORT, 1234, Op.RW, length=len(block)), block)
+        guest.wait_tx_done()  # the device queues its RST before it completes the packet
         guest.poll()
         reset = next((p for p in guest.received if p.op == Op.RST), None)
         if reset:

@@ -1,3 +1,5 @@
 """A loopback device: the smallest complete vhost-user backend, meant to be copied."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("vhost-device-template")  # written once: in pyproject.toml

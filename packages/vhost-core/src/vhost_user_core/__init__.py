@@ -4,14 +4,18 @@ Everything a device needs is importable from here; the submodules are the framew
 own rooms (see the README's "Device API").
 """
 
+from importlib.metadata import version
+
 from .backend import VhostUserBackend
 from .cli import (
     add_logging_args,
     add_socket_args,
+    add_version_arg,
     main_guard,
     open_listeners,
     positive_int,
     run_daemon,
+    served_sockets,
     setup_logging,
 )
 from .daemon import Daemon, Listener, run_all
@@ -37,7 +41,7 @@ from .virtqueue import ChainBatch, DescriptorChain
 from .vring import Vring
 from .worker import TimerHandle, Worker
 
-__version__ = "0.1.0"
+__version__ = version("vhost-user-core")  # written once: in pyproject.toml
 
 __all__ = [
     "STANDARD_FEATURES",
@@ -65,10 +69,12 @@ __all__ = [
     "__version__",
     "add_logging_args",
     "add_socket_args",
+    "add_version_arg",
     "main_guard",
     "open_listeners",
     "positive_int",
     "run_all",
     "run_daemon",
+    "served_sockets",
     "setup_logging",
 ]

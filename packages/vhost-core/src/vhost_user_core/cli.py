@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -59,6 +60,17 @@ def add_socket_args(
         )
 
 
+def add_version_arg(parser: argparse.ArgumentParser, distribution: str) -> None:
+    """`-V/--version` (upstream's clap spelling), printing the installed distribution's
+    version: pyproject.toml is the one place a version is written."""
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.metadata.version(distribution)}",
+    )
+
+
 def add_logging_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
@@ -76,6 +88,15 @@ def setup_logging(level: str) -> None:
     )
 
 
+def served_sockets(args: argparse.Namespace) -> int:
+    """How many guests `add_socket_args` flags serve: one with --socket-fd, else
+    --socket-count; a device with one host resource per socket checks its list
+    against this before any socket is opened."""
+    if getattr(args, "socket_fd", None) is not None:
+        return 1
+    return int(getattr(args, "socket_count", 1))
+
+
 def socket_paths(path: str, count: int) -> list[str]:
     """Upstream's naming: PATH0 .. PATH<count-1>, even for a single socket."""
     return [f"{path}{i}" for i in range(count)]
@@ -87,7 +108,7 @@ def open_listeners(args: argparse.Namespace, *, suffix: bool = True) -> list[Lis
         if getattr(args, "socket_count", 1) != 1:
             raise VhostUserError("--socket-fd serves one guest; drop --socket-count")
         return [Listener.from_fd(args.socket_fd)]
-    count = getattr(args, "socket_count", 1)
+    count = served_sockets(args)
     paths = socket_paths(args.socket_path, count) if suffix else [args.socket_path]
     listeners: list[Listener] = []
     try:

@@ -13,11 +13,12 @@ that a device is still reading or writing; the old mapping goes when its last ho
 """
 
 from cpython.buffer cimport PyBuffer_FillInfo
+from libc.errno cimport errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, strerror
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
-from posix.unistd cimport sysconf
+from posix.unistd cimport _SC_PAGESIZE, sysconf
 
 from .errors import GuestMemoryError
 
@@ -25,15 +26,6 @@ cdef enum:
     _MAX_REGIONS = 509
 
 MAX_REGIONS = _MAX_REGIONS
-
-cdef extern from "unistd.h":
-    enum: _SC_PAGESIZE
-
-cdef extern from "errno.h":
-    int errno
-
-cdef extern from "string.h":
-    char* strerror(int)
 
 cdef inline bint wraps(uint64_t start, uint64_t length) noexcept nogil:
     return length != 0 and start + length - 1 < start

@@ -256,7 +256,8 @@ cdef class Virtqueue:
     def configured(self):
         return self.desc != NULL
 
-    def set_size(self, int size):
+    def set_size(self, size):
+        # A Python int, checked before it meets a C type: the VMM's u32 may not fit one.
         if not 0 < size <= self.max_size or size & (size - 1):
             raise QueueError(f"queue {self.index}: size {size} is not a power of two in "
                              f"1..{self.max_size}")

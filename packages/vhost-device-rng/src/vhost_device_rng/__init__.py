@@ -1,3 +1,5 @@
 """vhost-user virtio-rng backend: serves host entropy to guests, optionally rate-limited."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("vhost-device-rng")  # written once: in pyproject.toml

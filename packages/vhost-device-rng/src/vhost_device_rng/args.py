@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from vhost_user_core import add_logging_args, add_socket_args, positive_int
+from vhost_user_core import add_logging_args, add_socket_args, add_version_arg, positive_int
 
 #: Upstream's limits: the period is a u16-sized number of milliseconds.
 MAX_PERIOD_MS = 1 << 16
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes served per period, all sockets together (default: unlimited)",
     )
     add_logging_args(parser)
+    add_version_arg(parser, "vhost-device-rng")
     return parser
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 
-from vhost_user_core import BackendError
+from .errors import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,9 @@ class EntropySource:
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise BackendError(f"cannot open rng source {path}: {exc.strerror}") from exc
+            raise SourceError(
+                path, f"cannot open rng source {path}: {exc.strerror}", exc.errno
+            ) from exc
         self._lock = threading.Lock()
         self.exhausted = False
 
@@ -36,7 +38,9 @@ class EntropySource:
                 except InterruptedError:
                     continue
                 except OSError as exc:
-                    raise BackendError(f"reading {self.path}: {exc.strerror}") from exc
+                    raise SourceError(
+                        self.path, f"reading {self.path}: {exc.strerror}", exc.errno
+                    ) from exc
                 if n == 0:
                     self.exhausted = True
                     log.error(

@@ -1,3 +1,5 @@
 """vhost-user virtio-snd backend with per-direction enable switches and a control socket."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("vhost-device-sound")  # written once: in pyproject.toml

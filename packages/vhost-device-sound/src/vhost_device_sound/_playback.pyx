@@ -15,6 +15,17 @@ last bytes and adds it to the used ring; the guest is interrupted once per call,
 asked to be (EVENT_IDX). A ring that was stopped takes nothing back (the buffer is
 dropped with it), as `stream_io.complete` does.
 
+The play-out clock: Linux's virtio_snd moves its hardware pointer by a period each
+time a tx buffer comes back, so a buffer must come back when its last frame has been
+*played*, not merely taken by the host (PipeWire takes a whole quantum at the start of
+its cycle, an ALSA thread a whole PCM buffer's worth). From START every buffer gets a
+deadline: the moment an ideal device would have played its last frame, playing each
+buffer once the one before it is done, or once it arrived if the stream had run dry.
+A buffer is returned once its deadline has passed and all of it is in the ring, from
+which the host plays it (a host that is slower than the clock fills the ring, and a
+buffer that does not fit waits, which holds the guest back; one that is faster does not
+hurry it). `step` says when the next deadline falls, for the device's one-shot timer.
+
 Buffers that are not plainly this stream's (malformed, another stream's, over the
 stream's buffer_bytes) are never held here: `step` hands them to the device's Python
 `route`, which refuses them with the same checks and log messages as ever.
@@ -27,6 +38,7 @@ from libc.errno cimport EAGAIN, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport write
 
 from vhost_user_core.memory cimport Segment
@@ -50,6 +62,16 @@ cdef enum:
 
 XFER_SIZE = _XFER_SIZE
 STATUS_SIZE = _STATUS_SIZE
+#: A deadline this close is as good as reached: the timer that fires for it (or the
+#: period tick that shares its anchor) must not miss it by a rounding error.
+DUE_SLACK = 0.0005
+
+
+cdef double _monotonic() noexcept nogil:
+    """time.monotonic(), without Python."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef struct Held:
@@ -59,6 +81,8 @@ cdef struct Held:
     uint64_t done        # of which copied into the ring
     uint64_t end_pos     # ring write position after its last byte, once `queued`
     bint queued
+    bint timed           # `due` is set (the clock runs and the buffer is queued)
+    double due           # CLOCK_MONOTONIC seconds by which its last frame is played
 
 
 cdef uint64_t _to_ring(ChainBatch batch, ChainInfo* info, uint64_t offset, uint64_t n,
@@ -178,12 +202,18 @@ cdef class PlaybackBuffers:
     cdef Py_ssize_t first, count, cap
     cdef readonly uint64_t held_bytes
     cdef readonly uint32_t stream_id
+    cdef bint clock_running
+    cdef double bytes_per_second
+    cdef double last_due     # the deadline of the last buffer given one
 
     def __cinit__(self, uint32_t stream_id):
         self.items = NULL
         self.first = self.count = self.cap = 0
         self.held_bytes = 0
         self.stream_id = stream_id
+        self.clock_running = False
+        self.bytes_per_second = 0.0
+        self.last_due = 0.0
 
     def __dealloc__(self):
         while self.count:
@@ -221,6 +251,8 @@ cdef class PlaybackBuffers:
         h.done = 0
         h.end_pos = 0
         h.queued = False
+        h.timed = False
+        h.due = 0.0
         self.count += 1
         self.held_bytes += h.size
         return 0
@@ -242,9 +274,18 @@ cdef class PlaybackBuffers:
 
     # -- the data path -----------------------------------------------------------------
 
+    cdef void _time(self, Held* h, double now) noexcept:
+        """Give a queued buffer its deadline: it plays after the one before it, or from
+        `now` if the stream ran dry before it came."""
+        cdef double begin = self.last_due if self.last_due > now else now
+        h.due = begin + h.size / self.bytes_per_second
+        h.timed = True
+        self.last_due = h.due
+
     cdef void _feed(self, pcm_ring* ring) noexcept:
         cdef Py_ssize_t i
         cdef Held* h
+        cdef double now = 0.0
         for i in range(self.count):
             h = self._at(i)
             if h.queued:
@@ -256,15 +297,32 @@ cdef class PlaybackBuffers:
                     return  # the ring is full
             h.end_pos = ring_write_pos(ring)
             h.queued = True
+            if self.clock_running:
+                if now == 0.0:
+                    now = _monotonic()
+                self._time(h, now)
 
-    cdef void _complete_played(self, _Used used, pcm_ring* ring) noexcept:
+    cdef double _complete_played(self, _Used used, pcm_ring* ring, bint timed) noexcept:
+        """`timed`: return the buffers in the ring whose deadline has passed; returns
+        the deadline of the first one still to come (0: none, or not yet in the ring:
+        the host's next notification, when it makes room, decides). Untimed: return
+        what the device's own period timer consumed, at the clock's pace."""
         cdef uint64_t read_pos = ring_read_pos(ring)
+        cdef double now = _monotonic() + DUE_SLACK
         cdef Held* h
         while self.count:
             h = &self.items[self.first]
-            if not h.queued or h.end_pos > read_pos:
-                return
+            if not h.queued:
+                return 0.0
+            if timed:
+                if not h.timed:
+                    return 0.0
+                if h.due > now:
+                    return h.due
+            elif h.end_pos > read_pos:
+                return 0.0
             self._complete_front(used, <uint32_t>ring_fill(ring))
+        return 0.0
 
     cdef int _take(self, object vring, uint64_t limit, object route) except -1:
         """Pop what the guest posted; hold this stream's buffers, route the rest."""
@@ -307,31 +365,59 @@ cdef class PlaybackBuffers:
         """Copy held samples into the ring, in order, while it has room."""
         self._feed(&ring.ring)
 
+    def start_clock(self, double now, double bytes_per_second):
+        """START: the stream plays from `now` (CLOCK_MONOTONIC seconds); the buffers
+        already queued get their deadlines, in order, the rest as they are queued."""
+        cdef Py_ssize_t i
+        cdef Held* h
+        if bytes_per_second <= 0:
+            raise ValueError("bytes_per_second must be positive")
+        self.clock_running = True
+        self.bytes_per_second = bytes_per_second
+        self.last_due = now
+        for i in range(self.count):
+            h = self._at(i)
+            if h.queued:
+                self._time(h, now)
+
+    def stop_clock(self):
+        """STOP (or pause): nothing plays and nothing is due until the next START."""
+        cdef Py_ssize_t i
+        self.clock_running = False
+        for i in range(self.count):
+            self._at(i).timed = False
+
     def complete_played(self, vring, PcmRing ring not None):
-        """Return the buffers whose last byte the host consumed (latency: the ring's
-        fill at that moment); interrupt the guest once if it asked for it."""
+        """Return the buffers in the ring whose deadline has passed (latency: the
+        ring's fill at that moment); interrupt the guest once if it asked for it.
+        Returns the next deadline to wake up for (0: none)."""
         cdef _Used used = _used_of(vring)
-        self._complete_played(used, &ring.ring)
+        cdef double due = self._complete_played(used, &ring.ring, True)
         used.signal()
+        return due
 
     def step(self, vring, PcmRing ring not None, route, uint64_t limit, bint take,
              size_t discard=0):
         """One wake-up of a playing stream: reset the ring's notification; if `take`,
         pop what the guest posted (`vring.poll()`), holding this stream's buffers while
         at most `limit` bytes are held and handing any other to `route`, and queue them
-        in the ring; drop `discard` bytes from the ring (played by the device's clock);
-        return what was played; refill the ring; interrupt the guest once if it asked
-        for it. (The order of stream_io's Python path, so latencies are the same.)"""
+        in the ring; drop `discard` bytes from the ring (played by the device's period
+        timer, whose pace is the clock: then what it played goes back at once);
+        return what was played and is due; refill the ring; interrupt the guest once if
+        it asked for it. Returns the next deadline to wake up for (0: none). (The order
+        of stream_io's Python path, so latencies are the same.)"""
         cdef _Used used = _used_of(vring)
+        cdef double due
         drain_fd(&ring.ring)
         if take:
             self._take(vring, limit, route)
             self._feed(&ring.ring)  # as it arrives: completions count it as latency
         if discard:
             ring_discard(&ring.ring, discard)
-        self._complete_played(used, &ring.ring)
+        due = self._complete_played(used, &ring.ring, not discard)
         self._feed(&ring.ring)
         used.signal()
+        return due
 
     def flush(self, vring, uint32_t latency):
         """Return every held buffer now, played or not."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vhost_user_core import add_logging_args, add_socket_args
+from vhost_user_core import add_logging_args, add_socket_args, add_version_arg
 
 from .backends import BACKENDS
 from .protocol import Direction
@@ -69,4 +69,5 @@ def build_parser() -> argparse.ArgumentParser:
         "vhost-user-snd-pci,controls=on to expose them",
     )
     add_logging_args(parser)
+    add_version_arg(parser, "vhost-device-sound")
     return parser

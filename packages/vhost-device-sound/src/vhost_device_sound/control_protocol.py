@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import CommandError
 from .protocol import Direction
 
 MAX_LINE = 256
-
-
-class CommandError(ValueError):
-    """A line that is not a command; its message follows "ERROR " in the answer."""
 
 
 @dataclass(frozen=True)

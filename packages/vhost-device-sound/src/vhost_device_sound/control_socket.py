@@ -17,16 +17,14 @@ import tempfile
 import threading
 from pathlib import Path
 
-from vhost_user_core import VhostUserError
-
 from .control_protocol import (
     MAX_LINE,
-    CommandError,
     Query,
     format_error,
     format_state,
     parse,
 )
+from .errors import CommandError, ControlSocketError
 from .switches import Switches
 
 log = logging.getLogger(__name__)
@@ -122,11 +120,11 @@ class ControlServer:
             return
         for line in self._lines(client, data):
             client.outbuf += (self.answer(line) + "\n").encode()
+        # Send first: only what the socket would not take counts as unread.
+        self._flush(client)
         if len(client.outbuf) > MAX_PENDING_OUTPUT:
             log.warning("control client does not read its answers; dropping it")
             self._drop(client)
-            return
-        self._flush(client)
 
     def _lines(self, client: _Client, data: bytes) -> list[str | None]:
         """Split complete lines off the client's buffer. An over-long line comes out as
@@ -197,7 +195,9 @@ def _bind_private(path: Path) -> socket.socket:
     A stale socket file is replaced; any other file is refused."""
     try:
         if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise VhostUserError(f"{path} exists and is not a socket; refusing to replace it")
+            raise ControlSocketError(
+                path, f"{path} exists and is not a socket; refusing to replace it"
+            )
         path.unlink()
     except FileNotFoundError:
         pass
@@ -214,5 +214,7 @@ def _bind_private(path: Path) -> socket.socket:
             private.rmdir()
     except OSError as exc:
         sock.close()
-        raise VhostUserError(f"cannot create control socket {path}: {exc.strerror}") from exc
+        raise ControlSocketError(
+            path, f"cannot create control socket {path}: {exc.strerror}"
+        ) from exc
     return sock

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import ControlValueError
 from .protocol import CTL_NAME_SIZE, CtlAccess, CtlInfo, CtlRole, CtlType
 
 VOLUME_MAX = 100
@@ -45,10 +46,6 @@ ELEMENTS = (
 VOLUME, SWITCH = 0, 1
 
 
-class ControlValueError(ValueError):
-    pass
-
-
 class MasterControls:
     """The two elements' values; the device reads and writes them for the guest."""
 
@@ -63,7 +60,9 @@ class MasterControls:
         element = ELEMENTS[control_id]
         if not element.minimum <= value <= element.maximum:
             raise ControlValueError(
-                f"{element.name}: {value} outside {element.minimum}..{element.maximum}"
+                control_id,
+                value,
+                f"{element.name}: {value} outside {element.minimum}..{element.maximum}",
             )
         changed = self.values[control_id] != value
         self.values[control_id] = value

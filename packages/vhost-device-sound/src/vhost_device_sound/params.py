@@ -13,7 +13,7 @@ STREAM_DIRECTIONS = (Direction.OUTPUT, Direction.INPUT)
 #: Short periods are moved several at a time, at most this often (see periods_per_wakeup).
 MIN_WAKEUP_SECONDS = 0.02
 
-#: Channel positions for 1..6 channels (ALSA's usual layouts), used for both the chmap
+#: Channel positions for 1..8 channels (ALSA's usual layouts), used for both the chmap
 #: the guest is told about and the positions handed to the backend.
 DEFAULT_POSITIONS: dict[int, tuple[Chmap, ...]] = {
     1: (Chmap.MONO,),
@@ -22,6 +22,8 @@ DEFAULT_POSITIONS: dict[int, tuple[Chmap, ...]] = {
     4: (Chmap.FL, Chmap.FR, Chmap.RL, Chmap.RR),
     5: (Chmap.FL, Chmap.FR, Chmap.RL, Chmap.RR, Chmap.FC),
     6: (Chmap.FL, Chmap.FR, Chmap.RL, Chmap.RR, Chmap.FC, Chmap.LFE),
+    7: (Chmap.FL, Chmap.FR, Chmap.RL, Chmap.RR, Chmap.FC, Chmap.LFE, Chmap.RC),
+    8: (Chmap.FL, Chmap.FR, Chmap.RL, Chmap.RR, Chmap.FC, Chmap.LFE, Chmap.SL, Chmap.SR),
 }
 
 
@@ -57,7 +59,11 @@ BASE_RATES = frozenset(
     }
 )
 HIGH_RATES = frozenset({Rate.R64000, Rate.R88200, Rate.R96000, Rate.R176400, Rate.R192000})
+#: Every rate of the spec, 5512 to 384000 Hz (Linux 6.12 maps all but 384000).
+ALL_RATES = frozenset(Rate)
 BASE_CAPABILITIES = Capabilities(BASE_FORMATS, BASE_RATES)
+#: A device with no host behind it (the null backend) has no host limits either.
+UNLIMITED_CAPABILITIES = Capabilities(BASE_FORMATS, ALL_RATES, 1, 8)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 
+from .errors import InvalidTransition
 from .protocol import Code
 
 
@@ -37,15 +38,11 @@ TRANSITIONS: dict[Code, tuple[PcmState, frozenset[PcmState]]] = {
 ACCEPTS_IO = frozenset({S.PREPARE, S.START, S.STOP})
 
 
-class InvalidTransition(ValueError):
-    pass
-
-
 def next_state(state: PcmState, command: Code) -> PcmState:
     """The state `command` leads to from `state`; InvalidTransition if not allowed."""
     target, allowed = TRANSITIONS[command]
     if state not in allowed:
-        raise InvalidTransition(f"{command.name} is not allowed in state {state.value}")
+        raise InvalidTransition(command, state)
     return target
 
 

@@ -1,7 +1,7 @@
 """virtio-snd wire format (VIRTIO 1.3 §5.14): codes, constants and message codecs.
 
-Pure encode/decode over bytes, no I/O. Decoders raise ProtocolError on a short or
-malformed message; the device answers those with VIRTIO_SND_S_BAD_MSG.
+Pure encode/decode over bytes, no I/O. Decoders raise MalformedMessage (a ProtocolError)
+on a short or malformed message; the device answers those with VIRTIO_SND_S_BAD_MSG.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from vhost_user_core import ProtocolError
+from .errors import MalformedMessage
 
 DEVICE_ID = 25
 QUEUE_SIZE = 64  # like upstream: the Linux driver drops elements on a full queue
@@ -145,7 +145,7 @@ _RATE_HZ = {rate: int(rate.name[1:]) for rate in Rate}
 
 
 class Chmap(enum.IntEnum):
-    """VIRTIO_SND_CHMAP_*: channel positions (the first eleven of the spec's list)."""
+    """VIRTIO_SND_CHMAP_*: channel positions (the first twelve of the spec's list)."""
 
     NONE = 0
     NA = 1
@@ -158,6 +158,7 @@ class Chmap(enum.IntEnum):
     LFE = 8
     SL = 9
     SR = 10
+    RC = 11
 
 
 CHMAP_MAX_SIZE = 18
@@ -199,7 +200,7 @@ class Message:
     def decode(cls, data: bytes) -> Self:
         """Decode the message's prefix of `data`; shorter data is a BAD_MSG."""
         if len(data) < cls.FORMAT.size:
-            raise ProtocolError(f"{cls.__name__} needs {cls.FORMAT.size} bytes, got {len(data)}")
+            raise MalformedMessage(f"{cls.__name__} needs {cls.FORMAT.size} bytes, got {len(data)}")
         return cls(*cls.FORMAT.unpack_from(data))
 
     def encode(self) -> bytes:
@@ -359,7 +360,7 @@ class CtlInfo(Message):
 def ctl_values(data: bytes) -> tuple[int, ...]:
     """The le32 array of a struct virtio_snd_ctl_value (CTL_WRITE payload)."""
     if len(data) < CTL_VALUE_SIZE:
-        raise ProtocolError(f"control value needs {CTL_VALUE_SIZE} bytes, got {len(data)}")
+        raise MalformedMessage(f"control value needs {CTL_VALUE_SIZE} bytes, got {len(data)}")
     return struct.unpack_from(f"<{CTL_VALUE_INTS}i", data)
 
 

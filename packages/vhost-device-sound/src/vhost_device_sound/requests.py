@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from vhost_user_core import BackendError, ProtocolError
 
 from .backends.base import AudioBackend
-from .controls import ELEMENTS, ControlValueError, MasterControls
+from .controls import ELEMENTS, MasterControls
+from .errors import ControlValueError, InvalidTransition, RequestRefused
 from .params import DEFAULT_POSITIONS, PcmParams
-from .pcm_state import InvalidTransition, PcmState, next_state
+from .pcm_state import PcmState, next_state
 from .protocol import (
     CHMAP_MAX_SIZE,
     SAMPLE_BYTES,
@@ -49,14 +50,6 @@ MAX_BUFFER_BYTES = 4 << 20
 CHMAPS = tuple(
     ChmapInfo(0, d, 2, bytes(DEFAULT_POSITIONS[2]).ljust(CHMAP_MAX_SIZE, b"\0")) for d in Direction
 )
-
-
-class Refused(Exception):
-    """A request answered with a status other than OK."""
-
-    def __init__(self, status: Status, why: str) -> None:
-        super().__init__(why)
-        self.status = status
 
 
 Answer = bytes  # the payload after the status header
@@ -98,10 +91,10 @@ class ControlRequests:
             try:
                 handler = self._handlers[Code(code)]
             except (ValueError, KeyError):
-                raise Refused(Status.NOT_SUPP, f"unsupported request {code:#x}") from None
+                raise RequestRefused(Status.NOT_SUPP, f"unsupported request {code:#x}") from None
             payload = handler(request, room)
             status = Status.OK
-        except Refused as exc:
+        except RequestRefused as exc:
             log.info("control request refused (%s): %s", exc.status.name, exc)
             status, payload = exc.status, b""
         except ProtocolError as exc:
@@ -118,11 +111,13 @@ class ControlRequests:
         query = QueryInfo.decode(request)
         size = kind.FORMAT.size  # type: ignore[attr-defined]
         if query.start_id > len(items) or query.count > len(items) - query.start_id:
-            raise Refused(Status.BAD_MSG, f"items {query.start_id}+{query.count} of {len(items)}")
+            raise RequestRefused(
+                Status.BAD_MSG, f"items {query.start_id}+{query.count} of {len(items)}"
+            )
         if query.size < size:
-            raise Refused(Status.BAD_MSG, f"item size {query.size} < {size}")
+            raise RequestRefused(Status.BAD_MSG, f"item size {query.size} < {size}")
         if Header.FORMAT.size + query.count * query.size > room:
-            raise Refused(Status.BAD_MSG, f"no room for {query.count} items of {query.size}")
+            raise RequestRefused(Status.BAD_MSG, f"no room for {query.count} items of {query.size}")
         chosen = items[query.start_id : query.start_id + query.count]
         return b"".join(item.encode().ljust(query.size, b"\0") for item in chosen)
 
@@ -131,7 +126,7 @@ class ControlRequests:
 
     def _jack_remap(self, request: bytes, room: int) -> Answer:
         jack = ItemHeader.decode(request).item_id
-        raise Refused(Status.BAD_MSG, f"jack {jack} does not exist (the device has none)")
+        raise RequestRefused(Status.BAD_MSG, f"jack {jack} does not exist (the device has none)")
 
     def _pcm_info(self, request: bytes, room: int) -> Answer:
         infos = []
@@ -157,42 +152,48 @@ class ControlRequests:
 
     def _stream(self, stream_id: int) -> StreamIO:
         if not 0 <= stream_id < len(self.streams):
-            raise Refused(Status.BAD_MSG, f"stream {stream_id} does not exist")
+            raise RequestRefused(Status.BAD_MSG, f"stream {stream_id} does not exist")
         return self.streams[stream_id]
 
     def _transition(self, stream: StreamIO, command: Code) -> PcmState:
         try:
             return next_state(stream.state, command)
         except InvalidTransition as exc:
-            raise Refused(Status.BAD_MSG, f"stream {stream.stream_id}: {exc}") from None
+            raise RequestRefused(Status.BAD_MSG, f"stream {stream.stream_id}: {exc}") from None
 
     def _pcm_set_params(self, request: bytes, room: int) -> Answer:
         req = SetParams.decode(request)
         stream = self._stream(req.stream_id)
         target = self._transition(stream, Code.PCM_SET_PARAMS)
-        stream.params = self._checked_params(stream.direction, req)
+        params = self._checked_params(stream.direction, req)
+        # Buffers held for the old parameters go back first (as on a second PREPARE):
+        # under the new buffer_bytes they could be more than the stream may hold.
+        stream.flush()
+        stream.params = params
         stream.state = target
         return b""
 
     def _checked_params(self, direction: Direction, req: SetParams) -> PcmParams:
         caps = self.backend.capabilities(direction)
         if req.features:
-            raise Refused(Status.NOT_SUPP, f"PCM features {req.features:#x} not supported")
+            raise RequestRefused(Status.NOT_SUPP, f"PCM features {req.features:#x} not supported")
         try:
             fmt, rate = Format(req.format), Rate(req.rate)
         except ValueError:
-            raise Refused(Status.NOT_SUPP, f"format {req.format} / rate {req.rate}") from None
+            raise RequestRefused(
+                Status.NOT_SUPP, f"format {req.format} / rate {req.rate}"
+            ) from None
         if fmt not in caps.formats or fmt not in SAMPLE_BYTES:
-            raise Refused(Status.NOT_SUPP, f"format {fmt.name} not supported")
+            raise RequestRefused(Status.NOT_SUPP, f"format {fmt.name} not supported")
         if rate not in caps.rates:
-            raise Refused(Status.NOT_SUPP, f"rate {rate.hz} Hz not supported")
+            raise RequestRefused(Status.NOT_SUPP, f"rate {rate.hz} Hz not supported")
         if not caps.channels_min <= req.channels <= caps.channels_max:
-            raise Refused(Status.NOT_SUPP, f"{req.channels} channels not supported")
+            raise RequestRefused(Status.NOT_SUPP, f"{req.channels} channels not supported")
         frame = SAMPLE_BYTES[fmt] * req.channels
         if not 0 < req.period_bytes <= MAX_PERIOD_BYTES or req.period_bytes % frame:
-            raise Refused(Status.BAD_MSG, f"period of {req.period_bytes} bytes")
+            raise RequestRefused(Status.BAD_MSG, f"period of {req.period_bytes} bytes")
         if not req.period_bytes <= req.buffer_bytes <= MAX_BUFFER_BYTES:
-            raise Refused(Status.BAD_MSG, f"buffer of {req.buffer_bytes} bytes")
+            raise RequestRefused(Status.BAD_MSG, f"buffer of {req.buffer_bytes} bytes")
         return PcmParams(fmt, rate, req.channels, req.buffer_bytes, req.period_bytes)
 
     def _pcm_command(self, request: bytes, room: int) -> Answer:
@@ -220,20 +221,20 @@ class ControlRequests:
 
     def _control(self, request: bytes) -> int:
         if not self.controls_negotiated():
-            raise Refused(Status.NOT_SUPP, "control elements were not negotiated")
+            raise RequestRefused(Status.NOT_SUPP, "control elements were not negotiated")
         control_id = ItemHeader.decode(request).item_id
         if not 0 <= control_id < len(ELEMENTS):
-            raise Refused(Status.BAD_MSG, f"control {control_id} does not exist")
+            raise RequestRefused(Status.BAD_MSG, f"control {control_id} does not exist")
         return control_id
 
     def _ctl_info(self, request: bytes, room: int) -> Answer:
         if not self.controls_negotiated():
-            raise Refused(Status.NOT_SUPP, "control elements were not negotiated")
+            raise RequestRefused(Status.NOT_SUPP, "control elements were not negotiated")
         return self._query(request, room, [e.info() for e in ELEMENTS], CtlInfo)
 
     def _ctl_enum_items(self, request: bytes, room: int) -> Answer:
         self._control(request)
-        raise Refused(Status.BAD_MSG, "no enumerated control elements")
+        raise RequestRefused(Status.BAD_MSG, "no enumerated control elements")
 
     def _ctl_read(self, request: bytes, room: int) -> Answer:
         control_id = self._control(request)
@@ -245,7 +246,7 @@ class ControlRequests:
         try:
             changed = self.controls.write(control_id, value)
         except ControlValueError as exc:
-            raise Refused(Status.BAD_MSG, str(exc)) from None
+            raise RequestRefused(Status.BAD_MSG, str(exc)) from None
         if changed:
             self.backend.set_volume(Direction.OUTPUT, self.controls.gain, self.controls.muted)
         return b""

@@ -1,16 +1,30 @@
 """One PCM stream's data path, run on the device's worker thread.
 
+Playback keeps a play-out clock anchored at START: each tx buffer has a deadline, when
+an ideal device would have played its last frame, and is never completed before it,
+because Linux's virtio_snd moves the guest's hardware pointer by a whole period per
+completed buffer and a host that takes audio in bigger or earlier chunks than the
+guest's periods would otherwise run the guest ahead of real time. (Capture needs no
+such clock: a host cannot deliver frames before they are recorded.)
+
 Playback: the guest's tx buffers queue up; their samples are copied into the stream's
-PcmRing as room allows, and a buffer is completed only once its last byte has been
-consumed, by the backend's audio thread or, while the output is disabled (or the backend
-has no clock), by a period timer that discards them. Either way the guest plays in real
-time, and completions carry the ring fill as latency. The buffers are held, fed and
-returned in C (`_playback.PlaybackBuffers`): a playing stream's wake-up is one call.
+PcmRing as room allows, from which the backend's audio thread plays them, and a buffer
+is completed once its deadline has passed and all of it is in the ring (a host slower
+than the clock leaves no room, which holds the guest back). A one-shot timer is set for
+the next deadline. While the output is disabled (or the backend has no clock) a period
+timer discards the ring's samples at the clock's pace and completes what it played.
+Completions carry the ring fill as latency. The buffers are held, fed and returned in C
+(`_playback.PlaybackBuffers`): a playing stream's wake-up is one call.
 
 Capture: the backend produces host samples into the ring and the worker moves them into
-the guest's rx buffers, checking the direction's switch before every chunk; while the
-input is disabled (or the backend has no clock) the timer fills the buffers with silence
-in real time instead, and the ring is emptied so no stale host audio survives a switch.
+the guest's rx buffers, checking the direction's switch before every chunk, and returns
+each one as soon as it is full. A host stream takes a while to deliver once activated
+(up to a quantum of the graph it joins, 170 ms with PipeWire): the audio it missed
+since START (or since the input was switched on) is silence ahead of its first
+samples, as a sound card recording from START would have it, so the guest is not late
+by that much for the rest of the stream. While the input is disabled (or the backend
+has no clock) the timer fills the buffers with silence in real time instead, and the
+ring is emptied so no stale host audio survives a switch.
 """
 
 from __future__ import annotations
@@ -117,6 +131,12 @@ class StreamIO:
     _clock: TimerHandle | None = None
     _deadline: float = 0.0
     _ticks: int = 1
+    #: One-shot timer for the next tx buffer deadline (see the module doc), and when.
+    _due_timer: TimerHandle | None = None
+    _due_at: float = 0.0
+    #: Capture: when the host stream was activated (START, input switched on), until
+    #: its first samples arrive and the silence before them is filled in.
+    _activated: float | None = None
     #: Started, but its queue was stopped by the frontend (VM paused): host stream
     #: inactive and no pacing until the queue runs again.
     _suspended: bool = False
@@ -129,6 +149,7 @@ class StreamIO:
     def prepare(self) -> None:
         """Fresh ring and host stream for the current parameters. Buffers still held
         from before (a driver preparing again after an xrun) are given back first."""
+        self._stop_due()
         self.flush()
         self._drop_ring()
         capacity = min(max(RING_PERIODS * self.params.period_bytes, RING_MIN), RING_MAX)
@@ -144,13 +165,21 @@ class StreamIO:
         )
 
     def start(self) -> None:
+        now = time.monotonic()
+        if self.direction is Direction.OUTPUT:
+            self.played.start_clock(now, self.params.bytes_per_second)
+        else:
+            self._activated = now
         self.backend.start(self.stream_id)
         self.backend.set_active(self.direction, self.switch.enabled)
         self._feed()
-        self._repace()
+        self._repace(now)
+        if self.direction is Direction.OUTPUT and self._clock is None:
+            self._host_moved_data()  # sets the timer for the first deadline
 
     def stop(self) -> None:
         self._stop_clock()
+        self._stop_due()
         self.backend.stop(self.stream_id)
         self.resume_kicks()
 
@@ -158,6 +187,7 @@ class StreamIO:
         """Close the host stream and give every held buffer back (the driver waits for
         them before it goes on)."""
         self._stop_clock()
+        self._stop_due()
         self.backend.release(self.stream_id)
         self.flush()
         self._drop_ring()
@@ -167,6 +197,7 @@ class StreamIO:
         """Reset or end of connection: the guest's rings are gone, so held buffers are
         forgotten rather than completed."""
         self._stop_clock()
+        self._stop_due()
         self._suspended = False
         if self.state in (PcmState.PREPARE, PcmState.START, PcmState.STOP):
             self.backend.release(self.stream_id)
@@ -180,6 +211,7 @@ class StreamIO:
         while it can still be returned, drop the ring's copy of it, and leave the host
         stream inactive and the stream unpaced until the queue runs again."""
         self._stop_clock()
+        self._cancel_due_timer()
         self.flush()
         if self.ring is not None:
             self.ring.clear()
@@ -231,6 +263,8 @@ class StreamIO:
         if self.direction is Direction.INPUT and not enabled and self.ring is not None:
             self.ring.clear()  # captured while enabled but not yet delivered: drop it
         if self.state is PcmState.START and not self._suspended:
+            if self.direction is Direction.INPUT:
+                self._activated = time.monotonic() if enabled else None
             self.backend.set_active(self.direction, enabled)
             self._repace()
 
@@ -243,7 +277,8 @@ class StreamIO:
             return
         started = self.state is PcmState.START
         if self.direction is Direction.OUTPUT:
-            self.played.step(self.vring, ring, self.route, self.params.buffer_bytes, started)
+            limit = self.params.buffer_bytes
+            self._wake_at(self.played.step(self.vring, ring, self.route, limit, started))
             return
         ring.drain_notifications()
         if started:
@@ -262,7 +297,9 @@ class StreamIO:
         late (the guest missed it, an overrun)."""
         ring = self.ring
         assert ring is not None
-        while self.pending and ring.fill:
+        if self._activated is not None and ring.fill and self.switch.enabled:
+            self._fill_missed(self._activated, ring.fill)
+        while self.pending and (ring.fill or self.pending[0].done == self.pending[0].size):
             if not self.switch.enabled:
                 ring.clear()
                 return
@@ -270,8 +307,26 @@ class StreamIO:
             msg.done += ring.read_into(memoryview(msg.data)[msg.done :])
             if msg.done == msg.size:
                 finish(self.pending.popleft(), ring.fill)
+            else:
+                break
         if not self.pending and ring.fill > ring.notify_every:
             ring.discard(ring.fill - ring.notify_every)
+
+    def _fill_missed(self, since: float, queued: int) -> None:
+        """The host's first samples since `since` are here (`queued` bytes of them):
+        silence in the guest's buffers for the time before them."""
+        self._activated = None
+        if not self.backend.drives_clock:
+            return
+        params = self.params
+        missed = int((time.monotonic() - since) * params.bytes_per_second) - queued
+        missed = min(max(missed, 0), params.buffer_bytes) // params.frame_bytes * params.frame_bytes
+        for msg in self.pending:
+            if not missed:
+                break
+            n = min(missed, msg.size - msg.done)
+            msg.done += n  # the buffer starts zeroed: silence needs no writing
+            missed -= n
 
     def _fill_silence(self, count: int) -> None:
         """Capture paced by the timer: `count` bytes of silence into the guest's buffers."""
@@ -285,14 +340,51 @@ class StreamIO:
 
     # -- pacing --------------------------------------------------------------------------
 
-    def _repace(self) -> None:
+    def _wake_at(self, due: float) -> None:
+        """A buffer is ready but not yet due at `due` (0: none): come back for it, and
+        for the short periods due after it, on the same grid as the period timer (every
+        `periods_per_wakeup` periods: a wake-up costs more than its work). A host
+        notification that comes first takes the timer's place. While the period timer
+        paces the stream, it comes back anyway."""
+        if self._clock is not None:
+            return
+        if not due:
+            self._cancel_due_timer()
+            return
+        at = due + (self.params.periods_per_wakeup - 1) * self.params.period_seconds
+        if self._due_timer is not None:
+            if self._due_at == at:
+                return
+            self._due_timer.cancel()
+        self._due_at = at
+        self._due_timer = self.worker.call_later(at - time.monotonic(), self._due_reached)
+
+    def _due_reached(self) -> None:
+        self._due_timer = None
+        if self.state is PcmState.START and not self._suspended:
+            self._host_moved_data()
+
+    def _cancel_due_timer(self) -> None:
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = None
+
+    def _stop_due(self) -> None:
+        """Out of START: no deadlines until the next one."""
+        self._cancel_due_timer()
+        self.played.stop_clock()
+        self._activated = None
+
+    def _repace(self, now: float | None = None) -> None:
         """The timer paces the stream while it runs without a host clock: a backend that
-        has none, or a disabled direction (the host stream is inactive then)."""
+        has none, or a disabled direction (the host stream is inactive then). It starts
+        at `now`, the anchor of the buffers' deadlines, at START."""
         host_clock = self.backend.drives_clock and self.switch.enabled
         if self.state is PcmState.START and not host_clock and not self._suspended:
             if self._clock is None:
+                self._cancel_due_timer()
                 self._ticks = self.params.periods_per_wakeup
-                self._deadline = time.monotonic()
+                self._deadline = time.monotonic() if now is None else now
                 self._schedule()
         else:
             self._stop_clock()
@@ -306,6 +398,8 @@ class StreamIO:
         self._clock = self.worker.call_later(self._deadline - now, self._tick)
 
     def _tick(self) -> None:
+        """One period tick: plays (discards) or records (silence) `_ticks` periods, on a
+        grid anchored at START: what it completes is on time by construction."""
         self._clock = None
         period = self.params.period_bytes * self._ticks
         if self.direction is Direction.OUTPUT:

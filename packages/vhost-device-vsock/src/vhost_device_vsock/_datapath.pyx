@@ -23,19 +23,16 @@ import os
 
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from posix.uio cimport iovec
 
 from vhost_user_core.memory cimport Segment
 from vhost_user_core.virtqueue cimport ChainBatch, ChainInfo, DescriptorChain, chain_read
 
+# Cython ships no declarations for these two headers.
 cdef extern from "<endian.h>" nogil:
     uint16_t le16toh(uint16_t)
     uint32_t le32toh(uint32_t)
     uint64_t le64toh(uint64_t)
-
-cdef extern from "<sys/uio.h>" nogil:
-    struct iovec:
-        void* iov_base
-        size_t iov_len
 
 cdef extern from "<sys/socket.h>" nogil:
     struct msghdr:

@@ -16,7 +16,8 @@ from functools import partial
 
 from vhost_user_core import Worker
 
-from .hostside import HandshakeError, HostListener, parse_connect
+from .errors import HandshakeError
+from .hostside import HostListener, parse_connect
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeVar
 
-from vhost_user_core import add_logging_args
+from vhost_user_core import add_logging_args, add_version_arg
 
 from .config import (
     DEFAULT_GROUPS,
@@ -24,7 +24,6 @@ from .config import (
     MIN_GUEST_CID,
     SEPARATOR,
     VMADDR_CID_ANY,
-    ConfigError,
     VmConfig,
     check_backend,
     check_distinct,
@@ -38,6 +37,7 @@ from .config import (
     load_config_file,
     parse_vm,
 )
+from .errors import ConfigError
 
 __all__ = [
     "ConfigError",
@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "keys of --vm in snake_case) or, if FILE ends in .toml, a TOML file of [[vms]] tables",
     )
     add_logging_args(parser)
+    add_version_arg(parser, "vhost-device-vsock")
     return parser
 
 

@@ -2,7 +2,7 @@
 
 Upstream accepts the same keys in all three places (flags, `--vm`, `--config`); this module
 holds the one set of rules so every style rejects the same mistakes with the same words.
-Every error is a `ConfigError`, a `VhostUserError` whose message is one line.
+Every error is a `ConfigError` (see `errors`), a `VhostUserError` whose message is one line.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
-from vhost_user_core import VhostUserError
+from .errors import ConfigError
 
 T = TypeVar("T")
 
@@ -38,10 +38,6 @@ DEFAULT_GROUPS: tuple[str, ...] = ("default",)
 
 #: Separates forward-listen ports and group names, as upstream does.
 SEPARATOR = "+"
-
-
-class ConfigError(VhostUserError):
-    """A VM description is malformed, out of range, or clashes with another VM's."""
 
 
 # --- single values --------------------------------------------------------------------------

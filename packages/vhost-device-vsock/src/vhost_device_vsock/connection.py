@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ._datapath import recv_into
 from .credit import Credit
+from .errors import GuestOverrun
 from .packet import Shutdown, SocketType
 
 if TYPE_CHECKING:
@@ -37,10 +38,6 @@ class State(enum.Enum):
     ESTABLISHED = 3
     #: The guest shut both directions down; flushing its last bytes before the RST.
     CLOSING = 4
-
-
-class GuestOverrun(Exception):
-    """The guest sent more than its credit allowed."""
 
 
 class VsockConnection:
@@ -131,7 +128,12 @@ class VsockConnection:
                 self.message = bytearray()
                 self.flush()
             elif len(self.message) > self.credit.buf_alloc:
-                raise GuestOverrun("a message larger than the buffer")
+                raise GuestOverrun(
+                    self.key,
+                    len(self.message),
+                    self.credit.buf_alloc,
+                    "a message larger than the buffer",
+                )
             self._check_window()
         else:
             sent = self._send_views(views) if not self.held and nbytes else 0
@@ -146,10 +148,9 @@ class VsockConnection:
 
     def _check_window(self) -> None:
         if not self.credit.within_window(self.held_bytes + len(self.message)):
-            raise GuestOverrun(
-                f"{self.held_bytes + len(self.message)} bytes held, credit was "
-                f"{self.credit.buf_alloc}"
-            )
+            held = self.held_bytes + len(self.message)
+            window = self.credit.buf_alloc
+            raise GuestOverrun(self.key, held, window, f"{held} bytes held, credit was {window}")
 
     def _send_views(self, views: Sequence[memoryview]) -> int:
         try:

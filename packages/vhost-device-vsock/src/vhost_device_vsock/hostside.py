@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from vhost_user_core import Listener
 
 from .config import VmConfig
+from .errors import HandshakeError
 from .packet import SocketType
 
 #: Longest `CONNECT <port>\n` line accepted; longer means garbage.
@@ -28,19 +29,16 @@ MAX_CONNECT_LINE = 32
 LISTEN_BACKLOG = 128
 
 
-class HandshakeError(ValueError):
-    """A host program's first line is not `CONNECT <port>`."""
-
-
 def parse_connect(buffer: bytes) -> tuple[int, bytes] | None:
     """The port of a complete `CONNECT <port>\\n` line at the start of `buffer`, and
     whatever followed it; None while the line is incomplete."""
     end = buffer.find(b"\n")
+    # The same limit whether or not the newline came in the same read.
+    if end > MAX_CONNECT_LINE or (end < 0 and len(buffer) > MAX_CONNECT_LINE):
+        raise HandshakeError("no newline in the first 32 bytes")
     if end < 0:
-        if len(buffer) > MAX_CONNECT_LINE:
-            raise HandshakeError("no newline in the first 32 bytes")
         return None
-    line = buffer[:end].rstrip(b"\r")
+    line = buffer[:end].removesuffix(b"\r")
     words = line.split(b" ")
     if len(words) != 2 or words[0] != b"CONNECT" or not words[1].isdigit():
         raise HandshakeError(f"expected 'CONNECT <port>', got {line[:MAX_CONNECT_LINE]!r}")

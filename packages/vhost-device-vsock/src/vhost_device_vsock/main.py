@@ -6,9 +6,17 @@ import resource
 import sys
 from contextlib import ExitStack
 
-from vhost_user_core import Daemon, Listener, VhostUserError, main_guard, run_all, setup_logging
+from vhost_user_core import (
+    Daemon,
+    Listener,
+    VhostUserError,
+    main_guard,
+    run_all,
+    setup_logging,
+)
 
 from .args import build_parser, vm_configs
+from .errors import HostSideError, VsockError
 from .vm import SiblingMap, VirtualMachine
 
 
@@ -35,8 +43,10 @@ def run(argv: list[str] | None = None) -> int:
         for config in configs:
             try:
                 vm = VirtualMachine(config, siblings)
-            except OSError as exc:
-                raise VhostUserError(f"VM with CID {config.guest_cid}: {exc}") from exc
+            except VsockError:
+                raise
+            except (OSError, VhostUserError) as exc:  # a listener or the hybrid socket
+                raise HostSideError(config.guest_cid, str(exc)) from exc
             cleanup.callback(vm.close)
             listener = Listener.bind(config.socket)
             cleanup.callback(listener.close)

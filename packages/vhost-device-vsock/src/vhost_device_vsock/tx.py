@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 from typing import TYPE_CHECKING
 
 from vhost_user_core import DescriptorChain, Vring
@@ -20,12 +21,12 @@ from vhost_user_core import DescriptorChain, Vring
 from ._datapath import forward
 from .connection import (
     MAX_CONNECTIONS,
-    GuestOverrun,
     State,
     VsockConnection,
     shut_write,
     slice_views,
 )
+from .errors import GuestOverrun
 from .packet import HEADER_SIZE, VMADDR_CID_HOST, Header, Op, SeqFlag, Shutdown, SocketType
 
 if TYPE_CHECKING:
@@ -196,13 +197,16 @@ class TxInterpreter:
             device.reset_connection(conn)
             return
         device.cancel_connect_timer(conn)
-        reply = f"OK {conn.local_port}\n".encode()
-        try:
-            if conn.sock.send(reply) != len(reply):
-                raise OSError("short write of the OK line")
-        except OSError as exc:
-            device.host_gone(conn, exc)
-            return
+        # The OK line is the hybrid protocol's answer to CONNECT; an AF_VSOCK client
+        # (--forward-listen) said no CONNECT and gets the guest's bytes only.
+        if conn.sock.family == socket.AF_UNIX:
+            reply = f"OK {conn.local_port}\n".encode()
+            try:
+                if conn.sock.send(reply) != len(reply):
+                    raise OSError("short write of the OK line")
+            except OSError as exc:
+                device.host_gone(conn, exc)
+                return
         conn.state = State.ESTABLISHED
         device.watch_hangup(conn)
 

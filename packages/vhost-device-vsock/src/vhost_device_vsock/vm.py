@@ -16,6 +16,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from .config import VmConfig
+from .errors import ConfigError
 from .hostside import HostSide, host_side
 from .inbox import SiblingInbox
 from .packet import Header
@@ -91,7 +92,7 @@ class SiblingMap:
 
     def add(self, vm: VirtualMachine) -> None:
         if vm.cid in self._vms:
-            raise ValueError(f"guest CID {vm.cid} is used twice")
+            raise ConfigError(f"guest CID {vm.cid} is used twice")
         self._vms[vm.cid] = vm
 
     def remove(self, vm: VirtualMachine) -> None:

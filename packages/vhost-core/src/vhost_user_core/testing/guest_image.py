@@ -1,14 +1,17 @@
 """The guest image: Debian's 6.12 kernel and a busybox initramfs, built without root.
 
-The kernel package is downloaded (not installed), vmlinuz and the virtio modules are
-taken out of it, the modules decompressed so busybox's insmod can load them, and
-/init runs the /test.sh that each boot appends as a second cpio archive.
+The kernel package is downloaded (not installed) and unpacked into the cache directory
+(kept: `hostroot` gives its guests the whole module tree), vmlinuz and the virtio
+modules are taken out of it, the modules decompressed so busybox's insmod can load them, the ones
+Debian leaves out built from its source (`kmodules`), and /init runs the /test.sh that
+each boot appends as a second cpio archive.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import lzma
 import os
@@ -19,6 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import kmodules
 from .cpio import Entry, write_newc
 
 #: Modules loaded at boot, in this order after their dependencies.
@@ -30,7 +34,14 @@ DEFAULT_MODULES = (
     "virtio_snd",
     "virtio_scsi",
     "sd_mod",
+    "configfs",
+    "i2c-virtio",
+    "i2c-dev",  # /dev/i2c-N, for busybox's i2c applets (the i2c demo)
+    "gpio-virtio",
 )
+#: Modules in /lib/modules/<name>.ko that tests load themselves (their dependencies
+#: are among DEFAULT_MODULES).
+ON_DEMAND_MODULES = ("gpio-sim",)
 KERNEL_PATTERN = re.compile(r"^linux-image-(6\.12\.\d+\+deb\d+-amd64)-unsigned$")
 BUSYBOX = Path("/bin/busybox")
 
@@ -62,6 +73,9 @@ class GuestImage:
     kernel: Path
     initramfs: Path
     kernel_version: str
+    #: The cache directory the image was built in, and the kernel package it came from.
+    directory: Path | None = None
+    package: str = ""
 
 
 def default_dir() -> Path:
@@ -70,6 +84,7 @@ def default_dir() -> Path:
 
 
 def newest_kernel_package() -> str:
+    """The newest Debian 6.12 kernel in apt's lists, from whichever suite carries it."""
     out = subprocess.run(
         ["apt-cache", "search", "--names-only", "^linux-image-6.12"],
         capture_output=True,
@@ -80,8 +95,8 @@ def newest_kernel_package() -> str:
     matches = [n for n in names if KERNEL_PATTERN.match(n)]
     if not matches:
         raise RuntimeError(
-            "no linux-image-6.12.*-amd64-unsigned package in apt; enable "
-            "bookworm-backports (python3 xtask bootstrap does)"
+            "no linux-image-6.12.*-amd64-unsigned package in apt's lists: Debian trixie "
+            "carries it, bookworm its backports and security suites (run `apt-get update`)"
         )
 
     def version(name: str) -> tuple[int, ...]:
@@ -95,9 +110,13 @@ def _modinfo_depends(ko: bytes) -> list[str]:
     return [d for d in found.group(1).decode().split(",") if d] if found else []
 
 
-def _collect_modules(modroot: Path, wanted: tuple[str, ...]) -> list[tuple[str, bytes]]:
-    """Decompressed modules in load order (dependencies first)."""
+def collect_modules(
+    modroot: Path, wanted: tuple[str, ...], extra: dict[str, Path] | None = None
+) -> list[tuple[str, bytes]]:
+    """Decompressed modules in load order (dependencies first), from the kernel package
+    or `extra` (built out of tree); all must have the kernel's vermagic."""
     index = {p.name.split(".ko")[0].replace("-", "_"): p for p in modroot.rglob("*.ko*")}
+    index |= {name.replace("-", "_"): path for name, path in (extra or {}).items()}
     ordered: list[tuple[str, bytes]] = []
     seen: set[str] = set()
 
@@ -118,23 +137,30 @@ def _collect_modules(modroot: Path, wanted: tuple[str, ...]) -> list[tuple[str, 
 
     for name in wanted:
         visit(name)
+    magics = {kmodules.vermagic(data) for _, data in ordered}
+    if len(magics) > 1:
+        raise RuntimeError(f"modules built for different kernels: {sorted(magics)}")
     return ordered
 
 
-def build_image(
-    directory: Path | None = None, modules: tuple[str, ...] = DEFAULT_MODULES
-) -> GuestImage:
-    """Build (or reuse) the image in `directory`; idempotent."""
-    directory = directory or default_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    stamp = directory / "stamp.json"
-    package = newest_kernel_package()
-    want = {"package": package, "modules": list(modules), "init": INIT, "format": 1}
-    kernel, initramfs = directory / "vmlinuz", directory / "initramfs.gz"
-    version = KERNEL_PATTERN.match(package).group(1)  # type: ignore[union-attr]
-    if stamp.exists() and json.loads(stamp.read_text()) == want and kernel.exists():
-        return GuestImage(kernel, initramfs, version)
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+def kernel_version(package: str) -> str:
+    found = KERNEL_PATTERN.match(package)
+    if found is None:
+        raise RuntimeError(f"{package} is not a linux-image-6.12.*-amd64-unsigned package")
+    return found.group(1)
+
+
+def unpacked_kernel(directory: Path, package: str) -> Path:
+    """The kernel package `package` unpacked (dpkg-deb -x) under `directory`, downloaded
+    on first use; trees of other kernel packages there are removed."""
+    parent = directory / "kernel"
+    root = parent / package
+    if (root / ".unpacked").exists():
+        return root
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.iterdir():
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)  # apt-get download runs as _apt where it can
         subprocess.run(
@@ -143,13 +169,51 @@ def build_image(
         (deb,) = work.glob("*.deb")
         unpacked = work / "root"
         subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-        shutil.copy2(unpacked / "boot" / f"vmlinuz-{version}", kernel)
-        modroot = next(
-            unpacked / p / version
-            for p in ("lib/modules", "usr/lib/modules")
-            if (unpacked / p / version).exists()
-        )
-        loaded = _collect_modules(modroot, modules)
+        unpacked.rename(root)
+    (root / ".unpacked").touch()
+    return root
+
+
+def module_dir(root: Path, version: str) -> Path:
+    """Where an unpacked kernel package keeps its modules (lib/ or usr/lib/)."""
+    return next(
+        root / p / version
+        for p in ("lib/modules", "usr/lib/modules")
+        if (root / p / version).exists()
+    )
+
+
+def build_image(
+    directory: Path | None = None,
+    modules: tuple[str, ...] = DEFAULT_MODULES,
+    on_demand: tuple[str, ...] = ON_DEMAND_MODULES,
+) -> GuestImage:
+    """Build (or reuse) the image in `directory`; idempotent. `modules` are loaded at
+    boot, `on_demand` only shipped."""
+    directory = directory or default_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = directory / "stamp.json"
+    package = newest_kernel_package()
+    version = kernel_version(package)
+    extra = kmodules.build_out_of_tree(version, directory=directory)
+    built = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in extra.items()}
+    want = {
+        "package": package,
+        "modules": list(modules),
+        "on_demand": list(on_demand),
+        "out_of_tree": built,
+        "init": INIT,
+        "format": 2,
+    }
+    kernel, initramfs = directory / "vmlinuz", directory / "initramfs.gz"
+    image = GuestImage(kernel, initramfs, version, directory, package)
+    if stamp.exists() and json.loads(stamp.read_text()) == want and kernel.exists():
+        return image
+    unpacked = unpacked_kernel(directory, package)
+    shutil.copy2(unpacked / "boot" / f"vmlinuz-{version}", kernel)
+    modroot = module_dir(unpacked, version)
+    loaded = collect_modules(modroot, modules, extra)
+    shipped = collect_modules(modroot, modules + on_demand, extra)
     entries = [
         Entry.directory(d)
         for d in ("bin", "etc", "lib", "lib/modules", "proc", "sys", "dev", "tmp")
@@ -158,10 +222,10 @@ def build_image(
     entries.append(Entry.symlink("bin/sh", "busybox"))
     entries.append(Entry.executable("init", INIT.encode()))
     entries.append(Entry("etc/modules", "\n".join(n for n, _ in loaded).encode() + b"\n"))
-    entries += [Entry(f"lib/modules/{name}.ko", data) for name, data in loaded]
+    entries += [Entry(f"lib/modules/{name}.ko", data) for name, data in shipped]
     initramfs.write_bytes(gzip.compress(write_newc(entries), compresslevel=6))
     stamp.write_text(json.dumps(want))
-    return GuestImage(kernel, initramfs, version)
+    return image
 
 
 def main() -> None:
@@ -170,6 +234,9 @@ def main() -> None:
     image = build_image(parser.parse_args().dir)
     print(f"kernel {image.kernel_version}: {image.kernel}")
     print(f"initramfs: {image.initramfs}")
+    from .hostroot import module_tree  # the hostkernel guests' modules, built up front
+
+    print(f"module tree: {module_tree(image)}")
 
 
 if __name__ == "__main__":

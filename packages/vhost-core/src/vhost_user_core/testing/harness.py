@@ -37,8 +37,18 @@ def connected_frontend(
         yield frontend
 
 
-def wait_for_socket(path: str | os.PathLike[str], timeout: float = 10.0) -> None:
-    """Block until a daemon listens on `path` (QEMU gives up at once if it does not)."""
+#: How long a daemon may take to listen: a Python start-up over 9p in an emulated
+#: (TCG) hostkernel guest can take several times what it takes on the host.
+START_TIMEOUT = 60.0 if "VHOST_HOSTKERNEL_INNER" in os.environ else 10.0
+
+
+def wait_for_socket(
+    path: str | os.PathLike[str],
+    timeout: float = START_TIMEOUT,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Block until a daemon listens on `path` (QEMU gives up at once if it does not);
+    if `proc` (the daemon) exits first, fail at once instead of waiting it out."""
     import socket
     import time
 
@@ -49,6 +59,10 @@ def wait_for_socket(path: str | os.PathLike[str], timeout: float = 10.0) -> None
             probe.connect(os.fspath(path))
             return
         except (FileNotFoundError, ConnectionRefusedError):
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(
+                    f"the daemon exited {proc.returncode} before listening on {path}"
+                ) from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {path} after {timeout} s") from None
             time.sleep(0.02)
@@ -71,7 +85,10 @@ def daemon_process(
         proc = subprocess.Popen(list(argv), stderr=stderr, **popen)
     try:
         for path in sockets:
-            wait_for_socket(path)
+            try:
+                wait_for_socket(path, proc=proc)
+            except RuntimeError as exc:
+                raise AssertionError(f"{exc}:\n{log.read_text(errors='replace')}") from None
         yield proc
         proc.send_signal(signal.SIGTERM)
         if proc.wait(10) != 0:

@@ -110,7 +110,13 @@ class Guest:
         self.workdir = workdir
 
     def command(
-        self, initramfs: Path, console: Path, out: Path, devices: list[str], memory: str
+        self,
+        initramfs: Path,
+        console: Path,
+        out: Path,
+        devices: list[str],
+        memory: str,
+        smp: int = 1,
     ) -> list[str]:
         qemu = shutil.which("qemu-system-x86_64")
         if qemu is None:
@@ -128,7 +134,7 @@ class Guest:
             "-cpu",
             "max",
             "-smp",
-            "1",
+            str(smp),
             "-m",
             memory,
             "-object",
@@ -156,6 +162,7 @@ class Guest:
         *,
         devices: list[str] | None = None,
         memory: str = "512M",
+        smp: int = 1,
         timeout: float = 120.0,
         extra_files: dict[str, bytes] | None = None,
         on_console: dict[str, Callable[[], None]] | None = None,
@@ -174,7 +181,7 @@ class Guest:
                 + gzip.compress(write_newc(entries), compresslevel=1)
             )
             console, out = work / "console.log", work / "out.bin"
-            cmd = self.command(initramfs, console, out, devices or [], memory)
+            cmd = self.command(initramfs, console, out, devices or [], memory, smp)
             start = time.monotonic()
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

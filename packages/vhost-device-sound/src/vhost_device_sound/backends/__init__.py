@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from vhost_user_core import BackendError
-
+from ..errors import AudioBackendError
 from .base import AudioBackend, StreamSetup
 
 #: name -> (module, class); modules load lazily so a missing host library only
@@ -21,11 +20,13 @@ def backend_class(name: str) -> type[AudioBackend]:
     try:
         module_name, class_name = BACKENDS[name]
     except KeyError:
-        raise BackendError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})") from None
+        raise AudioBackendError(
+            f"unknown backend {name!r} (known: {', '.join(BACKENDS)})"
+        ) from None
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BackendError(f"the {name} backend is not available: {exc}") from exc
+        raise AudioBackendError(f"the {name} backend is not available: {exc}") from exc
     cls: type[AudioBackend] = getattr(module, class_name)
     return cls
 

@@ -21,9 +21,17 @@ PCM is open only while input is enabled and the stream is prepared or running, a
 only read while running: while input is disabled the microphone is not even opened, so
 the host's "microphone in use" indication goes off; enabling input reopens it.
 
+The rates offered are those the PCM accepts for playback, asked once (at the guest's
+first PCM_INFO) of a playback PCM opened for the purpose; the capture side is not
+opened for it (that would light the host's "microphone in use" indication), and a rate
+it refuses is reported at PREPARE like any other refusal. Channels stay 1 to 6 and the
+formats the backend converts: pyalsaaudio's channel query walks every count up to the
+PCM's maximum, which for `null` is 2**32.
+
 PCMs without a clock of their own (ALSA's `null`, a `file` plugin on `null`) would let
 a loop spin at memory speed and run the guest's stream faster than real time; a
-wall-clock pacer holds such a PCM to real time plus one ALSA buffer. It turns itself off
+wall-clock pacer holds such a PCM to real time (plus one ALSA buffer for playback, as a
+sound card takes one; capture gets a period once its time has passed). It turns itself off
 for good as soon as the PCM shows a clock (its free space drops below a full buffer).
 """
 
@@ -46,7 +54,9 @@ from typing_extensions import Buffer
 from vhost_user_core import BackendError
 
 from .._pcmring import PcmRing, scale_samples
-from ..protocol import SAMPLE_BYTES, Direction, Format
+from ..errors import AudioBackendError
+from ..params import BASE_CAPABILITIES, BASE_RATES, Capabilities
+from ..protocol import SAMPLE_BYTES, Direction, Format, Rate
 from .base import AudioBackend, StreamSetup
 
 log = logging.getLogger(__name__)
@@ -114,7 +124,9 @@ def _spec(setup: StreamSetup, periods: int) -> _PcmSpec:
     try:
         alsa_format = int(getattr(alsaaudio, _ALSA_FORMATS[params.format]))
     except KeyError:
-        raise BackendError(f"the ALSA backend has no sample format {params.format.name}") from None
+        raise AudioBackendError(
+            f"the ALSA backend has no sample format {params.format.name}"
+        ) from None
     return _PcmSpec(
         direction=setup.direction,
         format=params.format,
@@ -148,7 +160,7 @@ def _open_pcm(device: str, spec: _PcmSpec) -> tuple[_Pcm, int, int]:
             ),
         )
     except alsaaudio.ALSAAudioError as exc:
-        raise BackendError(
+        raise AudioBackendError(
             f"cannot open ALSA PCM {device!r} for {spec.kind}: {exc}. "
             "`aplay -L` / `arecord -L` list the PCM names this host knows"
         ) from exc
@@ -162,7 +174,7 @@ def _open_pcm(device: str, spec: _PcmSpec) -> tuple[_Pcm, int, int]:
         if info["channels"] != spec.channels:
             refused.append(f"{spec.channels} channels (it chose {info['channels']})")
         if refused:
-            raise BackendError(
+            raise AudioBackendError(
                 f"ALSA PCM {device!r} refuses {spec.kind} with {', '.join(refused)}; "
                 "a converting PCM such as 'default' or 'plughw:0' accepts any of these"
             )
@@ -170,6 +182,31 @@ def _open_pcm(device: str, spec: _PcmSpec) -> tuple[_Pcm, int, int]:
     except BaseException:
         _close_pcm(pcm)
         raise
+
+
+def _playback_rates(device: str) -> frozenset[Rate]:
+    """The spec's rates `device` accepts for playback (the baseline if it cannot say)."""
+    try:
+        pcm = alsaaudio.PCM(type=alsaaudio.PCM_PLAYBACK, mode=alsaaudio.PCM_NONBLOCK, device=device)
+    except alsaaudio.ALSAAudioError as exc:
+        log.info(
+            "ALSA PCM %r cannot be asked for its rates (%s): offering the baseline", device, exc
+        )
+        return BASE_RATES
+    try:
+        rates = pcm.getrates()
+    except alsaaudio.ALSAAudioError:
+        rates = None
+    finally:
+        _close_pcm(cast(_Pcm, pcm))
+    if isinstance(rates, tuple):  # a continuous range (low, high)
+        low, high = rates
+        return frozenset(rate for rate in Rate if low <= rate.hz <= high)
+    if isinstance(rates, list) and rates:
+        return frozenset(rate for rate in Rate if rate.hz in rates)
+    # A single rate is the one pyalsaaudio configured when it opened the PCM (44100 Hz
+    # on a hw: device), not what the PCM can play: offer the baseline, as with no answer.
+    return BASE_RATES
 
 
 def _close_pcm(pcm: _Pcm) -> None:
@@ -242,13 +279,17 @@ class _PcmPoller:
 
 
 class _Pacer:
-    """Holds a PCM without a clock of its own to real time plus one buffer (see module
-    doc). A PCM with a clock shows it by having less than a whole buffer free (playback)
-    or readable (capture) after a transfer; from then on the PCM alone paces."""
+    """Holds a PCM without a clock of its own to real time (see module doc): playback
+    may run one buffer ahead, as a sound card takes a buffer's worth at once; capture
+    none, as a sound card has a period only once it has recorded it (`ahead` -1 period:
+    a read of a period waits until that period's time has passed). A PCM with a clock
+    shows it by having less than a whole buffer free (playback) or readable (capture)
+    after a transfer; from then on the PCM alone paces."""
 
-    def __init__(self, rate: int, buffer_frames: int) -> None:
+    def __init__(self, rate: int, buffer_frames: int, ahead: int | None = None) -> None:
         self._rate = rate
         self._buffer_frames = buffer_frames
+        self._ahead = buffer_frames if ahead is None else ahead
         self._start = time.monotonic()
         self._frames = 0
         self.clocked = False
@@ -269,7 +310,7 @@ class _Pacer:
         """Seconds to wait before the next transfer (0 or less: go ahead)."""
         if self.clocked:
             return 0.0
-        ahead = (self._frames - self._buffer_frames) / self._rate
+        ahead = (self._frames - self._ahead) / self._rate
         return ahead - (time.monotonic() - self._start)
 
 
@@ -310,6 +351,15 @@ class AlsaBackend(AudioBackend):
         # Serialises the lifecycle calls (device worker) with set_active (switch
         # listeners run on the control socket's thread). Host threads never take it.
         self._lock = threading.RLock()
+        self._capabilities: Capabilities | None = None
+
+    def capabilities(self, direction: Direction) -> Capabilities:
+        """The rates the PCM plays (asked once, see the module doc), for both directions."""
+        with self._lock:
+            if self._capabilities is None:
+                rates = _playback_rates(self.device) or BASE_RATES
+                self._capabilities = Capabilities(BASE_CAPABILITIES.formats, rates)
+            return self._capabilities
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -339,9 +389,9 @@ class AlsaBackend(AudioBackend):
                 return
             self._stop_thread(stream)  # reap a thread that ended by itself (its eventfd)
             if stream.error is not None:
-                raise BackendError(f"{stream.error}; the stream must be prepared again")
+                raise AudioBackendError(f"{stream.error}; the stream must be prepared again")
             if stream.pcm is not None and stream.pcm.state() == alsaaudio.PCM_STATE_DISCONNECTED:
-                raise BackendError(
+                raise AudioBackendError(
                     f"ALSA PCM {self.device!r} is gone (device unplugged?); "
                     "the stream must be prepared again"
                 )
@@ -405,7 +455,7 @@ class AlsaBackend(AudioBackend):
         try:
             return self._streams[stream_id]
         except KeyError:
-            raise BackendError(f"stream {stream_id} is not prepared") from None
+            raise AudioBackendError(f"stream {stream_id} is not prepared") from None
 
     def _capture_allowed(self, stream: _Stream) -> bool:
         """Both the ring's switch and the last set_active must say on."""
@@ -546,7 +596,7 @@ class AlsaBackend(AudioBackend):
                 log.info("input enabled: ALSA capture PCM %r open", self.device)
             if poller is None or pacer is None:
                 poller = _PcmPoller(pcm, waker)
-                pacer = _Pacer(spec.rate, stream.buffer_frames)
+                pacer = _Pacer(spec.rate, stream.buffer_frames, -stream.period_frames)
             delay = pacer.delay()
             if delay > 0:
                 waker.idle(delay)

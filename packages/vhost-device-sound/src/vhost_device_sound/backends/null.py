@@ -1,8 +1,10 @@
 """The null backend: no host audio at all. The device's period timer paces the streams,
-so the guest plays and records in real time: output is discarded, input is silence."""
+so the guest plays and records in real time: output is discarded, input is silence.
+With nothing behind it, it offers every rate of the spec and 1 to 8 channels."""
 
 from __future__ import annotations
 
+from ..params import UNLIMITED_CAPABILITIES, Capabilities
 from ..protocol import Direction
 from .base import AudioBackend, StreamSetup
 
@@ -13,6 +15,10 @@ class NullBackend(AudioBackend):
 
     def __init__(self) -> None:
         self.volume: dict[Direction, tuple[float, bool]] = {}
+
+    def capabilities(self, direction: Direction) -> Capabilities:
+        """Every rate of the spec, 1 to 8 channels: there are no host limits."""
+        return UNLIMITED_CAPABILITIES
 
     def prepare(self, setup: StreamSetup) -> None:
         pass

@@ -22,10 +22,9 @@ import threading
 from dataclasses import dataclass
 from typing import TypedDict
 
-from vhost_user_core import BackendError
-
 from .. import _pipewire as pw
-from ..params import BASE_RATES, HIGH_RATES, Capabilities
+from ..errors import AudioBackendError
+from ..params import BASE_RATES, HIGH_RATES, MIN_WAKEUP_SECONDS, Capabilities
 from ..protocol import Chmap, Direction, Format
 from .base import AudioBackend, StreamSetup
 
@@ -142,7 +141,7 @@ class PipeWireBackend(AudioBackend):
                     timeout=TIMEOUT,
                 )
             except (pw.PipeWireError, ValueError) as exc:
-                raise BackendError(
+                raise AudioBackendError(
                     f"PipeWire refused the {direction.label} stream "
                     f"({params.format.name}, {params.rate.hz} Hz, {params.channels} ch): {exc}"
                 ) from exc
@@ -167,7 +166,7 @@ class PipeWireBackend(AudioBackend):
                 # Without its daemon the stream would never consume: the guest would
                 # wait forever for its buffers. It needs a new PREPARE (which reconnects).
                 reason = stream.host.error or (self._conn.error if self._conn else None)
-                raise BackendError(
+                raise AudioBackendError(
                     f"the PipeWire {stream.setup.direction.label} stream is gone: {reason}"
                 )
             stream.started = True
@@ -248,7 +247,7 @@ class PipeWireBackend(AudioBackend):
             # libpipewire reports a missing socket file as EHOSTDOWN ("Host is down").
             missing = exc.errno in (errno.EHOSTDOWN, errno.ENOENT, errno.ECONNREFUSED)
             reason = "no PipeWire daemon is listening there" if missing else exc.strerror
-            raise BackendError(
+            raise AudioBackendError(
                 f"cannot connect to PipeWire at {where_is_pipewire(self._remote)}: "
                 f"{reason}. Is the PipeWire daemon running for this user? "
                 "Point XDG_RUNTIME_DIR (or PIPEWIRE_RUNTIME_DIR) at its runtime directory "
@@ -261,14 +260,14 @@ class PipeWireBackend(AudioBackend):
         """The SPA format and channel positions for `setup`, or a BackendError."""
         params = setup.params
         if params.format not in FORMATS:
-            raise BackendError(
+            raise AudioBackendError(
                 f"the PipeWire backend cannot play {params.format.name} "
                 f"(it offers {', '.join(f.name for f in FORMATS)})"
             )
         if not CAPABILITIES.channels_min <= params.channels <= CAPABILITIES.channels_max:
-            raise BackendError(f"the PipeWire backend cannot open {params.channels} channels")
+            raise AudioBackendError(f"the PipeWire backend cannot open {params.channels} channels")
         if len(setup.positions) != params.channels:
-            raise BackendError(
+            raise AudioBackendError(
                 f"{len(setup.positions)} channel positions for {params.channels} channels"
             )
         return FORMATS[params.format], [POSITIONS[Chmap(p)] for p in setup.positions]
@@ -287,13 +286,21 @@ class PipeWireBackend(AudioBackend):
         if params.period_frames > 0:
             # The guest's period (several of them if they are short) sets PipeWire's
             # quantum when it is the smallest request: one wake-up of the daemon each.
-            props["node.latency"] = f"{params.wakeup_frames}/{params.rate.hz}"
+            # Not for capture beyond MIN_WAKEUP_SECONDS: a capture buffer can only go
+            # back once the quantum holding its last frame has arrived, and quanta of
+            # up to PipeWire's maximum (170 ms at 48 kHz) would hand a guest that asked
+            # for long periods its audio that much late. The ring still wakes the
+            # daemon once per guest period.
+            frames = params.wakeup_frames
+            if direction is Direction.INPUT:
+                frames = min(frames, math.ceil(MIN_WAKEUP_SECONDS * params.rate.hz))
+            props["node.latency"] = f"{frames}/{params.rate.hz}"
         return props
 
     def _prepared(self, stream_id: int) -> _Stream:
         stream = self._streams.get(stream_id)
         if stream is None:
-            raise BackendError(f"stream {stream_id} has no PipeWire stream (not prepared)")
+            raise AudioBackendError(f"stream {stream_id} has no PipeWire stream (not prepared)")
         return stream
 
     def _apply(self, stream: _Stream) -> None:
@@ -306,7 +313,7 @@ class PipeWireBackend(AudioBackend):
         try:
             stream.host.set_active(want)
         except pw.PipeWireError as exc:
-            raise BackendError(f"PipeWire {direction.label} stream: {exc}") from exc
+            raise AudioBackendError(f"PipeWire {direction.label} stream: {exc}") from exc
         logger.debug("PipeWire %s stream %s", direction.label, "active" if want else "inactive")
 
     def _push_volume(self, stream: _Stream, gain: float, muted: bool) -> None:
@@ -314,7 +321,7 @@ class PipeWireBackend(AudioBackend):
             stream.host.set_volume([gain] * stream.setup.params.channels, muted)
         except pw.PipeWireError as exc:
             label = stream.setup.direction.label
-            raise BackendError(f"PipeWire volume of the {label}: {exc}") from exc
+            raise AudioBackendError(f"PipeWire volume of the {label}: {exc}") from exc
 
     def _drop(self, stream_id: int) -> None:
         stream = self._streams.pop(stream_id, None)

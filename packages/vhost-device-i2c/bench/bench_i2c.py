@@ -1,0 +1,92 @@
+"""Benchmark of vhost-device-i2c through the core's Python frontend (run by hand).
+
+Starts the real daemon as a process with the sim bus (`-l sim:80`), plays the
+virtio-i2c driver and prints, at 1 and 64 requests in flight: requests/s and p50/p99
+latency (a request: one 1-byte read from the EEPROM, its own transfer), then the
+daemon's CPU time per request, its CPU use while idle and its peak RSS.
+
+    python3 xtask bench i2c          # or: .venv/bin/python bench/bench_i2c.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vhost_user_core.frontend import Frontend, FrontendQueue
+from vhost_user_core.testing.bench import daemon_process, idle_report, percentiles, reap_used
+from vhost_user_core.testing.procstat import cpu_seconds
+
+ADDR, M_RD = 0x50, 2
+
+
+def post_reads(frontend: Frontend, queue: FrontendQueue, slots: list[tuple[int, int, int]]) -> None:
+    for header, data, status in slots:
+        queue.driver.add([(header, 8, False), (data, 1, True), (status, 1, True)])
+    queue.publish()
+
+
+def run(
+    frontend: Frontend, queue: FrontendQueue, depth: int, seconds: float
+) -> tuple[int, list[float]]:
+    """Rounds of `depth` separate requests; a sample is one round's time (an upper
+    bound of each of its requests' latency)."""
+    assert frontend.ram is not None
+    ram = frontend.ram
+    slots = []
+    for _ in range(depth):
+        header = ram.alloc(8)
+        ram.memory.write(header, struct.pack("<HHI", ADDR << 1, 0, M_RD))
+        slots.append((header, ram.alloc(1), ram.alloc(1)))
+    samples: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        post_reads(frontend, queue, slots)
+        reap_used(queue, depth)
+        samples.append(time.perf_counter() - t0)
+    return depth * len(samples), samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per depth")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "i2c.sock"
+        argv = [
+            sys.executable,
+            "-m",
+            "vhost_device_i2c.main",
+            "-s",
+            str(base),
+            "-l",
+            "sim:80",
+            "--log-level",
+            "warning",
+        ]
+        with daemon_process(argv, [f"{base}0"]) as daemon:
+            with Frontend.connect(f"{base}0") as frontend:
+                (queue,) = frontend.start_device(1, 1024)
+                print("| in flight | requests/s | p50 µs | p99 µs | daemon CPU µs/request |")
+                print("|---|---|---|---|---|")
+                for depth in (1, 64):
+                    cpu0 = cpu_seconds(daemon.pid)
+                    count, samples = run(frontend, queue, depth, args.seconds)
+                    cpu = cpu_seconds(daemon.pid) - cpu0
+                    p50, p99 = percentiles(samples)
+                    print(
+                        f"| {depth} | {count / sum(samples):,.0f} | {p50 * 1e6:.0f} "
+                        f"| {p99 * 1e6:.0f} "
+                        f"| {cpu / count * 1e6:.1f} |"
+                    )
+                print(f"\n{idle_report(daemon.pid)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
