@@ -41,6 +41,11 @@ class SiblingInbox:
     def __bool__(self) -> bool:
         return bool(self._control or self._data)
 
+    def buffers_wanted(self, most: int) -> int:
+        """How many rx buffers what waits needs, at most `most`: one per control
+        packet, `most` once data waits (a data packet may take several)."""
+        return most if self._data else min(len(self._control), most)
+
     def put(self, header: Header, payload: bytes) -> bool:
         """Queue a packet; False if the inbox is full."""
         size = HEADER_SIZE + len(payload)

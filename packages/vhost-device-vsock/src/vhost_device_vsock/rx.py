@@ -47,7 +47,7 @@ class RxFiller:
         """Fill rx buffers while there is something to send and buffers to take it."""
         rx = self.device.rx
         while self._has_work():
-            if rx is None or not (batch := rx.poll(RX_BATCH)):
+            if rx is None or not (batch := rx.poll(self._buffers_wanted())):
                 if rx is not None and rx.active and rx.enable_notification():
                     continue
                 # The guest's next rx kick brings us back; until then a readable
@@ -68,6 +68,14 @@ class RxFiller:
                 rx.complete(batch, lengths)
             if unused:
                 return
+
+    def _buffers_wanted(self) -> int:
+        """rx buffers to pop for what waits: popping a whole batch for one control
+        packet costs more than the packet (each chain is walked, then rewound)."""
+        if self.ready:
+            return RX_BATCH
+        wanted = len(self.control) + self.device.vm.sibling_buffers_wanted(RX_BATCH)
+        return max(1, min(wanted, RX_BATCH))
 
     def _has_work(self) -> bool:
         return bool(self.control or self.ready) or self.device.vm.has_sibling_packets

@@ -79,6 +79,10 @@ class VirtualMachine:
     def has_sibling_packets(self) -> bool:
         return bool(self._inbox)
 
+    def sibling_buffers_wanted(self, most: int) -> int:
+        """rx buffers the waiting sibling packets need (at most `most`)."""
+        return self._inbox.buffers_wanted(most)
+
     def close(self) -> None:
         self.siblings.remove(self)
         self.host.close()
