@@ -6,7 +6,9 @@ bus), then guest → guest through the bus (a second socket of the daemon on the
 virtual bus sends, the first keeps 32 rx buffers posted: frames/s received), then
 the daemon's CPU use while a started guest idles, and its peak RSS. vcan is not
 measured here: this host's kernel has no modules (the hostkernel tests reach vcan
-inside a guest).
+inside a guest). `--daemon LABEL='CMD {sock}'` adds another implementation (with
+`{count}` sockets and `{devices}`, space-separated, if it takes them), measured in the
+same run, alternating, each row with its ratio to ours.
 
     python3 xtask bench can          # or: .venv/bin/python bench/bench_can.py
 """
@@ -14,12 +16,10 @@ inside a guest).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from vhost_device_can.protocol import (
@@ -32,20 +32,38 @@ from vhost_device_can.protocol import (
     encode_tx,
 )
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import daemon_process, idle_report, reap_used
+from vhost_user_core.testing.bench import (
+    DaemonCommand,
+    Ratios,
+    Started,
+    add_daemon_arg,
+    chosen_daemons,
+    each_daemon,
+    idle_report,
+    python_daemon,
+    reap_used,
+    rounds,
+)
 
 DEPTH = QUEUE_SIZE // 2  # a TX request takes two descriptors of the 64
 RX_SIZE = 16 + 64
 
 
-@contextmanager
-def daemon(tmp: Path, devices: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], list[str]]]:
-    base = tmp / f"can{len(devices)}.sock"
-    argv = [sys.executable, "-m", "vhost_device_can.main", "-s", str(base)]
-    argv += ["-c", str(len(devices)), "-d", " ".join(devices), "--log-level", "warning"]
-    sockets = [f"{base}{i}" for i in range(len(devices))]
-    with daemon_process(argv, sockets) as process:
-        yield process, sockets
+OURS_COMMAND = python_daemon("vhost_device_can.main", "-s {sock} -c {count} -d {devices}")
+
+
+def each(
+    daemons: list[DaemonCommand], tmp: Path, devices: list[str], stack: ExitStack
+) -> list[Started]:
+    """Every daemon at once, each with `devices` (`{devices}`, one per socket)."""
+    return each_daemon(
+        daemons,
+        tmp / f"can{len(devices)}.sock",
+        stack,
+        count=len(devices),
+        fields={"count": len(devices), "devices": " ".join(devices)},
+        extra=["--log-level", "warning"],
+    )
 
 
 def started(frontend: Frontend) -> list[FrontendQueue]:
@@ -111,23 +129,35 @@ def guest_to_guest(sockets: list[str], seconds: float, frame: Frame) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    add_daemon_arg(parser)
     args = parser.parse_args()
+    daemons = chosen_daemons(args.daemon, OURS_COMMAND)
     frames = {"classic 8 B": Frame(0x123, bytes(8)), "FD 64 B": Frame(0x123, bytes(64), fd=True)}
+    ratio = Ratios()
     with tempfile.TemporaryDirectory() as tmp:
-        print("| path | frame | frames/s |")
-        print("|---|---|---|")
-        with daemon(Path(tmp), ["virtual:bench"]) as (process, sockets):
-            for name, frame in frames.items():
-                rate = guest_to_bus(sockets, args.seconds, frame)
-                print(f"| guest → virtual bus | {name} | {rate:,.0f} |")
-        with daemon(Path(tmp), ["virtual:bench", "virtual:bench"]) as (process, sockets):
-            for name, frame in frames.items():
-                rate = guest_to_guest(sockets, args.seconds, frame)
-                print(f"| guest → virtual bus → guest | {name} | {rate:,.0f} |")
-            with Frontend.connect(sockets[0]) as frontend:
-                started(frontend)  # started, its bus fd watched, nothing on the bus
-                idle = idle_report(process.pid)
-            print(f"\n{idle}")
+        print("| daemon | path | frame | frames/s | × ours |")
+        print("|---|---|---|---|---|")
+        with ExitStack() as stack:
+            running = each(daemons, Path(tmp), ["virtual:bench"], stack)
+            for name, daemon in rounds(frames, running):
+                rate = guest_to_bus(daemon.sockets, args.seconds, frames[name])
+                times = ratio(("bus", name), daemon.label, rate)
+                print(f"| {daemon.label} | guest → virtual bus | {name} | {rate:,.0f} | {times} |")
+        with ExitStack() as stack:
+            running = each(daemons, Path(tmp), ["virtual:bench", "virtual:bench"], stack)
+            for name, daemon in rounds(frames, running):
+                rate = guest_to_guest(daemon.sockets, args.seconds, frames[name])
+                times = ratio(("guest", name), daemon.label, rate)
+                print(
+                    f"| {daemon.label} | guest → virtual bus → guest | {name} "
+                    f"| {rate:,.0f} | {times} |"
+                )
+            print()
+            for daemon in running:
+                with Frontend.connect(daemon.socket) as frontend:
+                    started(frontend)  # started, its bus fd watched, nothing on the bus
+                    idle = idle_report(daemon.process.pid)
+                print(f"{daemon.label}: {idle}")
     return 0
 
 

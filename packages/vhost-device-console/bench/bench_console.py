@@ -3,7 +3,9 @@
 Starts the daemon (`-b network`), plays the virtio-console multiport driver through the
 core's Python frontend and a TCP client, and prints bytes/s guest → client and
 client → guest (4 KiB buffers, 64 in flight), then the daemon's CPU use while idle
-and its peak RSS. `--daemon PATH` runs another binary with the same flags (upstream's).
+and its peak RSS. `--daemon LABEL='CMD {sock} {port}'` adds another implementation
+(e.g. upstream's `-s {sock} -b network -p {port}`), measured in the same run,
+alternating, each row with its ratio to ours.
 
     .venv/bin/python packages/vhost-device-console/bench/bench_console.py
 """
@@ -18,12 +20,21 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from vhost_user_core import VhostUserError
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import daemon_process, idle_report, reap_used
-from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.bench import (
+    Ratios,
+    add_daemon_arg,
+    chosen_daemons,
+    idle_report,
+    python_daemon,
+    reap_used,
+    rounds,
+    started,
+)
 
 CHUNK, DEPTH = 4096, 64
 
@@ -108,45 +119,56 @@ def client_to_guest(
     return got / elapsed
 
 
+OURS_COMMAND = python_daemon("vhost_device_console.main", "-s {sock} -b network -p {port}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per direction")
-    parser.add_argument("--daemon", help="another daemon binary, e.g. upstream's")
-    parser.add_argument("--port", type=int, default=23456)
+    add_daemon_arg(parser)
+    parser.add_argument("--port", type=int, default=23456, help="ours; the next daemon's +1, …")
     args = parser.parse_args()
-    command = [args.daemon] if args.daemon else [sys.executable, "-m", "vhost_device_console.main"]
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "console.sock"
-        argv = [*command, "-s", str(base), "-b", "network", "-p", str(args.port)]
-        if not args.daemon:
-            argv += ["--log-level", "warning"]
-        with daemon_process(argv, stdin=subprocess.DEVNULL) as daemon:
-            if args.daemon:  # upstream takes a probe connection for the VMM's
-                while not Path(f"{base}0").exists():
-                    time.sleep(0.05)
-            else:
-                wait_for_socket(f"{base}0", proc=daemon)
-            with Frontend.connect(f"{base}0") as frontend:
-                queues = frontend.start_device(4, 128)
-                handshake(frontend, queues)
-                sock = socket.create_connection(("127.0.0.1", args.port))
-                time.sleep(0.2)
-                print("| direction | MB/s |")
-                print("|---|---|")
-                runs = (
-                    ("guest → TCP client", guest_to_client, queues[1]),
-                    ("TCP client → guest", client_to_guest, queues[0]),
+    daemons = chosen_daemons(args.daemon, OURS_COMMAND)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        sessions = []
+        for n, command in enumerate(daemons):
+            port = args.port + n
+            daemon = stack.enter_context(
+                started(
+                    command,
+                    Path(tmp) / f"console.{n}.sock",
+                    fields={"port": port},
+                    extra=["--log-level", "warning"],
+                    stdin=subprocess.DEVNULL,
                 )
-                for name, bench, queue in runs:
-                    try:
-                        print(
-                            f"| {name} | {bench(frontend, queue, sock, args.seconds) / 1e6:.1f} |"
-                        )
-                    except (VhostUserError, TimeoutError) as exc:  # upstream's, seen
-                        print(f"| {name} | failed: {exc} |")
-                sock.close()
-                time.sleep(0.5)
-                print(f"\n{idle_report(daemon.pid)}")
+            )
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            queues = frontend.start_device(4, 128)
+            handshake(frontend, queues)
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", port)))
+            sessions.append((daemon, frontend, queues, sock))
+        time.sleep(0.2)
+        ratio = Ratios()
+        print("| daemon | direction | MB/s | × ours |")
+        print("|---|---|---|---|")
+        runs = {
+            "guest → TCP client": (guest_to_client, 1),
+            "TCP client → guest": (client_to_guest, 0),
+        }
+        for name, (daemon, frontend, queues, sock) in rounds(runs, sessions):
+            bench, index = runs[name]
+            try:
+                rate: float | None = bench(frontend, queues[index], sock, args.seconds)
+                shown = f"{rate / 1e6:.1f}" if rate is not None else ""
+            except (VhostUserError, TimeoutError) as exc:  # upstream's, seen
+                rate, shown = None, f"failed: {exc}"
+            print(f"| {daemon.label} | {name} | {shown} | {ratio(name, daemon.label, rate)} |")
+        for _, _, _, sock in sessions:
+            sock.close()
+        time.sleep(0.5)
+        print()
+        for daemon, *_ in sessions:
+            print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
     return 0
 
 

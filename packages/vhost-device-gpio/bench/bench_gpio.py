@@ -4,7 +4,9 @@ Starts the real daemon as a process with a 64-line mock chip and --mock-control,
 the guest driver (queue size 256) and prints: GET_VALUE requests/s at 1 and 64 in
 flight with p50/p99 latency; interrupt latency from a `SET` written to --mock-control
 to the event buffer's used-ring entry, p50/p99; the daemon's CPU while 64 lines wait
-for interrupts; its peak RSS.
+for interrupts; its peak RSS. `--daemon LABEL='CMD {sock}'` adds another
+implementation, measured in the same run, alternating, each row with its ratio to ours
+(`{ctl}` in its command, if it has a mock control socket).
 
     python3 xtask bench gpio          # or: .venv/bin/python bench/bench_gpio.py
 """
@@ -17,10 +19,19 @@ import struct
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import daemon_process, percentiles
+from vhost_user_core.testing.bench import (
+    Ratios,
+    add_daemon_arg,
+    chosen_daemons,
+    percentiles,
+    python_daemon,
+    rounds,
+    started,
+)
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
 LINES = 64
@@ -81,43 +92,69 @@ def interrupt_latency(driver: Driver, control: socket.socket, rounds: int) -> li
     return latencies
 
 
+OURS_COMMAND = python_daemon(
+    "vhost_device_gpio.main", f"-s {{sock}} -l s{LINES} --mock-control {{ctl}}"
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=1000)
+    add_daemon_arg(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base, ctl = Path(tmp) / "gpio.sock", Path(tmp) / "gpio.ctl"
-        cmd = [sys.executable, "-m", "vhost_device_gpio.main", "-s", str(base)]
-        cmd += ["-l", f"s{LINES}", "--mock-control", str(ctl), "--log-level", "warning"]
-        with daemon_process(cmd, [f"{base}0", str(ctl)]) as proc:
-            with Frontend.connect(f"{base}0") as frontend:
-                driver = Driver(frontend, LINES + 1)
-                print("| in flight | requests/s | p50 µs | p99 µs |")
-                print("|---|---|---|---|")
-                for depth in (1, 64):
-                    rate, lat = requests_per_second(driver, depth, args.seconds)
-                    p50, p99 = percentiles(lat)
-                    print(f"| {depth} | {rate:,.0f} | {p50:.1f} | {p99:.1f} |")
-                for line in range(LINES):
-                    assert driver.request(line, IRQ_TYPE, EDGE_BOTH) == b"\x00\x00"
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
-                    control.connect(str(ctl))
-                    p50, p99 = percentiles(interrupt_latency(driver, control, args.rounds))
-                print(
-                    f"\ninterrupt latency (--mock-control SET to used entry): "
-                    f"p50 {p50:.1f} µs, p99 {p99:.1f} µs"
+    daemons = chosen_daemons(args.daemon, OURS_COMMAND)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        running, drivers = [], []
+        for daemon in daemons:
+            ctl = Path(tmp) / f"gpio.{daemon.label}.ctl"
+            started_daemon = stack.enter_context(
+                started(
+                    daemon,
+                    Path(tmp) / f"gpio.{daemon.label}.sock",
+                    fields={"ctl": ctl},
+                    extra=["--log-level", "warning"],
                 )
-                # Every line waits with a buffer posted (the request slots are free now).
-                for line in range(LINES):
-                    driver.post(driver.eventq, line, struct.pack("<H", line), 1)
-                driver.eventq.publish()
-                time.sleep(0.5)
-                before = cpu_seconds(proc.pid)
-                time.sleep(5.0)
-                idle = cpu_seconds(proc.pid) - before
-                print(f"idle CPU with {LINES} lines waiting: {idle:.3f} s over 5 s")
-                print(f"peak RSS: {peak_rss_kib(proc.pid) / 1024:.1f} MiB")
+            )
+            running.append(started_daemon)
+            frontend = stack.enter_context(Frontend.connect(started_daemon.socket))
+            drivers.append(Driver(frontend, LINES + 1))
+        ratio = Ratios()
+        print("| daemon | in flight | requests/s | × ours | p50 µs | p99 µs |")
+        print("|---|---|---|---|---|---|")
+        pairs = list(zip(running, drivers, strict=True))
+        for depth, (daemon, driver) in rounds((1, 64), pairs):
+            rate, lat = requests_per_second(driver, depth, args.seconds)
+            p50, p99 = percentiles(lat)
+            print(
+                f"| {daemon.label} | {depth} | {rate:,.0f} | {ratio(depth, daemon.label, rate)} "
+                f"| {p50:.1f} | {p99:.1f} |"
+            )
+        print("\ninterrupt latency (--mock-control SET to used entry; a daemon without")
+        print("`{ctl}` in its command has no control socket):")
+        for daemon, driver, command in zip(running, drivers, daemons, strict=True):
+            if "{ctl}" not in command.template:
+                print(f"  {daemon.label}: not measured")
+                continue
+            for line in range(LINES):
+                assert driver.request(line, IRQ_TYPE, EDGE_BOTH) == b"\x00\x00"
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
+                control.connect(str(Path(tmp) / f"gpio.{daemon.label}.ctl"))
+                p50, p99 = percentiles(interrupt_latency(driver, control, args.rounds))
+            print(f"  {daemon.label}: p50 {p50:.1f} µs, p99 {p99:.1f} µs")
+        for daemon, driver in pairs:
+            # Every line waits with a buffer posted (the request slots are free now).
+            for line in range(LINES):
+                driver.post(driver.eventq, line, struct.pack("<H", line), 1)
+            driver.eventq.publish()
+            time.sleep(0.5)
+            before = cpu_seconds(daemon.process.pid)
+            time.sleep(5.0)
+            idle = cpu_seconds(daemon.process.pid) - before
+            print(
+                f"{daemon.label}: idle CPU with {LINES} lines waiting: {idle:.3f} s over 5 s; "
+                f"peak RSS {peak_rss_kib(daemon.process.pid) / 1024:.1f} MiB"
+            )
     return 0
 
 

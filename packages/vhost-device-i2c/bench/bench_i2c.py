@@ -4,6 +4,8 @@ Starts the real daemon as a process with the sim bus (`-l sim:80`), plays the
 virtio-i2c driver and prints, at 1 and 64 requests in flight: requests/s and p50/p99
 latency (a request: one 1-byte read from the EEPROM, its own transfer), then the
 daemon's CPU time per request, its CPU use while idle and its peak RSS.
+`--daemon LABEL='CMD {sock}'` adds another implementation, measured in the same run,
+alternating, each row with its ratio to ours.
 
     python3 xtask bench i2c          # or: .venv/bin/python bench/bench_i2c.py
 """
@@ -15,10 +17,21 @@ import struct
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import daemon_process, idle_report, percentiles, reap_used
+from vhost_user_core.testing.bench import (
+    Ratios,
+    add_daemon_arg,
+    chosen_daemons,
+    each_daemon,
+    idle_report,
+    percentiles,
+    python_daemon,
+    reap_used,
+    rounds,
+)
 from vhost_user_core.testing.procstat import cpu_seconds
 
 ADDR, M_RD = 0x50, 2
@@ -52,39 +65,42 @@ def run(
     return depth * len(samples), samples
 
 
+OURS_COMMAND = python_daemon("vhost_device_i2c.main", "-s {sock} -l sim:80")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per depth")
+    add_daemon_arg(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "i2c.sock"
-        argv = [
-            sys.executable,
-            "-m",
-            "vhost_device_i2c.main",
-            "-s",
-            str(base),
-            "-l",
-            "sim:80",
-            "--log-level",
-            "warning",
-        ]
-        with daemon_process(argv, [f"{base}0"]) as daemon:
-            with Frontend.connect(f"{base}0") as frontend:
-                (queue,) = frontend.start_device(1, 1024)
-                print("| in flight | requests/s | p50 µs | p99 µs | daemon CPU µs/request |")
-                print("|---|---|---|---|---|")
-                for depth in (1, 64):
-                    cpu0 = cpu_seconds(daemon.pid)
-                    count, samples = run(frontend, queue, depth, args.seconds)
-                    cpu = cpu_seconds(daemon.pid) - cpu0
-                    p50, p99 = percentiles(samples)
-                    print(
-                        f"| {depth} | {count / sum(samples):,.0f} | {p50 * 1e6:.0f} "
-                        f"| {p99 * 1e6:.0f} "
-                        f"| {cpu / count * 1e6:.1f} |"
-                    )
-                print(f"\n{idle_report(daemon.pid)}")
+    daemons = chosen_daemons(args.daemon, OURS_COMMAND)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        running = each_daemon(
+            daemons, Path(tmp) / "i2c.sock", stack, extra=["--log-level", "warning"]
+        )
+        queues = []
+        for daemon in running:
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            (queue,) = frontend.start_device(1, 1024)
+            queues.append((daemon, frontend, queue))
+        ratio = Ratios()
+        print(
+            "| daemon | in flight | requests/s | × ours | p50 µs | p99 µs | daemon CPU µs/request |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for depth, (daemon, frontend, queue) in rounds((1, 64), queues):
+            cpu0 = cpu_seconds(daemon.process.pid)
+            count, samples = run(frontend, queue, depth, args.seconds)
+            cpu = cpu_seconds(daemon.process.pid) - cpu0
+            p50, p99 = percentiles(samples)
+            rate = count / sum(samples)
+            print(
+                f"| {daemon.label} | {depth} | {rate:,.0f} | {ratio(depth, daemon.label, rate)} "
+                f"| {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | {cpu / count * 1e6:.1f} |"
+            )
+        print()
+        for daemon in running:
+            print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
     return 0
 
 

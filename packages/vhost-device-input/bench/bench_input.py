@@ -4,7 +4,9 @@ Starts the real daemon as a process with `-e sim:tablet`, keeps the eventq stock
 with 8-byte buffers as the Linux driver does, and sends frames (ABS_X, ABS_Y,
 SYN_REPORT) through the events socket: events/s, and the latency from a frame's
 send to its last event in the used ring (one frame at a time); then the daemon's CPU
-use while idle and its peak RSS.
+use while idle and its peak RSS. `--daemon LABEL='CMD {sock}'` adds another
+implementation, measured in the same run, alternating, each row with its ratio to ours
+(fed through `<socket>.events`, if it has one).
 
     python3 xtask bench input        # or: .venv/bin/python bench/bench_input.py
 """
@@ -16,10 +18,20 @@ import socket
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import daemon_process, idle_report, percentiles
+from vhost_user_core.testing.bench import (
+    Ratios,
+    add_daemon_arg,
+    chosen_daemons,
+    each_daemon,
+    idle_report,
+    percentiles,
+    python_daemon,
+    rounds,
+)
 from vhost_user_core.testing.procstat import cpu_seconds
 
 FRAME = 3  # events per frame
@@ -40,60 +52,78 @@ def wait_for(queue: FrontendQueue, count: int) -> list[tuple[int, int]]:
     return used
 
 
+def measure(socket_path: str, pid: int, seconds: float) -> tuple[float, float, float, float]:
+    """(events/s, frame p50 s, frame p99 s, daemon CPU s per event) of one daemon, fed
+    through its events socket (`<socket>.events`)."""
+    with (
+        Frontend.connect(socket_path) as frontend,
+        socket.socket(socket.AF_UNIX) as events,
+    ):
+        eventq, _ = frontend.start_device(2, 1024)
+        assert frontend.ram is not None
+        addrs = [frontend.ram.alloc(8) for _ in range(1024)]
+        heads = [eventq.driver.add([(a, 8, True)]) for a in addrs]
+        eventq.publish()
+        events.connect(f"{socket_path}.events")
+        by_head = dict(zip(heads, addrs, strict=True))
+
+        def repost(used: list[tuple[int, int]]) -> None:
+            for head, _ in used:
+                eventq.driver.add([(by_head[head], 8, True)])
+            eventq.publish()
+
+        # latency: one frame at a time
+        samples = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            events.sendall(b"3 0 1\n3 1 2\n0 0 0\n")
+            used = wait_for(eventq, FRAME)
+            samples.append(time.perf_counter() - t0)
+            repost(used)
+        # throughput: frames in batches of 100 lines' worth
+        batch = b"3 0 1\n3 1 2\n0 0 0\n" * 100
+        count, cpu0 = 0, cpu_seconds(pid)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            events.sendall(batch)
+            used = wait_for(eventq, 300)
+            count += len(used)
+            repost(used)
+        elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(pid) - cpu0
+    p50, p99 = percentiles(samples)
+    return count / elapsed, p50, p99, cpu / count
+
+
+OURS_COMMAND = python_daemon("vhost_device_input.main", "-s {sock} -e sim:tablet")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    add_daemon_arg(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "input.sock"
-        argv = [sys.executable, "-m", "vhost_device_input.main", "-s", str(base)]
-        argv += ["-e", "sim:tablet", "--log-level", "warning"]
-        with daemon_process(argv, [f"{base}0"]) as daemon:
-            with (
-                Frontend.connect(f"{base}0") as frontend,
-                socket.socket(socket.AF_UNIX) as events,
-            ):
-                eventq, _ = frontend.start_device(2, 1024)
-                assert frontend.ram is not None
-                addrs = [frontend.ram.alloc(8) for _ in range(1024)]
-                heads = [eventq.driver.add([(a, 8, True)]) for a in addrs]
-                eventq.publish()
-                events.connect(f"{base}0.events")
-                by_head = dict(zip(heads, addrs, strict=True))
-
-                def repost(used: list[tuple[int, int]]) -> None:
-                    for head, _ in used:
-                        eventq.driver.add([(by_head[head], 8, True)])
-                    eventq.publish()
-
-                # latency: one frame at a time
-                samples = []
-                end = time.perf_counter() + args.seconds
-                while time.perf_counter() < end:
-                    t0 = time.perf_counter()
-                    events.sendall(b"3 0 1\n3 1 2\n0 0 0\n")
-                    used = wait_for(eventq, FRAME)
-                    samples.append(time.perf_counter() - t0)
-                    repost(used)
-                # throughput: frames in batches of 100 lines' worth
-                batch = b"3 0 1\n3 1 2\n0 0 0\n" * 100
-                count, cpu0 = 0, cpu_seconds(daemon.pid)
-                t0 = time.perf_counter()
-                while time.perf_counter() - t0 < args.seconds:
-                    events.sendall(batch)
-                    used = wait_for(eventq, 300)
-                    count += len(used)
-                    repost(used)
-                elapsed = time.perf_counter() - t0
-                cpu = cpu_seconds(daemon.pid) - cpu0
-                p50, p99 = percentiles(samples)
-                print("| events/s | frame p50 µs | frame p99 µs | daemon CPU µs/event |")
-                print("|---|---|---|---|")
-                print(
-                    f"| {count / elapsed:,.0f} | {p50 * 1e6:.0f} | {p99 * 1e6:.0f} "
-                    f"| {cpu / count * 1e6:.1f} |"
-                )
-                print(f"\n{idle_report(daemon.pid)}")
+    daemons = chosen_daemons(args.daemon, OURS_COMMAND)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        running = each_daemon(
+            daemons, Path(tmp) / "input.sock", stack, extra=["--log-level", "warning"]
+        )
+        ratio = Ratios()
+        print("| daemon | events/s | × ours | frame p50 µs | frame p99 µs | daemon CPU µs/event |")
+        print("|---|---|---|---|---|---|")
+        for _, daemon in rounds(["frames"], running):
+            if not Path(f"{daemon.socket}.events").exists():
+                print(f"| {daemon.label} | no `<socket>.events` to feed: not measured | | | | |")
+                continue
+            rate, p50, p99, cpu = measure(daemon.socket, daemon.process.pid, args.seconds)
+            print(
+                f"| {daemon.label} | {rate:,.0f} | {ratio('frames', daemon.label, rate)} "
+                f"| {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | {cpu * 1e6:.1f} |"
+            )
+        print()
+        for daemon in running:
+            print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
     return 0
 
 

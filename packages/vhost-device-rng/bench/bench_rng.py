@@ -10,6 +10,10 @@ CPUs on a VM each is an inter-processor interrupt through the hypervisor, so the
 also measures that floor with a bare eventfd ping-pong between two processes placed the
 same way, to tell the device's cost from the machine's.
 
+`--daemon LABEL='CMD {sock}'` (repeatable) adds another implementation, e.g.
+`--daemon rust='/path/vhost-device-rng --socket-path {sock}'`: all run at once, each
+measurement alternates between them, and each row shows its ratio to ours.
+
     python3 xtask bench rng          # or: .venv/bin/python bench/bench_rng.py
 """
 
@@ -17,16 +21,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
+from vhost_user_core.testing.bench import (
+    DaemonCommand,
+    Ratios,
+    add_daemon_arg,
+    chosen_daemons,
+    each_daemon,
+    python_daemon,
+    rounds,
+)
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
 QUEUE_SIZE = 256
@@ -56,13 +68,14 @@ class Result:
     seconds: float
     latencies: list[float]
 
-    def row(self, placement: str) -> str:
+    def row(self, placement: str, label: str, ratio: Ratios) -> str:
         p50, p99 = percentiles(self.latencies)
         rate = self.requests / self.seconds
         mbps = rate * self.size / 1e6
+        times = ratio((self.size, self.depth), label, rate)
         return (
-            f"| {placement:<8} | {self.size:>5} B | {self.depth:>3} | {rate:>12,.0f} "
-            f"| {mbps:>8,.1f} | {p50:>8.1f} | {p99:>8.1f} |"
+            f"| {placement:<8} | {label} | {self.size:>5} B | {self.depth:>3} | {rate:>12,.0f} "
+            f"| {times} | {mbps:>8,.1f} | {p50:>8.1f} | {p99:>8.1f} |"
         )
 
 
@@ -164,62 +177,81 @@ def run_pipelined(
 @dataclass
 class Run:
     placement: Placement
-    results: list[Result]
+    results: list[tuple[str, Result]]
     floor: tuple[float, float]
-    busy_cpu: float
-    busy_wall: float
-    idle_cpu: float
-    rss_kib: int
+    busy: dict[str, tuple[float, float]]  # label: (daemon CPU, wall) while measured
+    idle_cpu: dict[str, float]
+    rss_kib: dict[str, int]
 
 
-def measure(placement: Placement, seconds: float) -> Run:
-    """One daemon, started on `placement.daemon_cpu`, through every size and depth."""
+OURS_COMMAND = python_daemon("vhost_device_rng.main", "-s {sock}")
+CASES = [(size, depth) for size in (64, 4096) for depth in (1, 256)]
+
+
+def measure_one(
+    frontend: Frontend, queue: FrontendQueue, size: int, depth: int, seconds: float
+) -> Result:
+    if depth == 1:
+        return run_depth_one(frontend, queue, size, seconds)
+    return run_pipelined(frontend, queue, size, depth, seconds)
+
+
+def measure(placement: Placement, seconds: float, daemons: list[DaemonCommand]) -> Run:
+    """Every daemon, started on `placement.daemon_cpu`, through every size and depth,
+    the daemons alternating within each."""
     os.sched_setaffinity(0, {placement.frontend_cpu})
     floor = wakeup_floor(placement)
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "rng.sock"
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "vhost_device_rng.main", "-s", str(base)]
-            + ["--log-level", "warning"],
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        running = each_daemon(
+            daemons,
+            Path(tmp) / "rng.sock",
+            stack,
+            extra=["--log-level", "warning"],
             # Set before exec, so every thread the daemon starts inherits it.
             preexec_fn=lambda: os.sched_setaffinity(0, {placement.daemon_cpu}),
         )
-        try:
-            results = []
-            with Frontend.connect(f"{base}0") as frontend:
-                (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
-                cpu0 = cpu_seconds(daemon.pid)
-                wall0 = time.perf_counter()
-                for size in (64, 4096):
-                    results.append(run_depth_one(frontend, queue, size, seconds))
-                    results.append(run_pipelined(frontend, queue, size, 256, seconds))
-                busy_wall = time.perf_counter() - wall0
-                busy_cpu = cpu_seconds(daemon.pid) - cpu0
-                idle0 = cpu_seconds(daemon.pid)
-                time.sleep(2.0)
-                idle_cpu = cpu_seconds(daemon.pid) - idle0
-                rss = peak_rss_kib(daemon.pid)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(10)
-    return Run(placement, results, floor, busy_cpu, busy_wall, idle_cpu, rss)
+        queues = []
+        for daemon in running:
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
+            queues.append((daemon, frontend, queue))
+        results = []
+        busy = {d.label: (0.0, 0.0) for d in running}
+        for (size, depth), (daemon, frontend, queue) in rounds(CASES, queues):
+            cpu0, wall0 = cpu_seconds(daemon.process.pid), time.perf_counter()
+            results.append((daemon.label, measure_one(frontend, queue, size, depth, seconds)))
+            cpu, wall = busy[daemon.label]
+            busy[daemon.label] = (
+                cpu + cpu_seconds(daemon.process.pid) - cpu0,
+                wall + time.perf_counter() - wall0,
+            )
+        idle0 = {d.label: cpu_seconds(d.process.pid) for d in running}
+        time.sleep(2.0)
+        idle = {d.label: cpu_seconds(d.process.pid) - idle0[d.label] for d in running}
+        rss = {d.label: peak_rss_kib(d.process.pid) for d in running}
+    return Run(placement, results, floor, busy, idle, rss)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    add_daemon_arg(parser)
     opts = parser.parse_args()
-    runs = [measure(placement, opts.seconds) for placement in placements()]
+    daemons = chosen_daemons(opts.daemon, OURS_COMMAND)
+    runs = [measure(placement, opts.seconds, daemons) for placement in placements()]
     print(
         f"vhost-device-rng, queue size {QUEUE_SIZE}, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
     )
     print()
-    print("| placement | size | in flight | requests/s | MB/s | p50 µs | p99 µs |")
-    print("|-----------|------|-----------|------------|------|--------|--------|")
+    print(
+        "| placement | daemon | size | in flight | requests/s | × ours | MB/s | p50 µs | p99 µs |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for run in runs:
-        for result in run.results:
-            print(result.row(run.placement.name))
+        ratio = Ratios()
+        for label, result in run.results:
+            print(result.row(run.placement.name, label, ratio))
     print()
     for run in runs:
         name = run.placement.name
@@ -227,11 +259,12 @@ def main() -> int:
             f"{name}: bare eventfd ping-pong between two processes (the machine's floor "
             f"for one request at depth 1): p50 {run.floor[0]:.1f} µs, p99 {run.floor[1]:.1f} µs"
         )
-        print(
-            f"{name}: daemon CPU while loaded {run.busy_cpu:.2f} s over {run.busy_wall:.2f} s "
-            f"({100 * run.busy_cpu / run.busy_wall:.0f} % of one core); while idle for 2 s "
-            f"{run.idle_cpu:.2f} s; peak RSS {run.rss_kib / 1024:.1f} MiB"
-        )
+        for label, (cpu, wall) in run.busy.items():
+            print(
+                f"{name}, {label}: daemon CPU while loaded {cpu:.2f} s over {wall:.2f} s "
+                f"({100 * cpu / wall:.0f} % of one core); while idle for 2 s "
+                f"{run.idle_cpu[label]:.2f} s; peak RSS {run.rss_kib[label] / 1024:.1f} MiB"
+            )
     return 0
 
 

@@ -3,7 +3,8 @@
 Starts the real daemon as a process with one fake accelerometer (`-d fake`), plays
 the virtio-scmi driver and prints, at 1 and 64 commands in flight: SENSOR_READING_GET
 requests/s and p50/p99 latency, then the daemon's CPU time per request, its CPU use
-while idle and its peak RSS.
+while idle and its peak RSS. `--daemon LABEL='CMD {sock}'` adds another implementation,
+measured in the same run, alternating, each row with its ratio to ours.
 
     python3 xtask bench scmi         # or: .venv/bin/python bench/bench_scmi.py
 """
@@ -15,10 +16,21 @@ import struct
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import daemon_process, idle_report, percentiles, reap_used
+from vhost_user_core.testing.bench import (
+    Ratios,
+    add_daemon_arg,
+    chosen_daemons,
+    each_daemon,
+    idle_report,
+    percentiles,
+    python_daemon,
+    reap_used,
+    rounds,
+)
 from vhost_user_core.testing.procstat import cpu_seconds
 
 READING_GET = struct.pack("<III", 0x15 << 10 | 0x6, 0, 0)  # sensor 0, synchronous
@@ -53,39 +65,42 @@ def run(
     return depth * len(samples), samples
 
 
+OURS_COMMAND = python_daemon("vhost_device_scmi.main", "-s {sock} -d fake")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per depth")
+    add_daemon_arg(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "scmi.sock"
-        argv = [
-            sys.executable,
-            "-m",
-            "vhost_device_scmi.main",
-            "-s",
-            str(base),
-            "-d",
-            "fake",
-            "--log-level",
-            "warning",
-        ]
-        with daemon_process(argv, [str(base)]) as daemon:
-            with Frontend.connect(str(base)) as frontend:
-                queue, _ = frontend.start_device(2, 1024)
-                print("| in flight | requests/s | p50 µs | p99 µs | daemon CPU µs/request |")
-                print("|---|---|---|---|---|")
-                for depth in (1, 64):
-                    cpu0 = cpu_seconds(daemon.pid)
-                    count, samples = run(frontend, queue, depth, args.seconds)
-                    cpu = cpu_seconds(daemon.pid) - cpu0
-                    p50, p99 = percentiles(samples)
-                    print(
-                        f"| {depth} | {count / sum(samples):,.0f} | {p50 * 1e6:.0f} "
-                        f"| {p99 * 1e6:.0f} "
-                        f"| {cpu / count * 1e6:.1f} |"
-                    )
-                print(f"\n{idle_report(daemon.pid)}")
+    daemons = chosen_daemons(args.daemon, OURS_COMMAND)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        running = each_daemon(
+            daemons, Path(tmp) / "scmi.sock", stack, extra=["--log-level", "warning"]
+        )
+        queues = []
+        for daemon in running:
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            queue, _ = frontend.start_device(2, 1024)
+            queues.append((daemon, frontend, queue))
+        ratio = Ratios()
+        print(
+            "| daemon | in flight | requests/s | × ours | p50 µs | p99 µs | daemon CPU µs/request |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for depth, (daemon, frontend, queue) in rounds((1, 64), queues):
+            cpu0 = cpu_seconds(daemon.process.pid)
+            count, samples = run(frontend, queue, depth, args.seconds)
+            cpu = cpu_seconds(daemon.process.pid) - cpu0
+            p50, p99 = percentiles(samples)
+            rate = count / sum(samples)
+            print(
+                f"| {daemon.label} | {depth} | {rate:,.0f} | {ratio(depth, daemon.label, rate)} "
+                f"| {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | {cpu / count * 1e6:.1f} |"
+            )
+        print()
+        for daemon in running:
+            print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
     return 0
 
 

@@ -22,15 +22,18 @@ the next period as soon as one comes back. Prints, per backend:
 The pipewire run starts its own headless PipeWire (the tests' harness: pipewire,
 wireplumber and a null sink in a temporary directory), so it measures the daemon and
 PipeWire's graph, not a desktop's.
+
+`--daemon LABEL='CMD {sock} {backend}'` (repeatable) adds another implementation, e.g.
+`--daemon rust='/path/vhost-device-sound-pw --socket {sock} --backend {backend}'`:
+each backend's measurement alternates between the daemons in one run, and each row
+shows its CPU per second of audio as a ratio to ours (lower is better here).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +44,15 @@ from pathlib import Path
 
 from vhost_device_sound.testing import SoundDriver, tone
 from vhost_user_core.frontend import Frontend
-from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.bench import (
+    DaemonCommand,
+    Ratios,
+    add_daemon_arg,
+    chosen_daemons,
+    python_daemon,
+    rounds,
+    started,
+)
 from vhost_user_core.testing.procstat import cpu_seconds
 
 RATE, CHANNELS, FRAME = 48000, 2, 4
@@ -51,6 +62,7 @@ BYTES_PER_SECOND = RATE * FRAME
 
 @dataclass
 class Result:
+    daemon: str
     backend: str
     seconds: float
     periods: int
@@ -59,15 +71,21 @@ class Result:
     latencies_ms: list[float]
     stamps: list[float]
 
-    def row(self) -> str:
+    def cpu_share(self) -> float:
+        """The daemon's CPU per second of audio."""
+        return self.cpu / (self.periods * PERIOD / BYTES_PER_SECOND)
+
+    def row(self, ratio: Ratios) -> str:
         lat = sorted(self.latencies_ms)
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         wakeups = wakeup_times(self.stamps)
         per_wakeup = len(self.stamps) / len(wakeups)
         intervals = [(b - a) * 1000 for a, b in zip(wakeups, wakeups[1:], strict=False)]
         audio = self.periods * PERIOD / BYTES_PER_SECOND
+        times = ratio(self.backend, self.daemon, self.cpu_share())
         return (
-            f"| {self.backend:<8} | {audio:>6.1f} s | {100 * self.cpu / audio:>6.2f} % "
+            f"| {self.daemon} | {self.backend:<8} | {audio:>6.1f} s "
+            f"| {100 * self.cpu / audio:>6.2f} % | {times} "
             f"| {self.wall / audio:>5.3f} | {statistics.median(lat):>6.1f} | {p99:>6.1f} "
             f"| {per_wakeup:>4.2f} | {statistics.median(intervals):>6.2f} "
             f"| {statistics.pstdev(intervals):>5.2f} |"
@@ -113,25 +131,27 @@ def environment(backend: str) -> Iterator[dict[str, str]]:
         yield session.env
 
 
-def measure(backend: str, seconds: float, queued: int, env: dict[str, str]) -> Result:
+OURS_COMMAND = python_daemon("vhost_device_sound.main", "--socket {sock} --backend {backend}")
+
+
+def measure(
+    command: DaemonCommand, backend: str, seconds: float, queued: int, env: dict[str, str]
+) -> Result:
     with tempfile.TemporaryDirectory() as tmp:
         sock = Path(tmp) / "snd.sock"
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "vhost_device_sound.main", "--socket", str(sock),
-             "--backend", backend, "--log-level", "warning"],
+        with started(
+            command,
+            sock,
+            fields={"backend": backend},
+            extra=["--log-level", "warning"],
             env=env,
-        )  # fmt: skip
-        try:
-            wait_for_socket(sock)
-            with Frontend.connect(sock) as frontend:
+        ) as daemon:
+            with Frontend.connect(daemon.socket) as frontend:
                 driver = SoundDriver(frontend)
-                cpu0 = cpu_seconds(daemon.pid)
+                cpu0 = cpu_seconds(daemon.process.pid)
                 periods, wall, latencies, stamps = play(driver, seconds, queued)
-                cpu = cpu_seconds(daemon.pid) - cpu0
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(10)
-    return Result(backend, seconds, periods, wall, cpu, latencies, stamps)
+                cpu = cpu_seconds(daemon.process.pid) - cpu0
+    return Result(command.label, backend, seconds, periods, wall, cpu, latencies, stamps)
 
 
 CLICK_EVERY = 50  # periods: a click every 0.5 s
@@ -176,7 +196,7 @@ def round_trip(driver: SoundDriver, seconds: float, queued: int) -> list[tuple[f
     return [(h - p, ahead) for p, h in zip(posted, heard, strict=False) if h > p]
 
 
-def latency(seconds: float, queued: int) -> None:
+def latency(command: DaemonCommand, seconds: float, queued: int) -> None:
     """The click round trip through a private PipeWire session with its sink looped
     into its microphone."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -184,28 +204,23 @@ def latency(seconds: float, queued: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp, PipeWireSession(Path(tmp)) as session:
         session.loop_sink_into_source()
-        sock = Path(tmp) / "snd.sock"
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "vhost_device_sound.main", "--socket", str(sock),
-             "--backend", "pipewire", "--initial-streams", "output,input",
-             "--log-level", "warning"],
+        with started(
+            command,
+            Path(tmp) / "snd.sock",
+            fields={"backend": "pipewire"},
+            extra=["--initial-streams", "output,input", "--log-level", "warning"],
             env=session.env,
-        )  # fmt: skip
-        try:
-            wait_for_socket(sock)
-            with Frontend.connect(sock) as frontend:
+        ) as daemon:
+            with Frontend.connect(daemon.socket) as frontend:
                 trips = round_trip(SoundDriver(frontend), seconds, queued)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(10)
     if not trips:
-        print("round trip: no click came back")
+        print(f"{command.label}: round trip: no click came back")
         return
     rtt = statistics.median(t for t, _ in trips) * 1000
     added = statistics.median(t - ahead for t, ahead in trips) * 1000
     worst = max(t - ahead for t, ahead in trips) * 1000
     print(
-        f"pipewire round trip (guest -> PipeWire -> guest, {len(trips)} clicks): "
+        f"{command.label}: pipewire round trip (guest -> PipeWire -> guest, {len(trips)} clicks): "
         f"{rtt:.1f} ms median, of which the guest's own output queue is "
         f"{trips[0][1] * 1000:.0f} ms; the host path adds {added:.1f} ms median, "
         f"{worst:.1f} ms worst"
@@ -220,26 +235,31 @@ def main() -> int:
         "--backend", action="append", choices=["null", "pipewire", "alsa"],
         help="backend(s) to measure (default: null and pipewire)",
     )  # fmt: skip
+    add_daemon_arg(parser)
     opts = parser.parse_args()
+    daemons = chosen_daemons(opts.daemon, OURS_COMMAND)
     results = []
     for backend in opts.backend or ["null", "pipewire"]:
         with environment(backend) as env:
-            results.append(measure(backend, opts.seconds, opts.queued, env))
+            for _, daemon in rounds([backend], daemons):
+                results.append(measure(daemon, backend, opts.seconds, opts.queued, env))
     print(
         f"vhost-device-sound, 48 kHz stereo S16, 10 ms periods, {opts.queued} in flight, "
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
     )
     print()
     print(
-        "| backend | audio | daemon CPU | pace | latency p50 ms | p99 ms "
+        "| daemon | backend | audio | daemon CPU | × ours | pace | latency p50 ms | p99 ms "
         "| periods per wake-up | wake-up interval ms | jitter ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    ratio = Ratios()
     for result in results:
-        print(result.row())
+        print(result.row(ratio))
     if "pipewire" in (opts.backend or ["null", "pipewire"]):
         print()
-        latency(opts.seconds, opts.queued)
+        for daemon in daemons:
+            latency(daemon, opts.seconds, opts.queued)
     return 0
 
 

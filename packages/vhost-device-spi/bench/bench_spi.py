@@ -5,8 +5,9 @@ virtio-spi driver (head, tx, rx, result: four descriptors a transfer, full duple
 prints, per transfer size and number in flight: transfers/s, MB/s each way, p50 latency
 of a round; then the daemon's CPU per transfer, its idle CPU use and its peak RSS.
 
-Upstream's daemon needs a real /dev/spidevX.Y (it has no simulated controller), so
-there is no side-by-side run here.
+`--daemon LABEL='CMD {sock}'` adds another implementation, measured in the same run,
+alternating, each row with its ratio to ours. Upstream's daemon needs a real
+/dev/spidevX.Y (it has no simulated controller), so it cannot run here.
 
     python3 xtask bench spi          # or: .venv/bin/python bench/bench_spi.py
 """
@@ -18,12 +19,23 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from vhost_device_spi.protocol import TransferHead
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import daemon_process, idle_report, percentiles, reap_used
+from vhost_user_core.testing.bench import (
+    Ratios,
+    add_daemon_arg,
+    chosen_daemons,
+    each_daemon,
+    idle_report,
+    percentiles,
+    python_daemon,
+    reap_used,
+    rounds,
+)
 from vhost_user_core.testing.procstat import cpu_seconds
 
 QUEUE_SIZE = 1024
@@ -39,13 +51,15 @@ class Result:
     rounds: list[float]
     cpu: float
 
-    def row(self) -> str:
+    def row(self, label: str, ratio: Ratios) -> str:
         rate = self.transfers / self.seconds
         mbps = rate * self.size / 1e6
         p50 = percentiles(self.rounds)[0] * 1e6
         cpu = self.cpu / self.transfers * 1e6
+        times = ratio((self.size, self.depth), label, rate)
         return (
-            f"| {self.size:>5} B | {self.depth:>3} | {rate:>10,.0f} | {mbps:>6.1f} "
+            f"| {label} | {self.size:>5} B | {self.depth:>3} | {rate:>10,.0f} | {times} "
+            f"| {mbps:>6.1f} "
             f"| {p50:>8.0f} | {cpu:>6.1f} |"
         )
 
@@ -84,33 +98,48 @@ def run(
     return Result(size, depth, count, elapsed, rounds, cpu_seconds(pid) - cpu0)
 
 
+OURS_COMMAND = python_daemon("vhost_device_spi.main", "-s {sock} -l sim")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    add_daemon_arg(parser)
     opts = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "spi.sock"
-        argv = [sys.executable, "-m", "vhost_device_spi.main", "-s", str(base), "-l", "sim"]
-        with daemon_process([*argv, "--log-level", "warning"], [f"{base}0"]) as daemon:
-            with Frontend.connect(f"{base}0") as frontend:
-                (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
-                results = [
-                    run(frontend, queue, daemon.pid, size, depth, opts.seconds)
-                    for size in (32, 4096)
-                    for depth in (1, 64)
-                ]
-                idle = idle_report(daemon.pid)
+    daemons = chosen_daemons(opts.daemon, OURS_COMMAND)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        running = each_daemon(
+            daemons,
+            Path(tmp) / "spi.sock",
+            stack,
+            extra=["--log-level", "warning"],
+        )
+        queues = []
+        for daemon in running:
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
+            queues.append((daemon, frontend, queue))
+        cases = [(size, depth) for size in (32, 4096) for depth in (1, 64)]
+        results = [
+            (daemon.label, run(frontend, queue, daemon.process.pid, size, depth, opts.seconds))
+            for (size, depth), (daemon, frontend, queue) in rounds(cases, queues)
+        ]
+        idle = [f"{d.label}: {idle_report(d.process.pid)}" for d in running]
     print(
         f"vhost-device-spi -l sim, queue size {QUEUE_SIZE}, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
     )
     print()
-    print("| size | in flight | transfers/s | MB/s | p50 round µs | daemon CPU µs/transfer |")
-    print("|------|-----------|-------------|------|--------------|------------------------|")
-    for result in results:
-        print(result.row())
+    print(
+        "| daemon | size | in flight | transfers/s | × ours | MB/s | p50 round µs "
+        "| daemon CPU µs/transfer |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    ratio = Ratios()
+    for label, result in results:
+        print(result.row(label, ratio))
     print()
-    print(idle)
+    print("\n".join(idle))
     return 0
 
 

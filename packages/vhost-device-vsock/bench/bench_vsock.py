@@ -11,6 +11,12 @@ The frontend counts the bytes it receives without copying them out of its buffer
 (a real guest would copy them to its socket). On a 2-CPU machine the three processes
 share two CPUs.
 
+`--daemon LABEL='CMD {sock}'` (repeatable; with `{uds}`, `{cid}`, `{tx_buffer}` and
+`{queue_size}` as ours takes them) adds another implementation, e.g. upstream's
+`--guest-cid {cid} --socket {sock} --uds-path {uds} --tx-buffer-size {tx_buffer}
+--queue-size {queue_size}`: all run at once, each measurement alternates between them,
+and each row shows its ratio to ours.
+
     python3 xtask bench vsock          # or: .venv/bin/python bench/bench_vsock.py
 """
 
@@ -19,20 +25,28 @@ from __future__ import annotations
 import argparse
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 from vhost_device_vsock.packet import HEADER_SIZE, Op
 from vhost_device_vsock.testing import VsockDriver
 from vhost_user_core.frontend import Frontend
-from vhost_user_core.testing.harness import wait_for_socket
+from vhost_user_core.testing.bench import (
+    DaemonCommand,
+    Ratios,
+    Started,
+    add_daemon_arg,
+    chosen_daemons,
+    python_daemon,
+    rounds,
+    started,
+)
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
 CID = 3
@@ -186,44 +200,19 @@ class BulkGuest:
             d.reap_tx()
 
 
-@contextmanager
-def daemon(tmp: Path, tx_buffer: int) -> Iterator[tuple[subprocess.Popen[bytes], Path, Path]]:
-    sock, uds = tmp / "vsock.sock", tmp / "vsock.uds"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vhost_device_vsock.main",
-            "--guest-cid",
-            str(CID),
-            "--socket",
-            str(sock),
-            "--uds-path",
-            str(uds),
-            "--tx-buffer-size",
-            str(tx_buffer),
-            "--queue-size",
-            str(QUEUE_SIZE),
-            "--log-level",
-            "warning",
-        ]
-    )
-    try:
-        wait_for_socket(sock)
-        yield proc, sock, uds
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+OURS_COMMAND = python_daemon(
+    "vhost_device_vsock.main",
+    "--guest-cid {cid} --socket {sock} --uds-path {uds} --tx-buffer-size {tx_buffer} "
+    "--queue-size {queue_size}",
+)
 
 
-def measure(pid: int, label: str, nbytes: int, run: Callable[[], None]) -> None:
+def measure(pid: int, nbytes: int, run: Callable[[], None]) -> tuple[float, float, float]:
+    """(bytes/s, daemon CPU s per GB, daemon CPU share) of `run`."""
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     run()
     elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
-    print(
-        f"  {label:<16} {nbytes / elapsed / 1e9:6.2f} GB/s   daemon CPU "
-        f"{cpu / (nbytes / 1e9):5.2f} s per GB ({cpu / elapsed * 100:3.0f} % of a CPU)"
-    )
+    return nbytes / elapsed, cpu / (nbytes / 1e9), cpu / elapsed
 
 
 def wakeup_round_trip(rounds: int = 20000) -> float:
@@ -264,6 +253,7 @@ def main() -> None:
         action="append",
         help="the daemon's --tx-buffer-size, repeatable (default: 65536, 262144, 1048576)",
     )
+    add_daemon_arg(parser)
     args = parser.parse_args()
     if args.host:
         kind, *rest = args.host
@@ -274,6 +264,7 @@ def main() -> None:
         else:
             host_acceptor(rest[0])
         return
+    daemons = chosen_daemons(args.daemon, OURS_COMMAND)
     total = int(args.gib * (1 << 30))
     print(f"vhost-device-vsock, frontend guest, queue {QUEUE_SIZE}, {BLOCK // 1024} KiB writes")
     rtt = wakeup_round_trip()
@@ -281,15 +272,20 @@ def main() -> None:
         f"  wake-up round trip {rtt * 1e6:.0f} us between two processes: with a window of "
         f"one 64 KiB packet, guest -> host cannot beat {BLOCK / rtt / 1e9:.2f} GB/s"
     )
+    print()
+    print("| tx buffer | daemon | measurement | rate | × ours | daemon CPU | CPU share |")
+    print("|---|---|---|---|---|---|---|")
+    ratio = Ratios()
     for tx_buffer in args.tx_buffer_size or (64 * 1024, 256 * 1024, 1 << 20):
         with tempfile.TemporaryDirectory() as tmp:
-            run_one(Path(tmp), tx_buffer, total, args.connections)
+            run_one(Path(tmp), tx_buffer, total, args.connections, daemons, ratio)
 
 
-def run_one(tmp: Path, tx_buffer: int, total: int, connections: int) -> None:
-    """Every measurement against one daemon with `--tx-buffer-size tx_buffer`."""
-    with daemon(tmp, tx_buffer) as (proc, sock, uds), Frontend.connect(sock) as frontend:
-        print(f" --tx-buffer-size {tx_buffer // 1024} KiB:")
+class Session:
+    """One daemon of a side-by-side run, its frontend guest and its host socket."""
+
+    def __init__(self, daemon: Started, uds: Path, frontend: Frontend) -> None:
+        self.daemon, self.uds = daemon, uds
         driver = VsockDriver(
             frontend,
             CID,
@@ -298,36 +294,92 @@ def run_one(tmp: Path, tx_buffer: int, total: int, connections: int) -> None:
             rx_count=64,
             memory_size=64 << 20,
         )
-        guest = BulkGuest(driver)
-        sink = spawn_host("sink", f"{uds}_1234")
+        self.guest = BulkGuest(driver)
 
-        def to_host() -> None:
-            guest.send_bulk(1234, total)
+    def to_host(self, total: int) -> tuple[float, float, float]:
+        sink = spawn_host("sink", f"{self.uds}_1234")
+
+        def run() -> None:
+            self.guest.send_bulk(1234, total)
             assert sink.stdout is not None
             assert int(sink.stdout.readline()) == total
 
-        measure(proc.pid, "guest -> host", total, to_host)
+        result = measure(self.daemon.process.pid, total, run)
         sink.wait()
+        return result
 
-        source = spawn_host("source", str(uds), "5000", str(total))
-        measure(proc.pid, "host -> guest", total, lambda: guest.receive_bulk(5000, total))
+    def from_host(self, total: int) -> tuple[float, float, float]:
+        source = spawn_host("source", str(self.uds), "5000", str(total))
+        result = measure(
+            self.daemon.process.pid, total, lambda: self.guest.receive_bulk(5000, total)
+        )
         source.wait()
+        return result
 
-        acceptor = spawn_host("acceptor", f"{uds}_1235")
-        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-        guest.connections(1235, connections)
+    def connect(self, connections: int) -> tuple[float, float, float]:
+        """(connections/s, daemon CPU s per connection, CPU share)."""
+        acceptor = spawn_host("acceptor", f"{self.uds}_1235")
+        pid = self.daemon.process.pid
+        cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+        self.guest.connections(1235, connections)
         elapsed = time.perf_counter() - t0
-        cpu = cpu_seconds(proc.pid) - cpu0
+        cpu = cpu_seconds(pid) - cpu0
         acceptor.kill()
         acceptor.wait()
-        print(
-            f"  connections      {connections / elapsed:8.0f} /s    daemon CPU "
-            f"{cpu / connections * 1e6:5.0f} us each"
-        )
-        cpu0 = cpu_seconds(proc.pid)
-        time.sleep(2)
-        print(f"  idle             {cpu_seconds(proc.pid) - cpu0:.3f} s CPU in 2 s")
-        print(f"  peak RSS         {peak_rss_kib(proc.pid) / 1024:.1f} MiB")
+        return connections / elapsed, cpu / connections, cpu / elapsed
+
+
+def run_one(
+    tmp: Path,
+    tx_buffer: int,
+    total: int,
+    connections: int,
+    daemons: list[DaemonCommand],
+    ratio: Ratios,
+) -> None:
+    """Every measurement against every daemon with `--tx-buffer-size tx_buffer`, all
+    running at once, alternating."""
+    with ExitStack() as stack:
+        sessions = []
+        for n, command in enumerate(daemons):
+            uds = tmp / f"vsock{n}.uds"
+            fields = {"cid": CID, "uds": uds, "tx_buffer": tx_buffer, "queue_size": QUEUE_SIZE}
+            daemon = stack.enter_context(
+                started(
+                    command,
+                    tmp / f"vsock{n}.sock",
+                    fields=fields,
+                    extra=["--log-level", "warning"],
+                )
+            )
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            sessions.append(Session(daemon, uds, frontend))
+        kib = f"{tx_buffer // 1024} KiB"
+        for name, session in rounds(["guest -> host", "host -> guest"], sessions):
+            run = session.to_host if name == "guest -> host" else session.from_host
+            rate, per_gb, share = run(total)
+            label = session.daemon.label
+            print(
+                f"| {kib} | {label} | {name} | {rate / 1e9:.2f} GB/s "
+                f"| {ratio((tx_buffer, name), label, rate)} | {per_gb:.2f} s per GB "
+                f"| {share * 100:.0f} % |"
+            )
+        for name, session in rounds(["connections"], sessions):
+            rate, each, share = session.connect(connections)
+            label = session.daemon.label
+            print(
+                f"| {kib} | {label} | {name} | {rate:.0f} /s "
+                f"| {ratio((tx_buffer, name), label, rate)} | {each * 1e6:.0f} us each "
+                f"| {share * 100:.0f} % |"
+            )
+        for session in sessions:
+            pid = session.daemon.process.pid
+            cpu0 = cpu_seconds(pid)
+            time.sleep(2)
+            print(
+                f"  {kib}, {session.daemon.label}: idle {cpu_seconds(pid) - cpu0:.3f} s CPU "
+                f"in 2 s; peak RSS {peak_rss_kib(pid) / 1024:.1f} MiB"
+            )
 
 
 if __name__ == "__main__":

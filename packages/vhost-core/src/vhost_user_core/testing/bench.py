@@ -1,20 +1,31 @@
 """The pieces every device benchmark repeats, in one place so that their numbers are
 measured and printed the same way: the daemon as a process, a driver's reaping of used
-entries, p50/p99 of latency samples, and the closing idle-CPU and peak-RSS line."""
+entries, p50/p99 of latency samples, the closing idle-CPU and peak-RSS line, and the
+side-by-side run: `--daemon LABEL='CMD {sock}'` (repeatable) adds another
+implementation, every measurement alternates between all daemons in one run, and each
+row carries its ratio to ours (the default daemon and the baseline)."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import shlex
 import signal
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from vhost_user_core.frontend import FrontendQueue
 from vhost_user_core.testing.harness import wait_for_socket
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
+
+C = TypeVar("C")
+D = TypeVar("D")
 
 
 @contextmanager
@@ -66,3 +77,190 @@ def idle_report(pid: int, seconds: float = 2.0) -> str:
         f"daemon CPU while idle for {seconds:g} s: {idle:.3f} s; "
         f"peak RSS {peak_rss_kib(pid) / 1024:.1f} MiB"
     )
+
+
+# Side by side: every measurement against several daemons in one run, alternating.
+
+#: The label of our own daemon: always measured, first in each round, the ratios' baseline.
+OURS = "ours"
+
+
+@dataclass(frozen=True)
+class DaemonCommand:
+    """A labelled daemon command line; `{sock}` (and any other field a bench names, e.g.
+    `{uds}`) is filled in per word after shell-style splitting, so paths need no quoting."""
+
+    label: str
+    template: str
+
+    def argv(self, **fields: object) -> list[str]:
+        try:
+            return [word.format(**fields) for word in shlex.split(self.template)]
+        except (KeyError, IndexError) as exc:
+            known = ", ".join("{" + name + "}" for name in fields)
+            raise ValueError(
+                f"--daemon {self.label}: unknown field {exc} (this bench fills {known})"
+            ) from None
+
+
+def python_daemon(module: str, flags: str) -> str:
+    """The command template of one of our daemons run by this interpreter."""
+    return f"{shlex.quote(sys.executable)} -m {module} {flags}"
+
+
+def parse_daemon(text: str) -> DaemonCommand:
+    """`LABEL=COMMAND`, the argparse type of `--daemon`."""
+    label, sep, template = text.partition("=")
+    label = label.strip()
+    if not sep or not label or not template.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL='COMMAND with {{sock}}'")
+    return DaemonCommand(label, template)
+
+
+def add_daemon_arg(parser: argparse.ArgumentParser) -> None:
+    """The one spelling every bench takes: `--daemon LABEL='COMMAND'`, repeatable."""
+    parser.add_argument(
+        "--daemon",
+        action="append",
+        type=parse_daemon,
+        default=[],
+        metavar="LABEL=CMD",
+        help=(
+            "another daemon to measure side by side with ours, e.g. "
+            "rust='/path/vhost-device-X --socket-path {sock}' (repeatable; "
+            f"label {OURS!r} replaces our own command; every row shows its ratio to ours)"
+        ),
+    )
+
+
+def chosen_daemons(given: Sequence[DaemonCommand], ours: str) -> list[DaemonCommand]:
+    """Ours first (from `ours`, unless `given` has one labelled `OURS`), then the others
+    in the order given; labels must differ."""
+    own = [d for d in given if d.label == OURS]
+    chosen = [own[-1] if own else DaemonCommand(OURS, ours)]
+    for daemon in given:
+        if daemon.label == OURS:
+            continue
+        if any(d.label == daemon.label for d in chosen):
+            raise ValueError(f"--daemon label {daemon.label!r} given twice")
+        chosen.append(daemon)
+    return chosen
+
+
+def listening(path: str | os.PathLike[str]) -> bool:
+    """Whether a Unix socket listens at `path`, read from /proc/net/unix without
+    connecting: a probe connection would be taken as the VMM's by a daemon that serves
+    one connection and exits (upstream's console does)."""
+    wanted = {os.fspath(path), os.path.abspath(path)}
+    with open("/proc/net/unix") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if len(fields) >= 8 and int(fields[3], 16) & _SO_ACCEPTCON and fields[7] in wanted:
+                return True
+    return False
+
+
+_SO_ACCEPTCON = 0x10000  # the kernel's flag for a listening socket in /proc/net/unix
+
+
+def find_sockets(
+    base: str | os.PathLike[str],
+    count: int = 1,
+    process: subprocess.Popen[bytes] | None = None,
+    timeout: float = 20.0,
+) -> list[str]:
+    """The sockets a daemon given `base` listens on, once all listen: `base` itself or
+    `base` + "0" for one (upstream appends 0 to --socket-path even for a single
+    socket, our sound and scmi do not), `base` + "0" .. for several."""
+    base = os.fspath(base)
+    deadline = time.monotonic() + timeout
+    while True:
+        if count == 1:
+            for candidate in (base, f"{base}0"):
+                if listening(candidate):
+                    return [candidate]
+        else:
+            paths = [f"{base}{i}" for i in range(count)]
+            if all(listening(p) for p in paths):
+                return paths
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the daemon exited {process.returncode} before listening on {base}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on {base} (or {base}0) after {timeout:g} s")
+        time.sleep(0.02)
+
+
+@dataclass
+class Started:
+    """A daemon of a side-by-side run: its label, process and discovered sockets."""
+
+    label: str
+    process: subprocess.Popen[bytes]
+    sockets: list[str]
+
+    @property
+    def socket(self) -> str:
+        return self.sockets[0]
+
+
+@contextmanager
+def started(
+    daemon: DaemonCommand,
+    base: str | os.PathLike[str],
+    *,
+    count: int = 1,
+    fields: Mapping[str, object] | None = None,
+    extra: Sequence[str] = (),
+    **popen: Any,
+) -> Iterator[Started]:
+    """Run `daemon` with `{sock}` = `base` (and `fields`), find its sockets, SIGTERM it
+    at the end. `extra` is appended to our own daemon's argv only (e.g. a log level)."""
+    argv = daemon.argv(sock=os.fspath(base), **(fields or {}))
+    if daemon.label == OURS:
+        argv += extra
+    with daemon_process(argv, **popen) as process:
+        yield Started(daemon.label, process, find_sockets(base, count, process))
+
+
+def each_daemon(
+    daemons: Sequence[DaemonCommand],
+    base: str | os.PathLike[str],
+    stack: ExitStack,
+    **kwargs: Any,
+) -> list[Started]:
+    """Start every daemon at once, each with its own `{sock}` (`base` + ".label"), kept
+    running by `stack`, so that measurements can alternate between them."""
+    base = os.fspath(base)
+    return [stack.enter_context(started(d, f"{base}.{_safe(d.label)}", **kwargs)) for d in daemons]
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+
+
+class Ratios:
+    """The ratio column of a side-by-side table: each row's value over ours for the
+    same case, ours being measured first in every round."""
+
+    def __init__(self, baseline: str = OURS) -> None:
+        self.baseline = baseline
+        self._values: dict[Hashable, float] = {}
+
+    def __call__(self, case: Hashable, label: str, value: float | None) -> str:
+        if label == self.baseline:
+            if value is not None:
+                self._values[case] = value
+            return "1.00×" if value else "—"
+        base = self._values.get(case)
+        if value is None or not base:
+            return "—"
+        return f"{value / base:.2f}×"
+
+
+def rounds(cases: Iterable[C], daemons: Sequence[D]) -> Iterator[tuple[C, D]]:
+    """Every case against every daemon, the daemons alternating within each case (ours
+    first), so that a change in the machine's load falls on all of them alike."""
+    for case in cases:
+        for daemon in daemons:
+            yield case, daemon
