@@ -43,8 +43,9 @@ class RxFiller:
         self.control.clear()
         self.ready.clear()
 
-    def fill(self) -> None:
-        """Fill rx buffers while there is something to send and buffers to take it."""
+    def fill(self, *, notify: bool = True) -> None:
+        """Fill rx buffers while there is something to send and buffers to take it;
+        `notify=False` leaves the interrupt to the caller (`Vring.signal_used`)."""
         rx = self.device.rx
         while self._has_work():
             if rx is None or not (batch := rx.poll(self._buffers_wanted())):
@@ -65,7 +66,7 @@ class RxFiller:
             if unused:
                 rx.rewind(unused)
             if lengths:
-                rx.complete(batch, lengths)
+                rx.complete(batch, lengths, notify=notify)
             if unused:
                 return
 
