@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from vhost_user_core import DescriptorChain
 
-from .connection import MAX_CONNECTIONS, State, VsockConnection
-from .packet import HEADER_SIZE, VMADDR_CID_HOST, Header, Op, SeqFlag, Shutdown
+from .connection import MAX_CONNECTIONS, SHUT_RCV, State, VsockConnection
+from .packet import HEADER, HEADER_SIZE, VMADDR_CID_HOST, Header, Op, SeqFlag, Shutdown
 
 if TYPE_CHECKING:
     from .device import VsockBackend
@@ -169,7 +169,7 @@ class RxFiller:
             or conn.watching_read
             or conn.state != State.ESTABLISHED
             or conn.host_eof
-            or conn.guest_shut & Shutdown.RCV
+            or conn.guest_shut & SHUT_RCV
             or not conn.credit.peer_free()
         ):
             return
@@ -193,7 +193,9 @@ class RxFiller:
     def header(self, conn: VsockConnection, op: Op, length: int = 0, flags: int = 0) -> bytes:
         """A packet header from the host side of `conn`, with its current credit."""
         buf_alloc, fwd_cnt = conn.credit.advertised()
-        return Header(
+        # Packed directly, without a Header: a credit update per packet is the
+        # guest -> host path's one Python-built packet.
+        return HEADER.pack(
             VMADDR_CID_HOST,
             self.device.cid,
             conn.local_port,
@@ -204,7 +206,7 @@ class RxFiller:
             flags,
             buf_alloc,
             fwd_cnt,
-        ).encode()
+        )
 
     def send_control(self, conn: VsockConnection, op: Op, flags: int = 0) -> None:
         self._queue_control(self.header(conn, op, 0, flags))

@@ -183,7 +183,7 @@ class TxInterpreter:
         self._guest_data(conn, Header.decode(chain.read(HEADER_SIZE)), chain, max(result, 0))
 
     def _guest_shutdown(self, conn: VsockConnection, flags: int) -> None:
-        conn.guest_shut |= flags & Shutdown.BOTH
+        conn.guest_shut |= flags & 3  # RCV | SEND, kept a plain int (connection.py)
         if conn.guest_shut & Shutdown.RCV:
             self.device.rx_filler.unwatch_read(conn)
             conn.ready = False
