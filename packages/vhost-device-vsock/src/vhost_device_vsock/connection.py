@@ -48,6 +48,8 @@ class VsockConnection:
         "local_port",
         "peer_port",
         "sock_type",
+        "key",
+        "seqpacket",
         "sock",
         "fd",
         "state",
@@ -77,6 +79,10 @@ class VsockConnection:
         self.local_port = local_port
         self.peer_port = peer_port
         self.sock_type = sock_type
+        #: Fixed for the connection's life, so plain attributes: the data path reads
+        #: them several times per packet.
+        self.key = (local_port, peer_port)
+        self.seqpacket = sock_type == SocketType.SEQPACKET
         self.sock = sock
         self.fd = sock.fileno()
         self.state = state
@@ -98,14 +104,6 @@ class VsockConnection:
         self.watching_write = False
         #: In the device's queue of connections with host data to deliver.
         self.ready = False
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return self.local_port, self.peer_port
-
-    @property
-    def seqpacket(self) -> bool:
-        return self.sock_type == SocketType.SEQPACKET
 
     @property
     def takes_data_now(self) -> bool:

@@ -95,7 +95,8 @@ class RxFiller:
                 packet = self.control.popleft()
                 chain.write(packet)
                 return len(packet)
-            sibling = self.device.vm.next_sibling_packet(room - HEADER_SIZE)
+            vm = self.device.vm
+            sibling = vm.next_sibling_packet(room - HEADER_SIZE) if vm.has_sibling_packets else None
             if sibling is not None:
                 hdr, data = sibling
                 chain.write(hdr.encode())
