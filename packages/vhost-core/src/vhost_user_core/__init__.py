@@ -28,6 +28,7 @@ from .errors import (
     QueueError,
     VhostUserError,
 )
+from .fastpath import FillFromFd, QueueFastPath
 from .memory import GuestMemory
 from .protocol import (
     STANDARD_FEATURES,
@@ -55,12 +56,14 @@ __all__ = [
     "Daemon",
     "DescriptorChain",
     "Disconnected",
+    "FillFromFd",
     "GuestMemory",
     "GuestMemoryError",
     "Listener",
     "ProtocolError",
     "ProtocolFeature",
     "QueueError",
+    "QueueFastPath",
     "TimerHandle",
     "VhostUserBackend",
     "VhostUserError",

@@ -21,6 +21,7 @@ from .protocol import STANDARD_FEATURES, VRING_IDX_MASK, ProtocolFeature
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .fastpath import QueueFastPath
     from .memory import GuestMemory
     from .vring import Vring
     from .worker import Worker
@@ -106,6 +107,13 @@ class VhostUserBackend(metaclass=_BackendMeta):
         rings (one per queue), before any request is handled: watch device fds or arm
         timers on the thread that owns the queues they concern (callbacks run there
         under the session lock); keep the rings to poll them (`Vring.poll`)."""
+
+    def fast_path(self, vring: Vring) -> QueueFastPath | None:
+        """A C fast path for `vring`'s kicks (e.g. `FillFromFd`), asked for each time
+        the ring starts being watched; the worker calls it without Python and calls
+        `handle_queue` only when it answers that Python is needed. None (the default):
+        every kick goes to `handle_queue`."""
+        return None
 
     def acked_features(self, features: int) -> None:
         """The driver's feature choice (SET_FEATURES)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from .backend import FRAMEWORK_PROTOCOL_FEATURES, VhostUserBackend
 from .connection import Connection, Message
 from .errors import ProtocolError, QueueError, VhostUserError
+from .fastpath import Kick
 from .memory import MAX_REGIONS, GuestMemory
 from .protocol import (
     REQUEST_SPECS,
@@ -359,15 +360,17 @@ class Session:
             return
         if vring.active:
             was_watching = vring.index in self._watching
-            vring.worker.add_reader(kick, lambda: self._kicked(vring))
+            reader = Kick(kick, vring, self._process, self.backend.fast_path(vring))
+            vring.worker.add_reader(kick, reader)
             self._watching.add(vring.index)
             if not was_watching:
-                vring.worker.call_soon(lambda: self._process(vring))
+                vring.worker.call_soon(reader.serve)
         elif vring.index in self._watching:
             vring.worker.remove_reader(kick)
             self._watching.discard(vring.index)
 
     def _kicked(self, vring: Vring) -> None:
+        """A kick as a plain callback (what `Kick` does, for a caller without one)."""
         if vring.kick_fd is None:
             return
         try:

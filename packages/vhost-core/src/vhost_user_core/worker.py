@@ -2,8 +2,9 @@
 
 A worker sleeps in epoll until something happens (an idle daemon uses no CPU); timers
 only shorten that wait while one is armed. Callbacks run with the session lock held, so
-the control thread never changes rings or memory under a running handler. Another
-thread with work for this worker's device can run it at once under that lock
+the control thread never changes rings or memory under a running handler. The loop
+itself is C (`_loop.run`); this class holds its registries, timers and queued calls.
+Another thread with work for this worker's device can run it at once under that lock
 (`call_now`) instead of waking the worker up: two thread wake-ups and a GIL hand-over
 less.
 """
@@ -21,6 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
+
+from . import _loop
 
 log = logging.getLogger(__name__)
 
@@ -191,32 +194,9 @@ class Worker:
         return max(self._timers[0][0] - time.monotonic(), 0.0)
 
     def _run(self) -> None:
-        while not self._stopping:
-            try:
-                events = self._epoll.poll(self._timeout())
-            except InterruptedError:
-                continue
-            for fd, mask in events:
-                if fd == self._wake:
-                    try:
-                        os.eventfd_read(self._wake)
-                    except BlockingIOError:
-                        pass
-                    continue
-                # An error or hang-up wakes both sides: each finds out by trying.
-                if mask & ~select.EPOLLOUT:
-                    callback = self._readers.get(fd)
-                    if callback is not None:
-                        self._dispatch(callback, fd, self._readers)
-                if mask & ~select.EPOLLIN:
-                    callback = self._writers.get(fd)
-                    if callback is not None:
-                        self._dispatch(callback, fd, self._writers)
-                if mask & (select.EPOLLHUP | select.EPOLLERR):
-                    callback = self._hangups.get(fd)
-                    if callback is not None:
-                        self._dispatch(callback, fd, self._hangups)
-            self._run_due()
+        # The loop is C (`_loop`): epoll_wait without the GIL and without a Python
+        # object per event, kicks fired through their C fast path.
+        _loop.run(self)
 
     def _run_due(self) -> None:
         while self._soon:

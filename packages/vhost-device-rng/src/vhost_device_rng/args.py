@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from vhost_user_core import add_logging_args, add_socket_args, add_version_arg, positive_int
 
+from .ratelimit import UNLIMITED
+
 #: Upstream's limits: the period is a u16-sized number of milliseconds.
 MAX_PERIOD_MS = 1 << 16
-UNLIMITED = (1 << 64) - 1
 
 DESCRIPTION = "vhost-user virtio-rng backend: serves entropy from a host file to guests"
 

@@ -6,6 +6,9 @@ import threading
 import time
 from collections.abc import Callable
 
+#: --max-bytes' default, upstream's u64::MAX: no rate limit.
+UNLIMITED = (1 << 64) - 1
+
 
 class TokenBucket:
     """At most `capacity` bytes per `period` seconds, across all callers.
@@ -32,6 +35,11 @@ class TokenBucket:
             # Windows stay aligned to the first one, so bursts cannot shift them.
             elapsed_periods = int((now - self._window_end) // self.period) + 1
             self._window_end += elapsed_periods * self.period
+
+    @property
+    def unlimited(self) -> bool:
+        """No limit at all (--max-bytes left at its default): nothing to count."""
+        return self.capacity >= UNLIMITED
 
     def take(self, wanted: int) -> int:
         """Grant up to `wanted` tokens."""

@@ -49,5 +49,9 @@ class EntropySource:
                 filled += n
         return filled
 
+    def fileno(self) -> int:
+        """The open source, for a reader in C (`FillFromFd`)."""
+        return self._fd
+
     def close(self) -> None:
         os.close(self._fd)
