@@ -3,6 +3,7 @@ idle, after its current callback when it is busy, and never once it has stopped.
 
 from __future__ import annotations
 
+import os
 import threading
 
 from vhost_user_core import Worker
@@ -61,3 +62,19 @@ def test_call_now_does_nothing_once_stopped() -> None:
     ran: list[int] = []
     worker.call_now(lambda: ran.append(1))
     assert ran == []
+
+
+def test_watches_change_after_stop_without_error() -> None:
+    """A backend's close runs after its workers stopped and still unwatches its fds,
+    some with a hang-up watch left (which makes the update a modify, not a removal)."""
+    worker, _ = started_worker()
+    a, b = os.pipe()
+    try:
+        worker.add_reader(a, lambda: None)
+        worker.add_hangup(a, lambda: None)
+        worker.stop()
+        worker.remove_reader(a)
+        worker.remove_hangup(a)
+    finally:
+        os.close(a)
+        os.close(b)

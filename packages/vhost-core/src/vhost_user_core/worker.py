@@ -129,6 +129,11 @@ class Worker:
         )
         wanted = bool(mask) or fd in self._hangups
         watched = fd in self._watched
+        if self._epoll.closed:
+            # Stopped: a backend's close still unwatches its fds, and there is no set
+            # left to change (a modify would raise ValueError, not an OSError).
+            self._watched.discard(fd)
+            return
         if wanted and watched:
             try:
                 self._epoll.modify(fd, mask)
