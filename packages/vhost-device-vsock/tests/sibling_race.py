@@ -55,13 +55,13 @@ TRACE_DUMP = "cat /sys/kernel/tracing/trace > $OUTPORT\n"
 def stamped_daemon() -> None:
     """Our daemon, with each sibling SHUTDOWN's times written to $SIBLING_RACE_STAMPS:
     handed to the target VM (`deliver`), taken into its rx ring, and the interrupt."""
-    from vhost_device_vsock import vm
+    from vhost_device_vsock import inbox, vm
     from vhost_device_vsock.main import main
     from vhost_device_vsock.packet import Op
     from vhost_user_core import vring
 
     out = open(os.environ["SIBLING_RACE_STAMPS"], "a", buffering=1)  # noqa: SIM115
-    deliver, take = vm.VirtualMachine.deliver, vm.VirtualMachine.next_sibling_packet
+    deliver, take = vm.VirtualMachine.deliver, inbox.SiblingInbox.get
     taken: list[int] = []
 
     def stamped_deliver(self: vm.VirtualMachine, header, payload):  # type: ignore[no-untyped-def]
@@ -69,7 +69,7 @@ def stamped_daemon() -> None:
             out.write(f"{time.monotonic():.6f} deliver {header.src_port} flags={header.flags}\n")
         return deliver(self, header, payload)
 
-    def stamped_take(self: vm.VirtualMachine, room: int):  # type: ignore[no-untyped-def]
+    def stamped_take(self: inbox.SiblingInbox, room: int):  # type: ignore[no-untyped-def]
         packet = take(self, room)
         if packet is not None and packet[0].op == Op.SHUTDOWN:
             out.write(f"{time.monotonic():.6f} rxring {packet[0].src_port}\n")
@@ -86,7 +86,7 @@ def stamped_daemon() -> None:
             taken.clear()
 
     vm.VirtualMachine.deliver = stamped_deliver  # type: ignore[method-assign]
-    vm.VirtualMachine.next_sibling_packet = stamped_take  # type: ignore[method-assign]
+    inbox.SiblingInbox.get = stamped_take  # type: ignore[method-assign]
     vring.Vring.signal_used = stamped_signal  # type: ignore[method-assign]
     sys.exit(main())
 

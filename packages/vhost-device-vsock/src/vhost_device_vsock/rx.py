@@ -36,6 +36,7 @@ class RxFiller:
 
     def __init__(self, device: VsockBackend) -> None:
         self.device = device
+        self.inbox = device.vm.inbox
         self.control: deque[bytes] = deque()
         self.ready: deque[VsockConnection] = deque()
 
@@ -75,11 +76,11 @@ class RxFiller:
         packet costs more than the packet (each chain is walked, then rewound)."""
         if self.ready:
             return RX_BATCH
-        wanted = len(self.control) + self.device.vm.sibling_buffers_wanted(RX_BATCH)
+        wanted = len(self.control) + self.inbox.buffers_wanted(RX_BATCH)
         return max(1, min(wanted, RX_BATCH))
 
     def _has_work(self) -> bool:
-        return bool(self.control or self.ready) or self.device.vm.has_sibling_packets
+        return bool(self.control or self.ready or self.inbox)
 
     def _fill(self, chain: DescriptorChain) -> int:
         """Put the next packet in `chain`; its length, or -1 if there is none."""
@@ -95,8 +96,7 @@ class RxFiller:
                 packet = self.control.popleft()
                 chain.write(packet)
                 return len(packet)
-            vm = self.device.vm
-            sibling = vm.next_sibling_packet(room - HEADER_SIZE) if vm.has_sibling_packets else None
+            sibling = self.inbox.get(room - HEADER_SIZE) if self.inbox else None
             if sibling is not None:
                 hdr, data = sibling
                 chain.write(hdr.encode())

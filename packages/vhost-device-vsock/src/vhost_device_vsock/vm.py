@@ -40,7 +40,9 @@ class VirtualMachine:
         self.host: HostSide = host_side(config)
         self._lock = threading.Lock()
         self._backend: VsockBackend | None = None
-        self._inbox = SiblingInbox(INBOX_LIMIT)
+        #: Sibling packets for the guest; its backend's rx side takes them from here
+        #: directly (looked at for every rx buffer, so no wrapper calls).
+        self.inbox = SiblingInbox(INBOX_LIMIT)
         siblings.add(self)
 
     def new_backend(self) -> VsockBackend:
@@ -52,36 +54,23 @@ class VirtualMachine:
     def attach(self, backend: VsockBackend) -> None:
         with self._lock:
             self._backend = backend
-            self._inbox.clear()
+            self.inbox.clear()
 
     def detach(self, backend: VsockBackend) -> None:
         with self._lock:
             if self._backend is backend:
                 self._backend = None
-                self._inbox.clear()
+                self.inbox.clear()
 
     def deliver(self, header: Header, payload: bytes) -> bool:
         """A sibling's packet for this guest (any thread). False if it cannot be
         taken: no VMM connected, or the inbox is full."""
         with self._lock:
             backend = self._backend
-            if backend is None or not self._inbox.put(header, payload):
+            if backend is None or not self.inbox.put(header, payload):
                 return False
         backend.sibling_packet_arrived()
         return True
-
-    def next_sibling_packet(self, room: int) -> tuple[Header, bytes] | None:
-        """The next sibling packet for the guest, with at most `room` bytes of payload
-        (the rest of a longer one stays first in line)."""
-        return self._inbox.get(room)
-
-    @property
-    def has_sibling_packets(self) -> bool:
-        return bool(self._inbox)
-
-    def sibling_buffers_wanted(self, most: int) -> int:
-        """rx buffers the waiting sibling packets need (at most `most`)."""
-        return self._inbox.buffers_wanted(most)
 
     def close(self) -> None:
         self.siblings.remove(self)
