@@ -52,7 +52,7 @@ def test_every_package_has_an_sdist_and_a_wheel(built: dict[str, dist.Built]) ->
 
 def test_the_core_wheel_ships_what_device_builds_need(built: dict[str, dist.Built]) -> None:
     names = set(zipfile.ZipFile(built["vhost-user-core"].wheel).namelist())
-    for module in ("memory", "virtqueue"):
+    for module in ("memory", "virtqueue", "fastpath"):
         assert {f"vhost_user_core/{module}.pxd", f"vhost_user_core/{module}.pyi"} <= names
     assert "vhost_user_core_build/__init__.py" in names
 

@@ -1,5 +1,6 @@
 """A worker's epoll loop in C: epoll_wait without the GIL into a C array, the wake-up
-eventfd and kicks read in C, callbacks under the session lock."""
+eventfd read in C, kicks (edge-triggered, never read) fired in C, callbacks under the
+session lock."""
 
 from .worker import Worker
 

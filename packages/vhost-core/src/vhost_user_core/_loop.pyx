@@ -3,9 +3,9 @@
 
 What the Python loop did per wake-up, without its objects: epoll_wait with the GIL
 released into a C array (no list of tuples), the wake-up eventfd read in C, a kick
-(`fastpath.Kick`) fired through C (its eventfd read in C, a device's fast path called
-without Python), timers and queued calls looked at only when there are some. Callbacks
-still run with the session lock held, and a callback removed meanwhile is skipped.
+(`fastpath.Kick`, edge-triggered, never read) fired through C (a device's fast path
+called without Python), timers and queued calls looked at only when there are some.
+Callbacks still run with the session lock held; one removed meanwhile is skipped.
 """
 
 import logging
@@ -43,10 +43,12 @@ cdef enum:
     MAX_EVENTS = 64
 
 
-cdef void dispatch(object worker, object lock, object callback, int fd, dict registry):
+cdef void dispatch(
+    object worker, object acquire, object release, object callback, int fd, dict registry
+):
     if worker._stopping:
         return
-    lock.acquire()
+    acquire()
     try:
         # The control thread, or the other callback of this fd, may have removed it
         # while we waited for the lock.
@@ -60,7 +62,7 @@ cdef void dispatch(object worker, object lock, object callback, int fd, dict reg
         # A device bug or a hostile guest must not kill the worker thread.
         log.exception("%s: handler failed", worker.name)
     finally:
-        lock.release()
+        release()
 
 
 def run(worker):
@@ -77,7 +79,8 @@ def run(worker):
     cdef dict hangups = worker._hangups
     cdef object timers = worker._timers
     cdef object soon = worker._soon
-    cdef object lock = worker._lock
+    cdef object acquire = worker._lock.acquire
+    cdef object release = worker._lock.release
     while not worker._stopping:
         timeout = -1
         if soon:
@@ -102,15 +105,15 @@ def run(worker):
             if mask & ~(<uint32_t>EPOLLOUT):
                 callback = readers.get(fd)
                 if callback is not None:
-                    dispatch(worker, lock, callback, fd, readers)
+                    dispatch(worker, acquire, release, callback, fd, readers)
             if mask & ~(<uint32_t>EPOLLIN):
                 callback = writers.get(fd)
                 if callback is not None:
-                    dispatch(worker, lock, callback, fd, writers)
+                    dispatch(worker, acquire, release, callback, fd, writers)
             # A hang-up watch (`add_hangup`) hears of it even on an fd nobody reads.
             if mask & (<uint32_t>(EPOLLHUP | EPOLLERR)):
                 callback = hangups.get(fd)
                 if callback is not None:
-                    dispatch(worker, lock, callback, fd, hangups)
+                    dispatch(worker, acquire, release, callback, fd, hangups)
         if soon or timers:
             worker._run_due()

@@ -1,5 +1,5 @@
 """A kick served without Python: a device's C fast path, called by the worker's C loop
-with the session lock held after the kick eventfd was read. `FillFromFd` fills every
+with the session lock held at a kick. `FillFromFd` fills every
 writable buffer from a file descriptor (virtio-rng); a device's own Cython subclasses
 `QueueFastPath` (cimport `vhost_user_core.fastpath`) and overrides its C `serve`."""
 
@@ -24,8 +24,9 @@ class FillFromFd(QueueFastPath):
         """Bytes served by the fast path so far."""
 
 class Kick:
-    """A ring's kick fd as its worker's reader: calling it reads the eventfd and serves
-    the ring (`fast`, then `process(vring)` if needed); the C loop does the same in C."""
+    """A ring's kick fd as its worker's reader: calling it serves the ring (`fast`, then
+    `process(vring)` if needed); the C loop does the same in C. Its worker watches it
+    edge-triggered (every eventfd write is an edge), so the eventfd is never read."""
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""A kick served without Python: the worker's C loop (`_loop`) reads the kick eventfd
-and calls a device's `QueueFastPath.serve` through its C vtable; only a fast path that
+"""A kick served without Python: the worker's C loop (`_loop`) sees the kick eventfd
+(edge-triggered: never read, no syscall) and calls a device's `QueueFastPath.serve` through its C vtable; only a fast path that
 answers 1 (or none) costs a Python call to the device's `handle_queue`.
 
 `FillFromFd` is the one a device of write-only buffers uses (virtio-rng): every chain's
@@ -14,7 +14,7 @@ from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc
 from posix.uio cimport iovec, readv
-from posix.unistd cimport read, write
+from posix.unistd cimport write
 
 from .memory cimport Segment
 from .ring cimport (
@@ -49,7 +49,7 @@ cdef inline void signal_fd(object fd) noexcept:
 
 cdef class QueueFastPath:
     """Base of a device's C fast path; `Vring`'s owner (the session) calls `serve`
-    with the session lock held, after the kick was read."""
+    with the session lock held, at a kick."""
 
     cdef int serve(self, object vring, Virtqueue queue) except -1:
         return 1
@@ -183,8 +183,9 @@ cdef class FillFromFd(QueueFastPath):
 
 
 cdef class Kick:
-    """A ring's kick fd as its worker sees it: callable (read the eventfd, then serve),
-    so any dispatcher can run it; the C loop calls `fire` without a Python call."""
+    """A ring's kick fd as its worker sees it: callable (serve the ring), so any
+    dispatcher can run it; the C loop calls `fire` without a Python call. Its worker
+    watches it edge-triggered, so the eventfd is never read."""
 
     def __init__(self, int fd, vring, process, QueueFastPath fast=None):
         self.fd = fd
@@ -200,11 +201,10 @@ cdef class Kick:
         self.run()
 
     cdef int fire(self) except -1:
-        cdef uint64_t value
-        cdef object kick_fd = self.vring._kick_fd
-        if kick_fd is None:
+        # The worker watches a kick edge-triggered (`Worker._update`): an eventfd
+        # signals an edge at every write, so the kick is not read (no syscall).
+        if self.vring._kick_fd is None:
             return 0
-        read(<int>kick_fd, &value, 8)  # EAGAIN (a spurious wake-up) changes nothing
         return self.run()
 
     cdef int run(self) except -1:
