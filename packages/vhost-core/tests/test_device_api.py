@@ -198,6 +198,18 @@ def test_rewind_gives_chains_back_in_order(ring: Ring) -> None:
     assert not ring.vring.poll()
 
 
+def test_complete_without_notify_leaves_the_interrupt_to_signal_used(ring: Ring) -> None:
+    call = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    ring.vring._set_call_fd(call)
+    ring.post(2)
+    batch = ring.vring.poll()
+    ring.vring.complete(batch, [0, 0], notify=False)
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(call)  # used, but not interrupted yet
+    ring.vring.signal_used()
+    assert os.eventfd_read(call) == 1
+
+
 # -- the README's example -------------------------------------------------------------
 
 

@@ -46,6 +46,37 @@
  *                          the peer is answered with a half-close once all
  *                          its bytes are echoed). Run it in the background.
  *       LISTENING port=P
+ *   shutrd CID PORT SIGNAL COUNT
+ *                          the reading side of the shutdown check, with
+ *                          `shutpeer` on the other guest. SIGNAL is a byte
+ *                          channel to the peer that bypasses the connection
+ *                          under test: "vsock:CID:PORT" (a stream the host
+ *                          relays), "tcp:A.B.C.D:PORT" (TCP, e.g. through
+ *                          QEMU's user networking) or a device path (a
+ *                          virtio-serial port the host relays). Wait for the
+ *                          peer's 'L' (it listens; a TCP channel is reopened
+ *                          until it comes),
+ *                          then COUNT times: connect (stream) to CID:PORT,
+ *                          shutdown(SHUT_RD), write 'S' on SIGNAL, read the
+ *                          peer's verdict byte ('P': its send failed with
+ *                          EPIPE), close.
+ *       SHUTRD ok=K of=COUNT   (ok: verdicts 'P')
+ *   shutpeer PORT SIGNAL COUNT
+ *                          listen (stream) on PORT, open SIGNAL
+ *                          ("vsock-listen:PORT2": accept one stream on PORT2,
+ *                          "tcp-listen:PORT2": one TCP connection, or a
+ *                          device path), write 'L' on it, then COUNT
+ *                          times: accept, read 'S' from SIGNAL (the peer has
+ *                          shut down reading), send one byte, which must fail
+ *                          with EPIPE, answer 'P' (or 'M', a miss) on SIGNAL,
+ *                          close.
+ *       LISTENING port=P   (for PORT, and for PORT2)
+ *       SHUTPEER epipe=K of=COUNT [miss=<first miss: sent_N or errno name>
+ *                          miss_at=<its round> misses=M late_us=<per miss:
+ *                          how long after the signal EPIPE came, -1 never>]
+ *                          With VSOCK_TRACE set, both write what they do to
+ *                          the kernel's trace_marker (ftrace), so a trace
+ *                          shows it among the kernel's own events.
  *
  * Output is for machines: each invocation prints one result line to stdout
  * (plus LISTENING first for the servers), the subcommand's name in capitals
@@ -66,6 +97,10 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -102,8 +137,10 @@ static void usage(void)
 		"       %s connect CID PORT\n"
 		"       %s seq CID PORT COUNT\n"
 		"       %s seqrecv PORT COUNT\n"
-		"       %s echo PORT\n",
-		argv0, argv0, argv0, argv0, argv0, argv0, argv0);
+		"       %s echo PORT\n"
+		"       %s shutrd CID PORT SIGNAL COUNT\n"
+		"       %s shutpeer PORT SIGNAL COUNT\n",
+		argv0, argv0, argv0, argv0, argv0, argv0, argv0, argv0, argv0);
 }
 
 /* One result line: KIND, then the formatted key=value fields. */
@@ -794,6 +831,294 @@ static int cmd_echo(uint32_t port)
 	}
 }
 
+/* The kernel's trace_marker with VSOCK_TRACE set, else -1 (see the top). */
+static int trace_fd = -1;
+
+static void trace_open(void)
+{
+	if (getenv("VSOCK_TRACE"))
+		trace_fd = open("/sys/kernel/tracing/trace_marker", O_WRONLY);
+}
+
+static void trace_mark(const char *fmt, ...)
+{
+	char line[128];
+	va_list ap;
+	int n;
+
+	if (trace_fd < 0)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		write(trace_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* A TCP connection to "A.B.C.D:PORT" (retried for CONNECT_TIMEOUT_S while
+ * refused), or one accepted on PORT when listen is set; Nagle off: a signal
+ * is one byte that must leave at once. */
+static int tcp_open(const char *spec, int listen_, const char **step)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET };
+	const char *colon = strrchr(spec, ':');
+	char host[32];
+	uint32_t port;
+	uint64_t deadline = now_ms() + CONNECT_TIMEOUT_S * 1000;
+	int fd, listener, one = 1;
+
+	*step = "signal_spec";
+	errno = EINVAL;
+	if (listen_) {
+		if (parse_u32(spec, &port) || port > 0xffff)
+			return -1;
+		addr.sin_addr.s_addr = htonl(INADDR_ANY);
+	} else {
+		if (!colon || (size_t)(colon - spec) >= sizeof(host) ||
+		    parse_u32(colon + 1, &port) || port > 0xffff)
+			return -1;
+		memcpy(host, spec, (size_t)(colon - spec));
+		host[colon - spec] = 0;
+		if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
+			return -1;
+	}
+	addr.sin_port = htons((uint16_t)port);
+	if (listen_) {
+		*step = "signal_listen";
+		listener = socket(AF_INET, SOCK_STREAM, 0);
+		if (listener < 0)
+			return -1;
+		setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(listener, (struct sockaddr *)&addr, sizeof(addr)) ||
+		    listen(listener, 1))
+			return -1;
+		result("LISTENING", "port=%u", port);
+		*step = "signal_accept";
+		do
+			fd = accept(listener, NULL, NULL);
+		while (fd < 0 && errno == EINTR);
+		close(listener);
+	} else {
+		*step = "signal_connect";
+		for (;;) {
+			fd = socket(AF_INET, SOCK_STREAM, 0);
+			if (fd < 0)
+				return -1;
+			if (!connect(fd, (struct sockaddr *)&addr, sizeof(addr)))
+				break;
+			close(fd);
+			if (errno != ECONNREFUSED || now_ms() > deadline)
+				return -1;
+			usleep(100000);
+		}
+	}
+	if (fd >= 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+/* The signal channel of shutrd / shutpeer (see the top): an fd, or -1 with
+ * *step naming what failed. */
+static int signal_open(const char *spec, const char **step)
+{
+	struct sockaddr_vm peer;
+	uint32_t cid, port;
+	char *end;
+	int listener, fd;
+
+	trace_open();
+	if (!strncmp(spec, "tcp:", 4))
+		return tcp_open(spec + 4, 0, step);
+	if (!strncmp(spec, "tcp-listen:", 11))
+		return tcp_open(spec + 11, 1, step);
+
+	if (!strncmp(spec, "vsock:", 6)) {
+		cid = (uint32_t)strtoul(spec + 6, &end, 0);
+		if (*end != ':' || parse_u32(end + 1, &port)) {
+			*step = "signal_spec";
+			errno = EINVAL;
+			return -1;
+		}
+		return vsock_connect(SOCK_STREAM, cid, port, CONNECT_TIMEOUT_S, step);
+	}
+	if (!strncmp(spec, "vsock-listen:", 13)) {
+		if (parse_u32(spec + 13, &port)) {
+			*step = "signal_spec";
+			errno = EINVAL;
+			return -1;
+		}
+		listener = vsock_listen(SOCK_STREAM, port, step);
+		if (listener < 0)
+			return -1;
+		*step = "signal_accept";
+		fd = vsock_accept(listener, &peer);
+		close(listener);
+		return fd;
+	}
+	*step = "open_signal";
+	return open(spec, O_RDWR | O_NOCTTY);
+}
+
+/* One byte from the signal channel (blocking); the byte, or -1. */
+static int signal_read(int fd)
+{
+	unsigned char byte;
+	ssize_t n = read_some(fd, &byte, 1);
+
+	if (n == 1)
+		return byte;
+	if (n == 0)
+		errno = EPIPE;
+	return -1;
+}
+
+static int signal_write(int fd, char byte)
+{
+	return write_all(fd, &byte, 1);
+}
+
+static int cmd_shutrd(uint32_t cid, uint32_t port, const char *signal_path, uint32_t count)
+{
+	const char *step;
+	uint32_t i, ok = 0;
+	int sig, fd = -1, verdict;
+	uint64_t deadline = now_ms() + 60 * 1000;
+
+	/* Through QEMU's user networking a connection is taken before the peer
+	 * listens, then closed: try again until the peer's 'L' comes. */
+	for (;;) {
+		sig = signal_open(signal_path, &step);
+		if (sig < 0)
+			goto fail;
+		step = "wait_listening";
+		if (signal_read(sig) == 'L')
+			break;
+		close(sig);
+		if (strncmp(signal_path, "tcp:", 4) || now_ms() > deadline)
+			goto fail;
+		usleep(200000);
+	}
+	for (i = 0; i < count; i++) {
+		fd = vsock_connect(SOCK_STREAM, cid, port, CONNECT_TIMEOUT_S, &step);
+		if (fd < 0)
+			goto fail;
+		step = "shutdown";
+		trace_mark("shutrd %u: shutdown", i);
+		if (shutdown(fd, SHUT_RD))
+			goto fail;
+		/* The peer learns of it here, not over vsock: its send must fail. */
+		step = "signal";
+		trace_mark("shutrd %u: signal", i);
+		if (signal_write(sig, 'S'))
+			goto fail;
+		trace_mark("shutrd %u: signalled", i);
+		step = "verdict";
+		verdict = signal_read(sig);
+		if (verdict < 0)
+			goto fail;
+		if (verdict == 'P')
+			ok++;
+		close(fd);
+		fd = -1;
+	}
+	close(sig);
+	result("SHUTRD", "ok=%u of=%u", ok, count);
+	return ok == count ? 0 : 1;
+fail:
+	result("SHUTRD", "ok=%u of=%u error=%s", ok, count, errtext(step, errno, NULL));
+	return 1;
+}
+
+static int cmd_shutpeer(uint32_t port, const char *signal_path, uint32_t count)
+{
+	struct sockaddr_vm peer;
+	const char *step;
+	char miss[32] = "", late[256] = "";
+	size_t late_len = 0;
+	uint32_t i, epipe = 0, miss_at = 0, misses = 0;
+	int sig, listener, fd;
+
+	listener = vsock_listen(SOCK_STREAM, port, &step);
+	if (listener < 0)
+		goto fail;
+	sig = signal_open(signal_path, &step);
+	if (sig < 0)
+		goto fail;
+	step = "signal_listening";
+	if (signal_write(sig, 'L'))
+		goto fail;
+	for (i = 0; i < count; i++) {
+		ssize_t n;
+		int piped;
+
+		step = "accept";
+		fd = vsock_accept(listener, &peer);
+		if (fd < 0)
+			goto fail;
+		step = "wait_shutdown";
+		if (signal_read(sig) != 'S')
+			goto fail;
+		trace_mark("shutpeer %u: signal read", i);
+		n = send(fd, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		piped = n < 0 && errno == EPIPE;
+		trace_mark("shutpeer %u: send %s", i, piped ? "EPIPE" : "MISSED");
+		if (piped) {
+			epipe++;
+		} else {
+			uint64_t start = now_us(), waited = 0;
+			long late_us = -1;
+
+			if (!*miss) {
+				if (n >= 0)
+					snprintf(miss, sizeof(miss), "sent_%zd", n);
+				else
+					snprintf(miss, sizeof(miss), "%s", errno_name(errno));
+				miss_at = i;
+			}
+			misses++;
+			/* How late the shutdown came: send again until EPIPE (1 s). */
+			while (waited < 1000000) {
+				usleep(50);
+				waited = now_us() - start;
+				n = send(fd, "", 0, MSG_NOSIGNAL | MSG_DONTWAIT);
+				if (n < 0 && errno == EPIPE) {
+					late_us = (long)waited;
+					break;
+				}
+			}
+			trace_mark("shutpeer %u: EPIPE after %ld us", i, late_us);
+			if (late_len < sizeof(late) - 16)
+				late_len += (size_t)snprintf(late + late_len, sizeof(late) - late_len,
+							     "%s%ld", late_len ? "," : "", late_us);
+		}
+		step = "verdict";
+		if (signal_write(sig, piped ? 'P' : 'M'))
+			goto fail;
+		close(fd);
+	}
+	close(listener);
+	close(sig);
+	if (*miss) {
+		result("SHUTPEER", "epipe=%u of=%u miss=%s miss_at=%u misses=%u late_us=%s",
+		       epipe, count, miss, miss_at, misses, late);
+		return 1;
+	}
+	result("SHUTPEER", "epipe=%u of=%u", epipe, count);
+	return 0;
+fail:
+	result("SHUTPEER", "epipe=%u of=%u error=%s", epipe, count,
+	       errtext(step, errno, NULL));
+	return 1;
+}
+
 /* --------------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -849,6 +1174,19 @@ int main(int argc, char **argv)
 		if (argc != 3 || parse_u32(argv[2], &port))
 			return usage_error("ECHO", "echo_PORT");
 		return cmd_echo(port);
+	}
+	if (!strcmp(cmd, "shutrd")) {
+		if (argc != 6 || parse_u32(argv[2], &cid) ||
+		    parse_u32(argv[3], &port) || parse_u32(argv[5], &count) ||
+		    count == 0)
+			return usage_error("SHUTRD", "shutrd_CID_PORT_SIGNAL_COUNT");
+		return cmd_shutrd(cid, port, argv[4], count);
+	}
+	if (!strcmp(cmd, "shutpeer")) {
+		if (argc != 5 || parse_u32(argv[2], &port) ||
+		    parse_u32(argv[4], &count) || count == 0)
+			return usage_error("SHUTPEER", "shutpeer_PORT_SIGNAL_COUNT");
+		return cmd_shutpeer(port, argv[3], count);
 	}
 	return usage_error("USAGE", *cmd ? "unknown_subcommand" : "no_subcommand");
 }

@@ -23,6 +23,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vhost_user_core.testing.guest_image import (
+    GuestImage,
+    collect_modules,
+    module_dir,
+    unpacked_kernel,
+)
 from vhost_user_core.testing.guest_program import build_static
 
 SOURCE = Path(__file__).resolve().parent.parent / "guest" / "vsock_test.c"
@@ -33,7 +39,19 @@ CFLAGS = ("-static", "-O2", "-Wall", "-Wextra")
 
 #: The first words of the lines vsock-test prints (USAGE: no or an unknown subcommand).
 KINDS = frozenset(
-    {"LISTENING", "SEND", "RECV", "MANY", "CONNECT", "SEQ", "SEQRECV", "ECHO", "USAGE"}
+    {
+        "LISTENING",
+        "SEND",
+        "RECV",
+        "MANY",
+        "CONNECT",
+        "SEQ",
+        "SEQRECV",
+        "ECHO",
+        "SHUTRD",
+        "SHUTPEER",
+        "USAGE",
+    }
 )
 _LINE = re.compile(
     r"(?:^|\s)(?P<kind>[A-Z][A-Z0-9_]*)(?P<fields>(?:[ \t]+[a-z_][a-z0-9_]*=\S*)+)\s*$"
@@ -165,3 +183,24 @@ def seq_messages(count: int) -> list[bytes]:
     """The messages ``vsock-test seq CID PORT count`` sends, in order."""
     prng = Prng()
     return [prng.fill(1 + prng.next() % SEQ_MAX_MESSAGE) for _ in range(count)]
+
+
+def net_files(image: GuestImage) -> dict[str, bytes]:
+    """virtio-net and the modules it needs, from the image's own kernel package, for
+    `Guest.run(extra_files=...)` (the shared image loads no network driver), in
+    load order; `net_setup` loads them."""
+    assert image.directory is not None
+    root = module_dir(unpacked_kernel(image.directory, image.package), image.kernel_version)
+    return {f"{name}.ko": data for name, data in collect_modules(root, ("virtio_net",))}
+
+
+def net_setup(files: dict[str, bytes]) -> str:
+    """The guest script lines that load `net_files` and bring up eth0 as QEMU's
+    `-netdev user` expects it (10.0.2.15, the host at 10.0.2.2)."""
+    insmods = "".join(f"insmod /{name}\n" for name in files)
+    return insmods + (
+        "ip link set lo up\n"
+        "ip addr add 10.0.2.15/24 dev eth0\n"
+        "ip link set eth0 up\n"
+        "ip route add default via 10.0.2.2\n"
+    )

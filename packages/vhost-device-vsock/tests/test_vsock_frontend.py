@@ -327,10 +327,45 @@ def test_guest_reset_closes_the_host_socket(guest: VsockDriver, vm: Vm) -> None:
     assert host.recv(10) == b""
 
 
-def test_host_gone_resets_the_guest(guest: VsockDriver, vm: Vm) -> None:
+def shutdown_flags(guest: VsockDriver, count: int) -> int:
+    """The flags of the next `count` packets, which must be SHUTDOWNs, together."""
+    flags = 0
+    for _ in range(count):
+        flags |= guest.expect(Op.SHUTDOWN, timeout=2).header.flags
+    return flags
+
+
+def test_host_close_reaches_the_guest_as_both_shutdowns_at_once(guest: VsockDriver, vm: Vm) -> None:
+    """A close is seen as a hang-up: the guest hears that the host will neither send
+    (its EOF, after its last bytes) nor read, before the guest sends anything."""
     _, host = open_stream(guest, vm)
+    host.sendall(b"last words")
     host.close()
+    assert guest.expect(Op.RW).payload == b"last words"
+    assert shutdown_flags(guest, 2) == Shutdown.BOTH
+    guest.send(guest.header(GUEST_PORT, 1234, Op.RW, length=1), b"?")
+    guest.expect(Op.RST)  # a guest that sends anyway is reset
+
+
+def test_host_shutting_reading_after_its_eof_reaches_the_idle_guest(
+    guest: VsockDriver, vm: Vm
+) -> None:
+    """After the host's EOF its socket is no longer read; its later SHUT_RD makes
+    both directions shut, a hang-up the daemon hears all the same."""
+    _, host = open_stream(guest, vm)
+    host.shutdown(socket.SHUT_WR)
     assert guest.expect(Op.SHUTDOWN).header.flags == Shutdown.SEND
+    assert guest.quiet(0.2) == []
+    host.shutdown(socket.SHUT_RD)
+    assert guest.expect(Op.SHUTDOWN, timeout=2).header.flags == Shutdown.RCV
+
+
+def test_host_shutting_only_reading_is_seen_at_the_next_send(guest: VsockDriver, vm: Vm) -> None:
+    """A lone SHUT_RD shows on no poll flag of a Unix stream socket, only as EPIPE
+    on a send: the guest's next data gets an RST."""
+    _, host = open_stream(guest, vm)
+    host.shutdown(socket.SHUT_RD)
+    assert guest.quiet(0.2) == []
     guest.send(guest.header(GUEST_PORT, 1234, Op.RW, length=1), b"?")
     guest.expect(Op.RST)
 

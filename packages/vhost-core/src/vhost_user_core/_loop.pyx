@@ -36,6 +36,8 @@ cdef extern from "<sys/epoll.h>" nogil:
     enum:
         EPOLLIN
         EPOLLOUT
+        EPOLLERR
+        EPOLLHUP
 
 cdef enum:
     MAX_EVENTS = 64
@@ -74,6 +76,7 @@ def run(worker):
     cdef double seconds
     cdef dict readers = worker._readers
     cdef dict writers = worker._writers
+    cdef dict hangups = worker._hangups
     cdef object timers = worker._timers
     cdef object soon = worker._soon
     cdef object acquire = worker._lock.acquire
@@ -107,5 +110,10 @@ def run(worker):
                 callback = writers.get(fd)
                 if callback is not None:
                     dispatch(worker, acquire, release, callback, fd, writers)
+            # A hang-up watch (`add_hangup`) hears of it even on an fd nobody reads.
+            if mask & (<uint32_t>(EPOLLHUP | EPOLLERR)):
+                callback = hangups.get(fd)
+                if callback is not None:
+                    dispatch(worker, acquire, release, callback, fd, hangups)
         if soon or timers:
             worker._run_due()

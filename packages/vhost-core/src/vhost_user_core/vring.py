@@ -177,9 +177,12 @@ class Vring:
 
     # -- returning buffers -----------------------------------------------------------
 
-    def complete(self, batch: ChainBatch, lengths: Sequence[int]) -> None:
+    def complete(self, batch: ChainBatch, lengths: Sequence[int], *, notify: bool = True) -> None:
         """Return the first len(lengths) chains of `batch` (lengths[i] bytes written
-        into chain i), then interrupt the guest if it asked for it."""
+        into chain i), then interrupt the guest if it asked for it. `notify=False`
+        leaves the interrupt to a later `signal_used()`: a device that completes on
+        two rings at once interrupts once both are ready, so the guest's first
+        wake-up finds everything (and does not preempt the rest of the work)."""
         inflight = self._inflight
         if inflight is None:
             self._queue.add_used_batch(batch, lengths)
@@ -188,7 +191,8 @@ class Vring:
             inflight.completing(heads)
             self._queue.add_used_batch(batch, lengths)
             inflight.completed(heads, self._queue.next_used)
-        self.signal_used()
+        if notify:
+            self.signal_used()
 
     def complete_one(self, head: int, length: int) -> None:
         """Return one chain by its head (a chain held across wake-ups)."""

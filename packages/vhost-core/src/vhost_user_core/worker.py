@@ -4,6 +4,9 @@ A worker sleeps in epoll until something happens (an idle daemon uses no CPU); t
 only shorten that wait while one is armed. Callbacks run with the session lock held, so
 the control thread never changes rings or memory under a running handler. The loop
 itself is C (`_loop.run`); this class holds its registries, timers and queued calls.
+Another thread with work for this worker's device can run it at once under that lock
+(`call_now`) instead of waking the worker up: two thread wake-ups and a GIL hand-over
+less.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Protocol
 
 from . import _loop
 from .fastpath import Kick
@@ -25,6 +29,20 @@ from .fastpath import Kick
 log = logging.getLogger(__name__)
 
 Callback = Callable[[], None]
+
+
+class Lock(Protocol):
+    """What a worker needs of its session's lock (threading.Lock or RLock)."""
+
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> object: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> object: ...
 
 
 class TimerHandle:
@@ -44,7 +62,7 @@ class TimerHandle:
 class Worker:
     """An epoll loop on its own thread."""
 
-    def __init__(self, name: str, lock: AbstractContextManager[object]) -> None:
+    def __init__(self, name: str, lock: Lock) -> None:
         self.name = name
         self._lock = lock
         self._epoll = select.epoll()
@@ -52,6 +70,7 @@ class Worker:
         self._epoll.register(self._wake, select.EPOLLIN)
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
+        self._hangups: dict[int, Callback] = {}
         self._watched: set[int] = set()
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
@@ -66,6 +85,8 @@ class Worker:
         """Ask the loop to end and wait for it (not from the worker's own thread)."""
         self._stopping = True
         os.eventfd_write(self._wake, 1)
+        with self._lock:
+            pass  # a `call_now` that began before `_stopping` was set has ended
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
         self._epoll.close()
@@ -90,24 +111,42 @@ class Worker:
         if self._writers.pop(fd, None) is not None:
             self._update(fd)
 
+    def add_hangup(self, fd: int, callback: Callback) -> None:
+        """Call `callback` when `fd` hangs up or fails (EPOLLHUP, EPOLLERR), even while
+        nothing is read or written on it: a peer that closes an idle connection. Level-
+        triggered: the callback must remove the watch (or close the fd)."""
+        self._hangups[fd] = callback
+        self._update(fd)
+
+    def remove_hangup(self, fd: int) -> None:
+        if self._hangups.pop(fd, None) is not None:
+            self._update(fd)
+
     def _update(self, fd: int) -> None:
-        """Make the epoll set's interest in `fd` match the callbacks registered."""
+        """Make the epoll set's interest in `fd` match the callbacks registered (a
+        hang-up watch alone is an empty mask: epoll reports HUP and ERR regardless)."""
         reader = self._readers.get(fd)
         mask = (select.EPOLLIN if reader is not None else 0) | (
             select.EPOLLOUT if fd in self._writers else 0
         )
+        wanted = bool(mask) or fd in self._hangups
         if type(reader) is Kick:
             # Edge-triggered: every write to an eventfd is an edge, so a kick needs no
             # read to clear it (one syscall less per wake-up; its count just grows).
             mask |= select.EPOLLET
         watched = fd in self._watched
-        if mask and watched:
+        if self._epoll.closed:
+            # Stopped: a backend's close still unwatches its fds, and there is no set
+            # left to change (a modify would raise ValueError, not an OSError).
+            self._watched.discard(fd)
+            return
+        if wanted and watched:
             try:
                 self._epoll.modify(fd, mask)
             except FileNotFoundError:
                 # The fd was closed (leaving the set) and its number reused.
                 self._epoll.register(fd, mask)
-        elif mask:
+        elif wanted:
             self._epoll.register(fd, mask)
             self._watched.add(fd)
         elif watched:
@@ -121,6 +160,26 @@ class Worker:
         """Run `callback` on this worker's thread (thread-safe)."""
         self._soon.append(callback)
         self._wake_up()
+
+    def call_now(self, callback: Callback) -> None:
+        """Run `callback` at once on the calling thread, under this worker's lock, if
+        nobody holds it; otherwise as `call_soon` (the holder is this worker, which
+        runs it before it next sleeps, or the control thread, after which it does).
+        For another worker with work for this one's device (a sibling VM's packet)
+        that should not wait for this one to wake up. Never blocks, so two workers
+        calling each other cannot deadlock."""
+        if not self._lock.acquire(blocking=False):
+            self.call_soon(callback)
+            return
+        try:
+            if self._stopping:
+                return
+            try:
+                callback()
+            except Exception:
+                log.exception("%s: handler failed", self.name)
+        finally:
+            self._lock.release()
 
     def call_later(self, delay: float, callback: Callback) -> TimerHandle:
         """Run `callback` on this worker after `delay` seconds (thread-safe)."""

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 IOV_MAX = 1024
 #: Connections per VM, both directions together; a guest REQUEST beyond it is reset.
 MAX_CONNECTIONS = 1024
+#: Shutdown flags as plain ints for the per-packet tests: `0 & Shutdown.SEND` runs
+#: IntFlag's Python `__rand__`, which cost more than the rest of the test.
+SHUT_RCV, SHUT_SEND = int(Shutdown.RCV), int(Shutdown.SEND)
 
 
 class State(enum.Enum):
@@ -45,6 +48,8 @@ class VsockConnection:
         "local_port",
         "peer_port",
         "sock_type",
+        "key",
+        "seqpacket",
         "sock",
         "fd",
         "state",
@@ -74,6 +79,10 @@ class VsockConnection:
         self.local_port = local_port
         self.peer_port = peer_port
         self.sock_type = sock_type
+        #: Fixed for the connection's life, so plain attributes: the data path reads
+        #: them several times per packet.
+        self.key = (local_port, peer_port)
+        self.seqpacket = sock_type == SocketType.SEQPACKET
         self.sock = sock
         self.fd = sock.fileno()
         self.state = state
@@ -97,20 +106,12 @@ class VsockConnection:
         self.ready = False
 
     @property
-    def key(self) -> tuple[int, int]:
-        return self.local_port, self.peer_port
-
-    @property
-    def seqpacket(self) -> bool:
-        return self.sock_type == SocketType.SEQPACKET
-
-    @property
     def takes_data_now(self) -> bool:
         """An established stream the guest may still send on, holding nothing back: a
         data packet can go straight to the host socket (the tx fast path's test)."""
         return (
             self.state is State.ESTABLISHED
-            and not self.guest_shut & Shutdown.SEND
+            and not self.guest_shut & SHUT_SEND
             and not self.held
             and self.sock_type == SocketType.STREAM
         )

@@ -11,6 +11,7 @@ their CONNECT line.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -43,6 +44,13 @@ CONNECT_TIMEOUT = 10.0
 #: Host ports of host-initiated connections (Firecracker's range).
 LOCAL_PORT_FIRST = 1 << 30
 LOCAL_PORT_LAST = 0xFFFF_FFFF
+
+
+def _hung_up(fd: int) -> bool:
+    """Whether `fd` hangs up now (POLLHUP), not just in an event read earlier."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(mask & (select.POLLHUP | select.POLLERR) for _, mask in poller.poll(0))
 
 
 class VsockBackend(VhostUserBackend):
@@ -108,13 +116,18 @@ class VsockBackend(VhostUserBackend):
         self.rx_filler.clear()
 
     def sibling_packet_arrived(self) -> None:
-        """A sibling VM's thread queued a packet for this guest."""
+        """A sibling VM's thread queued a packet for this guest: into the rx queue with
+        it now, on that thread if this backend is idle (no wake-up to wait for)."""
         worker = self.worker
         if worker is not None and not self._closed:
             try:
-                worker.call_soon(self.rx_filler.fill)
+                worker.call_now(self._fill_for_sibling)
             except OSError:
                 pass  # the session is ending: its worker's wake-up fd is gone
+
+    def _fill_for_sibling(self) -> None:
+        if not self._closed:
+            self.rx_filler.fill()
 
     # -- connections a host program opens --------------------------------------------
 
@@ -174,6 +187,7 @@ class VsockBackend(VhostUserBackend):
                 conn.state = State.ESTABLISHED
                 rx.send_control(conn, Op.RESPONSE)
                 rx.want_read(conn)
+                self.watch_hangup(conn)
             rx.fill()
             return
         try:
@@ -206,6 +220,30 @@ class VsockBackend(VhostUserBackend):
 
     # -- ending connections ----------------------------------------------------------
 
+    def watch_hangup(self, conn: VsockConnection) -> None:
+        """Hear of the host peer's close at once, even while its socket is not read
+        (no credit, no rx buffers, after its EOF): epoll reports a hang-up whatever
+        else is watched, so this costs nothing until it happens."""
+        assert self.worker is not None
+        self.worker.add_hangup(conn.fd, lambda: self._host_hung_up(conn))
+
+    def _host_hung_up(self, conn: VsockConnection) -> None:
+        """Both directions of the host socket are shut. Unless the guest shut its own
+        sending first (then this is only the host's EOF, which the read brings), the
+        host peer closed or shut down both ways: it reads nothing more. The guest hears
+        so now (SHUTDOWN RCV: its sends fail with EPIPE), while what the host wrote
+        before still reaches it, then the host's EOF (SHUTDOWN SEND)."""
+        if self.conns.get(conn.key) is not conn or not _hung_up(conn.fd):
+            return  # a stale event: the fd was closed and its number reused meanwhile
+        assert self.worker is not None
+        self.worker.remove_hangup(conn.fd)
+        if conn.state == State.CLOSING:  # the guest is done too: the RST it waits for
+            self.reset_connection(conn)
+        elif not conn.guest_shut & Shutdown.SEND:
+            self.rx_filler.send_control(conn, Op.SHUTDOWN, Shutdown.RCV)
+            self.rx_filler.want_read(conn)
+        self.rx_filler.fill()
+
     def host_gone(self, conn: VsockConnection, exc: OSError) -> None:
         log.debug("host side of %d:%d gone: %s", conn.local_port, conn.peer_port, exc)
         self.reset_connection(conn)
@@ -224,6 +262,8 @@ class VsockBackend(VhostUserBackend):
             timer.cancel()
         self.rx_filler.unwatch_read(conn)
         self._unwatch_write(conn)
+        if self.worker is not None:
+            self.worker.remove_hangup(conn.fd)
         conn.ready = False  # fill() skips it
         self.tx_interpreter.touched.discard(conn)
         conn.close()

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from vhost_user_core import DescriptorChain
 
-from .connection import MAX_CONNECTIONS, State, VsockConnection
-from .packet import HEADER_SIZE, VMADDR_CID_HOST, Header, Op, SeqFlag, Shutdown
+from .connection import MAX_CONNECTIONS, SHUT_RCV, State, VsockConnection
+from .packet import HEADER, HEADER_SIZE, VMADDR_CID_HOST, Header, Op, SeqFlag, Shutdown
 
 if TYPE_CHECKING:
     from .device import VsockBackend
@@ -36,6 +36,7 @@ class RxFiller:
 
     def __init__(self, device: VsockBackend) -> None:
         self.device = device
+        self.inbox = device.vm.inbox
         self.control: deque[bytes] = deque()
         self.ready: deque[VsockConnection] = deque()
 
@@ -43,11 +44,12 @@ class RxFiller:
         self.control.clear()
         self.ready.clear()
 
-    def fill(self) -> None:
-        """Fill rx buffers while there is something to send and buffers to take it."""
+    def fill(self, *, notify: bool = True) -> None:
+        """Fill rx buffers while there is something to send and buffers to take it;
+        `notify=False` leaves the interrupt to the caller (`Vring.signal_used`)."""
         rx = self.device.rx
         while self._has_work():
-            if rx is None or not (batch := rx.poll(RX_BATCH)):
+            if rx is None or not (batch := rx.poll(self._buffers_wanted())):
                 if rx is not None and rx.active and rx.enable_notification():
                     continue
                 # The guest's next rx kick brings us back; until then a readable
@@ -65,12 +67,20 @@ class RxFiller:
             if unused:
                 rx.rewind(unused)
             if lengths:
-                rx.complete(batch, lengths)
+                rx.complete(batch, lengths, notify=notify)
             if unused:
                 return
 
+    def _buffers_wanted(self) -> int:
+        """rx buffers to pop for what waits: popping a whole batch for one control
+        packet costs more than the packet (each chain is walked, then rewound)."""
+        if self.ready:
+            return RX_BATCH
+        wanted = len(self.control) + self.inbox.buffers_wanted(RX_BATCH)
+        return max(1, min(wanted, RX_BATCH))
+
     def _has_work(self) -> bool:
-        return bool(self.control or self.ready) or self.device.vm.has_sibling_packets
+        return bool(self.control or self.ready or self.inbox)
 
     def _fill(self, chain: DescriptorChain) -> int:
         """Put the next packet in `chain`; its length, or -1 if there is none."""
@@ -86,28 +96,18 @@ class RxFiller:
                 packet = self.control.popleft()
                 chain.write(packet)
                 return len(packet)
-            sibling = self.device.vm.next_sibling_packet()
+            sibling = self.inbox.get(room - HEADER_SIZE) if self.inbox else None
             if sibling is not None:
-                return self._fill_sibling(chain, room, *sibling)
+                hdr, data = sibling
+                chain.write(hdr.encode())
+                if data:
+                    chain.write(data, HEADER_SIZE)
+                return HEADER_SIZE + len(data)
             if not self.ready:
                 return -1
             length = self._fill_from_host(self.ready[0], chain, room)
             if length:
                 return length
-
-    def _fill_sibling(self, chain: DescriptorChain, room: int, hdr: Header, data: bytes) -> int:
-        """A sibling's packet, split if the guest's buffer is smaller (a Linux guest
-        sends up to 64 KiB per packet but posts 4 KiB rx buffers)."""
-        take = room - HEADER_SIZE
-        if len(data) > take:
-            rest = hdr._replace(len=len(data) - take)
-            self.device.vm.push_back_sibling_packet(rest, data[take:])
-            hdr = hdr._replace(len=take, flags=hdr.flags & ~(SeqFlag.EOM | SeqFlag.EOR))
-            data = data[:take]
-        chain.write(hdr.encode())
-        if data:
-            chain.write(data, HEADER_SIZE)
-        return HEADER_SIZE + len(data)
 
     def _fill_from_host(self, conn: VsockConnection, chain: DescriptorChain, room: int) -> int:
         """Host data of `conn`, the head of the ready queue, read into `chain`; 0 (and
@@ -170,7 +170,7 @@ class RxFiller:
             or conn.watching_read
             or conn.state != State.ESTABLISHED
             or conn.host_eof
-            or conn.guest_shut & Shutdown.RCV
+            or conn.guest_shut & SHUT_RCV
             or not conn.credit.peer_free()
         ):
             return
@@ -194,7 +194,9 @@ class RxFiller:
     def header(self, conn: VsockConnection, op: Op, length: int = 0, flags: int = 0) -> bytes:
         """A packet header from the host side of `conn`, with its current credit."""
         buf_alloc, fwd_cnt = conn.credit.advertised()
-        return Header(
+        # Packed directly, without a Header: a credit update per packet is the
+        # guest -> host path's one Python-built packet.
+        return HEADER.pack(
             VMADDR_CID_HOST,
             self.device.cid,
             conn.local_port,
@@ -205,7 +207,7 @@ class RxFiller:
             flags,
             buf_alloc,
             fwd_cnt,
-        ).encode()
+        )
 
     def send_control(self, conn: VsockConnection, op: Op, flags: int = 0) -> None:
         self._queue_control(self.header(conn, op, 0, flags))

@@ -3,20 +3,22 @@ and the map of the process's VMs by CID.
 
 A daemon builds a fresh `VsockBackend` for every VMM connection; the VM it serves
 stays. Its host listeners keep queueing host connections while no VMM is connected,
-and siblings find it by CID. Packets from a sibling wait in the VM's inbox (bounded)
-until its backend's worker copies them into the guest's rx queue.
+and siblings find it by CID. A sibling's packet goes into the VM's inbox (bounded) and
+from there into the guest's rx queue at once, by the sender's own thread if the
+receiving backend is idle (`Worker.call_now`), else by its worker as soon as it is
+done with what it is doing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from typing import TYPE_CHECKING
 
 from .config import VmConfig
 from .errors import ConfigError
 from .hostside import HostSide, host_side
+from .inbox import SiblingInbox
 from .packet import Header
 
 if TYPE_CHECKING:
@@ -24,8 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Bytes of sibling packets one VM may have waiting; more are refused (the sender's
-#: connection is reset). Credit keeps well-behaved guests far below this.
+#: Bytes of sibling packets (headers too) one VM may have waiting; more are refused
+#: (the sender's connection is reset). Credit keeps well-behaved guests far below this.
 INBOX_LIMIT = 4 << 20
 
 
@@ -38,8 +40,9 @@ class VirtualMachine:
         self.host: HostSide = host_side(config)
         self._lock = threading.Lock()
         self._backend: VsockBackend | None = None
-        self._inbox: deque[tuple[Header, bytes]] = deque()
-        self._inbox_bytes = 0
+        #: Sibling packets for the guest; its backend's rx side takes them from here
+        #: directly (looked at for every rx buffer, so no wrapper calls).
+        self.inbox = SiblingInbox(INBOX_LIMIT)
         siblings.add(self)
 
     def new_backend(self) -> VsockBackend:
@@ -51,45 +54,23 @@ class VirtualMachine:
     def attach(self, backend: VsockBackend) -> None:
         with self._lock:
             self._backend = backend
-            self._inbox.clear()
-            self._inbox_bytes = 0
+            self.inbox.clear()
 
     def detach(self, backend: VsockBackend) -> None:
         with self._lock:
             if self._backend is backend:
                 self._backend = None
-                self._inbox.clear()
-                self._inbox_bytes = 0
+                self.inbox.clear()
 
     def deliver(self, header: Header, payload: bytes) -> bool:
         """A sibling's packet for this guest (any thread). False if it cannot be
         taken: no VMM connected, or the inbox is full."""
         with self._lock:
             backend = self._backend
-            if backend is None or self._inbox_bytes + len(payload) > INBOX_LIMIT:
+            if backend is None or not self.inbox.put(header, payload):
                 return False
-            self._inbox.append((header, payload))
-            self._inbox_bytes += len(payload)
         backend.sibling_packet_arrived()
         return True
-
-    def next_sibling_packet(self) -> tuple[Header, bytes] | None:
-        with self._lock:
-            if not self._inbox:
-                return None
-            header, payload = self._inbox.popleft()
-            self._inbox_bytes -= len(payload)
-            return header, payload
-
-    def push_back_sibling_packet(self, header: Header, payload: bytes) -> None:
-        """Return the rest of a packet only partly delivered (it goes first)."""
-        with self._lock:
-            self._inbox.appendleft((header, payload))
-            self._inbox_bytes += len(payload)
-
-    @property
-    def has_sibling_packets(self) -> bool:
-        return bool(self._inbox)
 
     def close(self) -> None:
         self.siblings.remove(self)
