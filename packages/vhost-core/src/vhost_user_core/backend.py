@@ -22,12 +22,11 @@ from .protocol import STANDARD_FEATURES, VRING_IDX_MASK, ProtocolFeature
 if TYPE_CHECKING:
     import socket
     from collections.abc import Sequence
-    from contextlib import AbstractContextManager
 
     from .fastpath import QueueFastPath
     from .memory import GuestMemory
     from .vring import Vring
-    from .worker import Worker
+    from .worker import Lock, Worker
 
 #: Protocol features the framework implements for every device on its own.
 FRAMEWORK_PROTOCOL_FEATURES = (
@@ -83,7 +82,7 @@ class VhostUserBackend(metaclass=_BackendMeta):
         its buffers (`vring.batches()`) and return them (`vring.complete()`). Runs on
         the worker thread that owns the queue, under the session lock."""
 
-    def session_lock(self) -> AbstractContextManager[object]:
+    def session_lock(self) -> Lock:
         """The lock the session holds while it handles a request, and each worker while
         it runs a callback (reentrant). A device whose own C thread touches a ring
         outside the workers (a realtime audio callback) supplies one that thread can
