@@ -19,17 +19,14 @@ from pathlib import Path
 import atheris
 
 HERE = Path(__file__).resolve().parent
-#: Packages whose Python code atheris instruments (with their submodules): the core,
-#: every installed device package, and the targets (their branches are the input's shape).
+#: Packages whose Python code atheris instruments (with their submodules): the core and
+#: every installed device package, the code under test. Not the driver side every
+#: target plays: the targets and their rig (fuzz/), the core's frontend. Instrumented,
+#: their edges only told libFuzzer about the harness, at a sixth of the I/O targets' time.
 INSTRUMENT = [
     "vhost_user_core",
     *(m.name for m in pkgutil.iter_modules() if m.name.startswith("vhost_device_")),
-    "targets",
 ]
-#: The driver side every target plays, not code under test: the rig (fuzz/harness.py,
-#: sound_rig.py, imported from fuzz/, so outside INSTRUMENT anyway) and the core's
-#: frontend. Instrumented, its edges cost about half the time of the I/O targets and
-#: only tell libFuzzer about the harness.
 EXCLUDE = ["vhost_user_core.frontend", "vhost_user_core.testing"]
 #: Per-input time limit (seconds): an input that takes longer is a hang, reported as one.
 TIMEOUT = "10"
