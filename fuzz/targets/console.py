@@ -167,7 +167,8 @@ class ConsoleRig:
         self.reap_control()
 
     def settle(self, what: str, done: object) -> None:
-        for _ in range(200):
+        """Pump until `done()`: the pty moves bytes on its own time (at most 5 s)."""
+        for _ in range(500):
             if callable(done) and done():
                 return
             if len(self.rx) < 4:
