@@ -89,6 +89,16 @@ def test_mock_control_commands() -> None:
     assert execute(chips, "SET 0 -1 1") == "ERR line -1: not a number"
 
 
+def test_mock_control_takes_ascii_digits_only() -> None:
+    # Found by fuzzing (fuzz/targets/gpio.py): '²' passed str.isdigit() and int() raised,
+    # which ended the control client's thread without an answer.
+    chips = [MockChip(4)]
+    assert execute(chips, "SET 0 \u00b2 1") == "ERR line \u00b2: not a number"
+    assert execute(chips, "SET \u00b2 0 1").startswith("ERR chip index \u00b2")
+    assert execute(chips, "SET 0 \u0663 1") == "ERR line \u0663: not a number"  # not line 3
+    assert chips[0].value(3) == 0
+
+
 def _control(path: Path, *commands: str) -> list[str]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(path))

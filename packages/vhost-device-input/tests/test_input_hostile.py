@@ -167,3 +167,20 @@ def test_an_overlong_line_sent_in_pieces_is_refused_once(
             assert read_events(fe, eventq, 2) == KEY
             time.sleep(0.1)
             assert client.recv(4096).decode().count("error:") == 1
+
+
+def test_a_line_many_times_the_limit_is_refused_once(tmp_path: Path, keyboard: SimDevice) -> None:
+    # Found by fuzzing (fuzz/targets/input_events.py): the skipped rest of a refused line
+    # was buffered again, so every further 4 KiB of it was refused once more.
+    with connected_frontend(lambda: InputBackend(keyboard), tmp_path / "t.sock") as fe:
+        eventq, _ = fe.start_device(2, 64)
+        post_event_buffers(fe, eventq, 2)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(tmp_path / "k.events"))
+            for _ in range(20):  # 20 KiB without a newline, read by the device in pieces
+                client.sendall(b"x" * 1024)
+                time.sleep(0.01)
+            client.sendall(b"x\nEV_KEY KEY_B 1\nEV_SYN SYN_REPORT 0\n")
+            assert read_events(fe, eventq, 2) == KEY
+            time.sleep(0.1)
+            assert client.recv(4096).decode().count("error:") == 1

@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 MAX_LINE = 256  # a longer command line is refused, never buffered without bound
 
 
+def _number(text: str) -> bool:
+    """ASCII decimal digits only: str.isdigit() also takes '²' or '١', which int()
+    refuses (ValueError) or reads as another number."""
+    return text.isascii() and text.isdigit()
+
+
 def execute(chips: Sequence[Chip], command: str) -> str:
     """Run one command line; the answer, without its newline."""
     words = command.split()
@@ -28,14 +34,14 @@ def execute(chips: Sequence[Chip], command: str) -> str:
     if words[0].upper() != "SET" or len(words) != 4:
         return "ERR expected: SET <chip-index> <line> <0|1>"
     chip_text, line_text, level_text = words[1:]
-    if not chip_text.isdigit() or int(chip_text) >= len(chips):
+    if not _number(chip_text) or int(chip_text) >= len(chips):
         return f"ERR chip index {chip_text}: there are {len(chips)} chip(s), 0..{len(chips) - 1}"
     chip = chips[int(chip_text)]
     if not isinstance(chip, MockChip):
         return f"ERR chip {chip_text} is a host chip; only mock chips (sN) are driven"
     if level_text not in ("0", "1"):
         return f"ERR level {level_text}: 0 or 1"
-    if not line_text.isdigit():
+    if not _number(line_text):
         return f"ERR line {line_text}: not a number"
     try:
         chip.drive(int(line_text), int(level_text))

@@ -303,10 +303,15 @@ class SimDevice:
                     del partial[client]
                     overlong.discard(client)
                     continue
-                *lines, partial[client] = (partial[client] + data).split(b"\n")
-                if client in overlong and lines:  # the rest of a line already refused
+                buffered = partial[client] + data
+                if client in overlong:  # the rest of a line already refused: skipped
+                    end = buffered.find(b"\n")
+                    if end < 0:
+                        partial[client] = b""  # kept nowhere, so never refused again
+                        continue
                     overlong.discard(client)
-                    lines.pop(0)
+                    buffered = buffered[end + 1 :]
+                *lines, partial[client] = buffered.split(b"\n")
                 if len(partial[client]) > MAX_LINE:  # however its bytes arrive
                     lines.append(partial[client])
                     partial[client] = b""
