@@ -21,17 +21,13 @@ from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.bench import (
-    Ratios,
     add_daemon_arg,
     chosen_daemons,
     each_daemon,
-    idle_report,
-    percentiles,
+    print_request_table,
     python_daemon,
     reap_used,
-    rounds,
 )
-from vhost_user_core.testing.procstat import cpu_seconds
 
 READING_GET = struct.pack("<III", 0x15 << 10 | 0x6, 0, 0)  # sensor 0, synchronous
 REPLY = 8 + 3 * 16
@@ -83,24 +79,7 @@ def main() -> int:
             frontend = stack.enter_context(Frontend.connect(daemon.socket))
             queue, _ = frontend.start_device(2, 1024)
             queues.append((daemon, frontend, queue))
-        ratio = Ratios()
-        print(
-            "| daemon | in flight | requests/s | × ours | p50 µs | p99 µs | daemon CPU µs/request |"
-        )
-        print("|---|---|---|---|---|---|---|")
-        for depth, (daemon, frontend, queue) in rounds((1, 64), queues):
-            cpu0 = cpu_seconds(daemon.process.pid)
-            count, samples = run(frontend, queue, depth, args.seconds)
-            cpu = cpu_seconds(daemon.process.pid) - cpu0
-            p50, p99 = percentiles(samples)
-            rate = count / sum(samples)
-            print(
-                f"| {daemon.label} | {depth} | {rate:,.0f} | {ratio(depth, daemon.label, rate)} "
-                f"| {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | {cpu / count * 1e6:.1f} |"
-            )
-        print()
-        for daemon in running:
-            print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
+        print_request_table(queues, (1, 64), run, args.seconds)
     return 0
 
 

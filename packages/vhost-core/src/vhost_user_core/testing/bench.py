@@ -18,9 +18,9 @@ import time
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from vhost_user_core.frontend import FrontendQueue
+from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.harness import wait_for_socket
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
@@ -264,3 +264,39 @@ def rounds(cases: Iterable[C], daemons: Sequence[D]) -> Iterator[tuple[C, D]]:
     for case in cases:
         for daemon in daemons:
             yield case, daemon
+
+
+class RequestRun(Protocol):
+    """One timed run of a request/response bench: `depth` requests in flight for
+    `seconds`; returns how many completed and the latency samples (seconds)."""
+
+    def __call__(
+        self, frontend: Frontend, queue: FrontendQueue, depth: int, seconds: float
+    ) -> tuple[int, list[float]]: ...
+
+
+def print_request_table(
+    queues: Sequence[tuple[Started, Frontend, FrontendQueue]],
+    depths: Iterable[int],
+    run: RequestRun,
+    seconds: float,
+) -> None:
+    """The side-by-side table of a device whose driver waits on each request (i2c,
+    scmi): requests/s, ratio, p50/p99 and daemon CPU per request at each depth, every
+    daemon in turn, then each one's idle line."""
+    ratio = Ratios()
+    print("| daemon | in flight | requests/s | × ours | p50 µs | p99 µs | daemon CPU µs/request |")
+    print("|---|---|---|---|---|---|---|")
+    for depth, (daemon, frontend, queue) in rounds(depths, queues):
+        cpu0 = cpu_seconds(daemon.process.pid)
+        count, samples = run(frontend, queue, depth, seconds)
+        cpu = cpu_seconds(daemon.process.pid) - cpu0
+        p50, p99 = percentiles(samples)
+        rate = count / sum(samples)
+        print(
+            f"| {daemon.label} | {depth} | {rate:,.0f} | {ratio(depth, daemon.label, rate)} "
+            f"| {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | {cpu / count * 1e6:.1f} |"
+        )
+    print()
+    for daemon, _, _ in queues:
+        print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
