@@ -16,7 +16,6 @@ import argparse
 import struct
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from vhost_user_core.testing.bench import (
     each_daemon,
     print_request_table,
     python_daemon,
-    reap_used,
+    timed_rounds,
 )
 
 ADDR, M_RD = 0x50, 2
@@ -51,14 +50,7 @@ def run(
         header = ram.alloc(8)
         ram.memory.write(header, struct.pack("<HHI", ADDR << 1, 0, M_RD))
         slots.append((header, ram.alloc(1), ram.alloc(1)))
-    samples: list[float] = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        post_reads(frontend, queue, slots)
-        reap_used(queue, depth)
-        samples.append(time.perf_counter() - t0)
-    return depth * len(samples), samples
+    return timed_rounds(lambda: post_reads(frontend, queue, slots), queue, depth, seconds)
 
 
 OURS_COMMAND = python_daemon("vhost_device_i2c.main", "-s {sock} -l sim:80")

@@ -15,7 +15,6 @@ import argparse
 import struct
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from vhost_user_core.testing.bench import (
     each_daemon,
     print_request_table,
     python_daemon,
-    reap_used,
+    timed_rounds,
 )
 
 READING_GET = struct.pack("<III", 0x15 << 10 | 0x6, 0, 0)  # sensor 0, synchronous
@@ -51,14 +50,7 @@ def run(
         header = ram.alloc(len(READING_GET))
         ram.memory.write(header, READING_GET)
         slots.append((header, ram.alloc(REPLY)))
-    samples: list[float] = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        post_reads(frontend, queue, slots)
-        reap_used(queue, depth)
-        samples.append(time.perf_counter() - t0)
-    return depth * len(samples), samples
+    return timed_rounds(lambda: post_reads(frontend, queue, slots), queue, depth, seconds)
 
 
 OURS_COMMAND = python_daemon("vhost_device_scmi.main", "-s {sock} -d fake")

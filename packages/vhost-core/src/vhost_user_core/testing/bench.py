@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -264,6 +264,22 @@ def rounds(cases: Iterable[C], daemons: Sequence[D]) -> Iterator[tuple[C, D]]:
     for case in cases:
         for daemon in daemons:
             yield case, daemon
+
+
+def timed_rounds(
+    post: Callable[[], None], queue: FrontendQueue, depth: int, seconds: float
+) -> tuple[int, list[float]]:
+    """Rounds of `post` (which makes `depth` requests available) and reaping them, for
+    `seconds`; a sample is one round's time (an upper bound of each of its requests'
+    latency). Returns the requests completed and the samples."""
+    samples: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        post()
+        reap_used(queue, depth)
+        samples.append(time.perf_counter() - t0)
+    return depth * len(samples), samples
 
 
 class RequestRun(Protocol):
