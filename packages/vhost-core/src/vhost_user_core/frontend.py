@@ -198,9 +198,12 @@ class VmmSharedMemory:
                     return False
                 prot = mmap.PROT_READ | (mmap.PROT_WRITE if p.writable else 0)
                 try:
-                    pages = mmap.mmap(
-                        msg.fds[0], p.length, mmap.MAP_SHARED, prot, offset=p.fd_offset
-                    )
+                    # A file shorter than the range (a keymap) is mapped as far as it
+                    # goes, which is all a guest could read (past it, it would fault);
+                    # Python's mmap refuses a length past the end of a file.
+                    size = os.fstat(msg.fds[0]).st_size
+                    length = min(p.length, size - p.fd_offset) if size else p.length
+                    pages = mmap.mmap(msg.fds[0], length, mmap.MAP_SHARED, prot, offset=p.fd_offset)
                 except (OSError, ValueError):
                     return False
                 self.maps[(p.shmid, p.shm_offset)] = VmmMapping(
@@ -243,6 +246,8 @@ class VmmSharedMemory:
                     and (offset + length <= m.shm_offset + m.length)
                 ):
                     start = offset - m.shm_offset
+                    if start + length > len(m.pages):
+                        break  # past the end of the file: the guest would fault
                     return memoryview(m.pages)[start : start + length]
         raise VhostUserError(f"[{offset:#x}, +{length:#x}) of region {shmid} is not mapped")
 
