@@ -3,7 +3,8 @@
 Upstream's spelling throughout (`-s`, `-g/--gpu-mode`, `-c/--capset`, `--use-egl BOOL`
 ...). This stage renders 2D: the `2d` mode (host pixel buffers) and upstream's `null`;
 `virglrenderer` and `gfxstream` are refused with one line until their stage, and so
-are the flags only they use.
+are the flags only they use. `--wayland-socket` adds the cross-domain context (capset
+5) to either 2D mode.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .errors import ConfigError
 
 DESCRIPTION = (
     "vhost-user virtio-gpu (device ID 16) backend: 2D resources, guest blobs and the "
-    "cursor, shown through QEMU's vhost-user-gpu display socket"
+    "cursor, shown through QEMU's vhost-user-gpu display socket, and the Wayland "
+    "cross-domain context with host blobs in vhost-user shared memory"
 )
 #: Modes this build serves, and the ones that are upstream's but not here yet.
 MODES = ("2d", "null")
