@@ -20,6 +20,7 @@ from gpu_rig import CREATE_BLOB, hdr, resp_type
 
 from vhost_device_gpu.args import GpuConfig
 from vhost_device_gpu.device import GpuBackend
+from vhost_device_gpu.testing import FakeQemuDisplay
 from vhost_user_core.frontend import Frontend, FrontendQueue, VmmSharedMemory
 from vhost_user_core.testing.harness import connected_frontend
 
@@ -278,9 +279,17 @@ def setup_proxy(guest: Guest, ctx: int = 1, init: bool = True) -> Proxy:
 
 
 @contextmanager
-def cross_domain_gpu(tmp_path: Path, wayland_socket: str | None) -> Iterator[Guest]:
-    config = GpuConfig("2d", headless=True, wayland_socket=wayland_socket)
+def cross_domain_gpu(
+    tmp_path: Path, wayland_socket: str | None, display: FakeQemuDisplay | None = None
+) -> Iterator[Guest]:
+    """The device with `--wayland-socket`, started as a VMM with shared memory would
+    (SHMEM negotiated, a backend channel served); with `display`, QEMU's display end."""
+    config = GpuConfig("2d", headless=display is None, wayland_socket=wayland_socket)
     with connected_frontend(lambda: GpuBackend(config), tmp_path / "gpu.sock") as frontend:
+        if display is not None:
+            frontend.negotiate()
+            frontend.gpu_set_socket(display.backend_end.fileno())
+            frontend.features = 0
         (control, _cursor) = frontend.start_device(2, 256, memory_size=32 << 20)
         shmem = frontend.open_shmem()
         yield Guest(frontend, control, shmem)

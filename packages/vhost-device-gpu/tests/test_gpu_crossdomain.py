@@ -10,6 +10,7 @@ import queue
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from crossdomain_rig import (
     resp_type,
     setup_proxy,
 )
-from gpu_rig import CAPSET, CAPSET_INFO, GET_DISPLAY_INFO, UNREF, rid_cmd
+from gpu_rig import CAPSET, CAPSET_INFO, GET_DISPLAY_INFO, UNREF, flush, rid_cmd, scanout_blob
 
 from vhost_device_gpu.args import GpuConfig
 from vhost_device_gpu.crossdomain import protocol as p
@@ -55,6 +56,7 @@ from vhost_device_gpu.crossdomain.items import (
     Requirements,
 )
 from vhost_device_gpu.device import GpuBackend
+from vhost_device_gpu.testing import FakeQemuDisplay
 from vhost_user_core.protocol import ProtocolFeature
 from vhost_user_core.testing.harness import connected_frontend
 
@@ -510,3 +512,53 @@ def test_the_item_table_is_bounded() -> None:
         table.add(Requirements(1, 1, R8, 1, 1))
     with pytest.raises(p.CrossDomainProtocolError):
         table.add(Requirements(1, 1, R8, 1, 1))
+
+
+# -- host blobs on a scanout, idleness, reset -------------------------------------------------
+
+
+def test_a_host_blob_is_scanned_out(tmp_path: Path, peer: Peer) -> None:
+    """SET_SCANOUT_BLOB and RESOURCE_FLUSH read a host blob's pixels from its memfd,
+    written by the guest through the SHMEM mapping."""
+    display = FakeQemuDisplay()
+    try:
+        with cross_domain_gpu(tmp_path, str(peer.path), display) as guest:
+            ctx = setup_proxy(guest)
+            stride, size, blob_id = ctx.image_requirements(4, 2, XRGB8888)
+            assert (stride, size) == (16, 32)
+            assert guest.host_blob(1, 5, blob_id, size) == OK_NODATA
+            assert guest.map_blob(5, 0)[0] == OK_MAP_INFO
+            words = [0x00112233, 0x00445566, 0x00778899, 0x00AABBCC] * 2
+            guest.shmem.view(1, 0, size)[:] = struct.pack("<8I", *words)
+            # B8G8R8X8 (2) is x8r8g8b8 words in memory: shown as they are
+            assert guest.status(scanout_blob(0, 5, 4, 2, 2, 16)) == OK_NODATA
+            assert display.wait(lambda: 0 in display.surfaces and display.surfaces[0].updates)
+            surface = display.surfaces[0]
+            assert [surface.pixel(x, y) for y in range(2) for x in range(4)] == words
+            assert guest.status(scanout_blob(0, 5, 4, 3, 2, 16)) == ERR_PARAMETER  # past it
+            assert guest.status(flush(5, 0, 0, 4, 2)) == OK_NODATA
+    finally:
+        display.close()
+
+
+def test_a_held_poll_costs_no_cpu(proxy: tuple[Proxy, socket.socket]) -> None:
+    """While a POLL waits for the compositor, the daemon (this process) sleeps."""
+    ctx, conn = proxy
+    held = ctx.guest.submit(ctx.ctx, cd_poll(), ring=1)
+    assert not ctx.guest.answered(held, timeout=0.1)
+    before = time.process_time()
+    time.sleep(1.0)
+    assert time.process_time() - before < 0.1
+    conn.sendall(b"wake")
+    assert resp_type(ctx.guest.wait(held)) == OK_NODATA
+
+
+def test_reset_drops_maps_and_held_polls(proxy: tuple[Proxy, socket.socket]) -> None:
+    ctx, _ = proxy
+    guest = ctx.guest
+    _, size, blob_id = ctx.image_requirements(PAGE, 1, R8)
+    assert guest.host_blob(1, 5, blob_id, size) == OK_NODATA
+    assert guest.map_blob(5, 0)[0] == OK_MAP_INFO
+    guest.submit(1, cd_poll(), ring=1)
+    guest.frontend.reset_device()
+    assert not guest.shmem.maps
