@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from crossdomain_rig import (
     ERR_CONTEXT,
+    ERR_OOM,
     ERR_PARAMETER,
     ERR_RESOURCE,
     ERR_UNSPEC,
@@ -192,9 +193,10 @@ def test_send_reaches_the_peer_and_receive_comes_back(proxy: tuple[Proxy, socket
 def test_a_keymap_fd_becomes_a_read_only_blob(proxy: tuple[Proxy, socket.socket]) -> None:
     ctx, conn = proxy
     keymap = b'xkb_keymap { xkb_keycodes { include "evdev" }; };\0'
-    fd = memfd(keymap)
-    send_fds(conn, b"wl_keyboard.keymap", [fd, memfd(b"second")])
-    os.close(fd)
+    fds = [memfd(keymap), memfd(b"second")]
+    send_fds(conn, b"wl_keyboard.keymap", fds)
+    for fd in fds:
+        os.close(fd)
     got = ctx.poll()
     assert got.data == b"wl_keyboard.keymap"
     assert got.idents == [(3, ID_BLOB, len(keymap)), (5, ID_BLOB, 6)]  # odd ids
@@ -565,3 +567,52 @@ def test_reset_drops_maps_and_held_polls(proxy: tuple[Proxy, socket.socket]) -> 
     guest.submit(1, cd_poll(), ring=1)
     guest.frontend.reset_device()
     assert not guest.shmem.maps
+
+
+# -- bounds: what one guest may make the daemon hold ------------------------------------------
+
+
+def test_at_most_8_contexts(guest: Guest) -> None:
+    for ctx in range(1, 9):
+        assert guest.ctx_create(ctx) == OK_NODATA
+    assert guest.ctx_create(9) == ERR_OOM
+    assert guest.status(hdr(0x201, ctx=1)) == OK_NODATA
+    assert guest.ctx_create(9) == OK_NODATA  # a destroyed one makes room
+
+
+def test_a_compositor_flooding_fds_fails_the_context(proxy: tuple[Proxy, socket.socket]) -> None:
+    ctx, conn = proxy
+    before = _peer_memfds()
+    first = [memfd(b"k") for _ in range(20)]
+    send_fds(conn, b"a", first)
+    assert len(ctx.poll().idents) == 20
+    second = [memfd(b"k") for _ in range(20)]
+    send_fds(conn, b"b", second)  # 40 held: more than 32
+    for fd in first + second:
+        os.close(fd)
+    answer = ctx.guest.wait(ctx.guest.submit(ctx.ctx, cd_poll(), ring=1))
+    assert resp_type(answer) == ERR_UNSPEC
+    context_failed(ctx)
+    assert _peer_memfds() <= before  # none of the 40 stays open in the daemon
+
+
+def _peer_memfds() -> set[int]:
+    """The peer's memfds open in this process (the daemon's and the test's)."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:peer"):
+                found.add(int(name))
+        except OSError:
+            pass
+    return found
+
+
+def test_at_most_512_host_blobs(proxy: tuple[Proxy, socket.socket]) -> None:
+    ctx, _ = proxy
+    _, size, blob_id = ctx.image_requirements(PAGE, 1, R8)
+    for rid in range(100, 612):
+        assert ctx.guest.host_blob(ctx.ctx, rid, blob_id, size) == OK_NODATA
+    assert ctx.guest.host_blob(ctx.ctx, 612, blob_id, size) == ERR_OOM
+    assert ctx.guest.status(rid_cmd(UNREF, 100)) == OK_NODATA
+    assert ctx.guest.host_blob(ctx.ctx, 612, blob_id, size) == OK_NODATA

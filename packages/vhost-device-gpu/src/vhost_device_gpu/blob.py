@@ -31,6 +31,8 @@ SHM_ID_HOST_VISIBLE = 1
 HOST_VISIBLE_SIZE = 256 << 20
 #: Host memory all host blobs of a connection may take (QEMU's max_hostmem default).
 MAX_HOST_BLOB_MEMORY = 256 << 20
+#: Host blobs one connection may hold (each is an fd of the daemon's).
+MAX_HOST_BLOBS = 512
 #: map_info bit that makes a mapping writable (rutabaga's MAP_ACCESS_WRITE).
 MAP_ACCESS_WRITE = 0x20
 
@@ -78,7 +80,9 @@ class Blobs:
         self.guest[resource_id] = GuestBlob(entries, size)
 
     def reserve(self, size: int) -> None:
-        """Charge `size` bytes of host memory before allocating them."""
+        """Charge `size` bytes of host memory (and one blob) before allocating them."""
+        if len(self.host) >= MAX_HOST_BLOBS:
+            raise CommandError(Resp.ERR_OUT_OF_MEMORY, f"more than {MAX_HOST_BLOBS} host blobs")
         if self.memory_used + size > self.max_memory:
             raise CommandError(
                 Resp.ERR_OUT_OF_MEMORY,

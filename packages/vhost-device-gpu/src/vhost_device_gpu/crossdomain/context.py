@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: The largest image GET_IMAGE_REQUIREMENTS lays out (one memfd).
 MAX_IMAGE_SIZE = 256 << 20
+#: Cross-domain contexts one connection may have (each may hold a compositor socket
+#: and `items.MAX_FD_ITEMS` fds; a guest runs one proxy per channel).
+MAX_CONTEXTS = 8
 
 #: Answers a held SUBMIT_3D: called once, with the response status.
 Reply = Callable[[Resp], None]
@@ -180,7 +183,11 @@ class CrossDomainContext:
                     read_end, write_end = os.pipe2(os.O_CLOEXEC)
                     pipe_ends.append(write_end)
                     os.set_blocking(read_end, False)
-                    new_pipe = self.items.add(ReadPipe(read_end))
+                    try:
+                        new_pipe = self.items.add(ReadPipe(read_end))
+                    except p.CrossDomainProtocolError:
+                        os.close(read_end)
+                        raise
                     fds.append(write_end)
                 else:
                     raise ContextFailed(f"identifier type {ident.type} cannot be sent")
@@ -324,19 +331,18 @@ class CrossDomainContext:
         idents: list[p.Identifier] = []
         try:
             while fds:
-                fd = fds.pop(0)
-                kind, size = classify(fd)
+                kind, size = classify(fds[0])
                 if kind is FdKind.MEMORY:
-                    idents.append(p.Identifier(self.items.add(MemoryFd(fd, size)), 1, size))
+                    ident = p.Identifier(self.items.add(MemoryFd(fds[0], size)), 1, size)
                 elif kind is FdKind.WRITE_PIPE:
-                    os.set_blocking(fd, False)
-                    ident = self.items.add(WritePipe(fd))
-                    idents.append(p.Identifier(ident, p.ID_TYPE_WRITE_PIPE))
+                    os.set_blocking(fds[0], False)
+                    ident = p.Identifier(self.items.add(WritePipe(fds[0])), p.ID_TYPE_WRITE_PIPE)
                 else:
-                    os.close(fd)
                     raise ContextFailed("the compositor sent an fd that is no memory or write pipe")
+                idents.append(ident)
+                fds.pop(0)  # the item owns it now
         finally:
-            for fd in fds:
+            for fd in fds:  # not taken (an error): ours to close
                 os.close(fd)
         self._write_ring(self.channel_ring, p.encode_receive(idents, data))
         return True
@@ -412,6 +418,8 @@ class CrossDomain:
     def create(self, ctx_id: int, name: str) -> None:
         if ctx_id == 0 or ctx_id in self.contexts:
             raise CommandError(Resp.ERR_INVALID_CONTEXT_ID, f"context id {ctx_id} is taken")
+        if len(self.contexts) >= MAX_CONTEXTS:
+            raise CommandError(Resp.ERR_OUT_OF_MEMORY, f"more than {MAX_CONTEXTS} contexts")
         self.contexts[ctx_id] = CrossDomainContext(
             ctx_id, name, self.socket_path, self.blobs, self.worker
         )

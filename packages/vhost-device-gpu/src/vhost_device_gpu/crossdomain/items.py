@@ -17,6 +17,9 @@ from .protocol import PIPE_READ_START, CrossDomainProtocolError
 #: Items one context may hold at once: a proxy that never creates the blobs it asked
 #: requirements for cannot grow the table without bound.
 MAX_ITEMS = 4096
+#: Of those, items holding an fd (keymaps, pipes): a real proxy has a handful at a time,
+#: and every fd counts against the daemon's RLIMIT_NOFILE.
+MAX_FD_ITEMS = 32
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class ItemTable:
         """Store `item` under the next id of its kind; returns the id."""
         if len(self.items) >= MAX_ITEMS:
             raise CrossDomainProtocolError(f"more than {MAX_ITEMS} items in one context")
+        if not isinstance(item, Requirements) and self.fds() >= MAX_FD_ITEMS:
+            raise CrossDomainProtocolError(f"more than {MAX_FD_ITEMS} fds held in one context")
         if isinstance(item, Requirements):
             self._last_requirements += 2
             item_id = self._last_requirements
@@ -77,6 +82,9 @@ class ItemTable:
             item_id = self._last_descriptor
         self.items[item_id] = item
         return item_id
+
+    def fds(self) -> int:
+        return sum(1 for item in self.items.values() if not isinstance(item, Requirements))
 
     def next_read_pipe(self) -> int:
         """The id the next read pipe will get (what the guest must have guessed)."""
