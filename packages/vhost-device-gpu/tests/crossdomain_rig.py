@@ -286,7 +286,10 @@ def setup_proxy(guest: Guest, ctx: int = 1, init: bool = True) -> Proxy:
 
 @contextmanager
 def cross_domain_gpu(
-    tmp_path: Path, wayland_socket: str | None, display: FakeQemuDisplay | None = None
+    tmp_path: Path,
+    wayland_socket: str | None,
+    display: FakeQemuDisplay | None = None,
+    features: int | None = None,
 ) -> Iterator[Guest]:
     """The device with `--wayland-socket`, started as a VMM with shared memory would
     (SHMEM negotiated, a backend channel served); with `display`, QEMU's display end."""
@@ -296,7 +299,7 @@ def cross_domain_gpu(
             frontend.negotiate()
             frontend.gpu_set_socket(display.backend_end.fileno())
             frontend.features = 0
-        (control, _cursor) = frontend.start_device(2, 256, memory_size=32 << 20)
+        (control, _cursor) = frontend.start_device(2, 256, memory_size=32 << 20, features=features)
         shmem = frontend.open_shmem()
         yield Guest(frontend, control, shmem)
 

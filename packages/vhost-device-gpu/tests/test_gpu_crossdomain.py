@@ -411,6 +411,12 @@ def test_a_fence_on_a_ring_that_does_not_exist(proxy: tuple[Proxy, socket.socket
     daemon_alive(ctx.guest)
 
 
+def test_a_capset_context_needs_context_init(tmp_path: Path, peer: Peer) -> None:
+    with cross_domain_gpu(tmp_path, str(peer.path), features=~FEATURE_CONTEXT_INIT) as guest:
+        assert guest.ctx_create(1) == ERR_UNSPEC
+        daemon_alive(guest)
+
+
 def test_context_ids(guest: Guest) -> None:
     assert guest.ctx_create(0) == ERR_CONTEXT
     assert guest.ctx_create(1) == OK_NODATA
