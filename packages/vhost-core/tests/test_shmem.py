@@ -295,3 +295,26 @@ def test_vmm_refuses_overlap_and_unknown_unmap() -> None:
         os.close(fd)
         backend_end.close()
         vmm.close()
+
+
+def test_a_vmm_that_never_answers_fails_the_map(
+    shm: tuple[Frontend, ShmemBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The map waits for the REPLY_ACK a bounded time, then fails; the device goes on."""
+    import vhost_user_core.shmem
+
+    frontend, backend = shm
+    ours, theirs = socket.socketpair()
+    frontend.set_backend_req_fd(theirs.fileno())  # a channel nobody serves
+    theirs.close()
+    monkeypatch.setattr(vhost_user_core.shmem, "REPLY_TIMEOUT", 0.2)
+    assert backend.shmem is not None
+    fd = memfd(b"")
+    try:
+        with pytest.raises(SharedMemoryError, match="backend channel"):
+            backend.shmem.map(1, fd, shm_offset=0, length=PAGE)
+        assert not backend.shmem.mappings
+        frontend.sync()
+    finally:
+        os.close(fd)
+        ours.close()
