@@ -5,6 +5,9 @@ Every command is answered: a short or unknown one with ERR_UNSPEC, a refused one
 the status its `CommandError` carries; nothing the guest sends ends the daemon. All 2D
 work is synchronous, so a fenced command is answered at once with its fence echoed
 (QEMU's rule for 2D); a 3D renderer will hold fenced answers until its fence signals.
+With `--wayland-socket`, capset 5's contexts (CTX_CREATE with that capset, then every
+command on their ids) and the mapping of host blobs go to `crossdomain` and `blob`; a
+cross-domain POLL is held (`_control` returns None) until its context answers it.
 """
 
 from __future__ import annotations
