@@ -318,3 +318,21 @@ def test_a_vmm_that_never_answers_fails_the_map(
     finally:
         os.close(fd)
         ours.close()
+
+
+def test_without_reply_ack_a_map_does_not_wait(tmp_path: Path) -> None:
+    EchoBackend.instances.clear()
+    with connected_frontend(ShmemBackend, tmp_path / "shm.sock") as frontend:
+        offered = frontend.get_protocol_features()
+        frontend.negotiate(want_protocol=offered & ~ProtocolFeature.REPLY_ACK)
+        backend = EchoBackend.instances[-1]
+        assert isinstance(backend, ShmemBackend) and backend.shmem is not None
+        vmm = frontend.open_shmem()
+        fd = memfd(b"no ack")
+        try:
+            backend.shmem.map(1, fd, shm_offset=PAGE, length=PAGE)
+            ((request, _, ok),) = vmm.wait_requests(1)
+            assert request == BackendRequest.SHMEM_MAP and ok
+            assert bytes(vmm.view(1, PAGE, 6)) == b"no ack"
+        finally:
+            os.close(fd)
