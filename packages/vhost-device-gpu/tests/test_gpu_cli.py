@@ -100,3 +100,23 @@ def test_errors_are_rooted_in_the_core_tree() -> None:
 
     assert issubclass(GpuError, VhostUserError)
     assert issubclass(ConfigError, ValueError) and issubclass(CommandError, GpuError)
+
+
+def test_wayland_socket_into_the_config() -> None:
+    config = _config("-g", "null", "--wayland-socket", "/run/user/1000/wayland-vm1")
+    assert config.wayland_socket == "/run/user/1000/wayland-vm1"
+    assert _config("-g", "2d").wayland_socket is None
+    with pytest.raises(ConfigError, match="--wayland-socket needs a path"):
+        _config("-g", "2d", "--wayland-socket", "")
+
+
+def test_the_daemon_offers_cross_domain_with_a_wayland_socket(tmp_path: Path) -> None:
+    """As a process: capset 5's features and the SHMEM protocol bit, before the
+    compositor even exists (the socket is connected to at a context's INIT only)."""
+    socket = tmp_path / "g.sock"
+    argv = [*DAEMON, "-s", str(socket), "-g", "2d", "--headless", "--wayland-socket",
+            str(tmp_path / "no-compositor-yet")]  # fmt: skip
+    with daemon_process(argv, log=tmp_path / "log", sockets=[socket]):
+        with Frontend.connect(socket) as frontend:
+            assert frontend.get_features() & 0b11001 == 0b11001  # VIRGL, BLOB, CONTEXT_INIT
+            assert frontend.get_protocol_features() & (1 << 21)

@@ -38,6 +38,7 @@ from .protocol import (
     VIRTIO_RING_F_INDIRECT_DESC,
     ProtocolFeature,
 )
+from .shmem import SharedMemory, SharedMemoryError
 from .virtqueue import ChainBatch, DescriptorChain
 from .vring import Vring
 from .worker import TimerHandle, Worker
@@ -64,6 +65,8 @@ __all__ = [
     "ProtocolFeature",
     "QueueError",
     "QueueFastPath",
+    "SharedMemory",
+    "SharedMemoryError",
     "TimerHandle",
     "VhostUserBackend",
     "VhostUserError",

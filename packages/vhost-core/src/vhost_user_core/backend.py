@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from .fastpath import QueueFastPath
     from .memory import GuestMemory
+    from .shmem import SharedMemory
     from .vring import Vring
     from .worker import Lock, Worker
 
@@ -144,6 +145,16 @@ class VhostUserBackend(metaclass=_BackendMeta):
         Only a GPU device takes one; by default the request fails."""
         sock.close()
         raise BackendError("this device takes no vhost-user-gpu display socket")
+
+    def shmem_regions(self) -> Sequence[int]:
+        """Shared-memory regions the VMM should reserve, a size (whole pages) per shmid;
+        0 leaves an id unused. Not empty: the framework offers SHMEM (with BACKEND_REQ
+        and BACKEND_SEND_FD), answers GET_SHMEM_CONFIG and calls `attach_shmem`."""
+        return ()
+
+    def attach_shmem(self, shmem: SharedMemory) -> None:
+        """The connection's handle on those regions, before any request: `map` an fd
+        range into one, `unmap` it (over the backend channel, once the VMM set one)."""
 
     def close(self) -> None:
         """The connection ended; release host resources."""

@@ -8,16 +8,18 @@ call eventfds). `Frontend.start_device()` runs the same set-up sequence QEMU doe
 
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .connection import Connection
+from .connection import Connection, Message
 from .driver import DriverQueue
-from .errors import ProtocolError, VhostUserError
+from .errors import Disconnected, ProtocolError, VhostUserError
 from .memory import GuestMemory
 from .protocol import (
     STANDARD_FEATURES,
@@ -25,6 +27,7 @@ from .protocol import (
     VHOST_USER_F_PROTOCOL_FEATURES,
     VIRTIO_RING_F_EVENT_IDX,
     VRING_NOFD_MASK,
+    BackendRequest,
     ConfigSpace,
     HeaderFlag,
     Inflight,
@@ -32,6 +35,8 @@ from .protocol import (
     MemTable,
     ProtocolFeature,
     Request,
+    ShmemConfig,
+    ShmemMap,
     SingleRegion,
     VringAddr,
     VringState,
@@ -129,6 +134,149 @@ class FrontendQueue:
 
 
 @dataclass
+class VmmMapping:
+    """One SHMEM_MAP the VMM honoured: the fd's pages, mapped here as the guest sees them."""
+
+    shmid: int
+    shm_offset: int
+    length: int
+    writable: bool
+    pages: mmap.mmap
+
+
+class VmmSharedMemory:
+    """The VMM's side of vhost-user shared memory: the regions GET_SHMEM_CONFIG sized
+    and a thread serving the backend's SHMEM_MAP / SHMEM_UNMAP on the backend request
+    channel. A map is checked as a VMM must (a known shmid, whole pages inside the
+    region, no overlap, exactly one fd), then the fd is mmapped here, so a test reads
+    and writes what the guest would see at that offset of the region; anything else is
+    refused with a non-zero REPLY_ACK. `requests` logs (request, payload, accepted)."""
+
+    def __init__(self, sizes: Sequence[int], sock: socket.socket) -> None:
+        self.sizes = tuple(sizes)
+        self.conn = Connection(sock)
+        self.maps: dict[tuple[int, int], VmmMapping] = {}
+        self.requests: list[tuple[int, ShmemMap | None, bool]] = []
+        self.cond = threading.Condition()
+        self._thread = threading.Thread(target=self._serve, name="vmm-shmem", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (Disconnected, ProtocolError, OSError):
+                return
+            payload: ShmemMap | None = None
+            try:
+                payload = ShmemMap.decode(msg.payload)
+                ok = self._handle(msg.header.request, payload, msg)
+            except ProtocolError:
+                ok = False
+            finally:
+                msg.close_fds()
+            with self.cond:
+                self.requests.append((msg.header.request, payload, ok))
+                self.cond.notify_all()
+            if msg.header.need_reply:
+                try:
+                    self.conn.reply(msg.header.request, U64(0 if ok else 1).encode())
+                except (Disconnected, OSError):
+                    return
+
+    def _handle(self, request: int, p: ShmemMap, msg: Message) -> bool:
+        if not 0 <= p.shmid < len(self.sizes) or not self.sizes[p.shmid]:
+            return False
+        page = mmap.PAGESIZE
+        if p.length == 0 or (p.shm_offset | p.length | p.fd_offset) % page:
+            return False
+        if p.shm_offset + p.length > self.sizes[p.shmid]:
+            return False
+        with self.cond:
+            if request == BackendRequest.SHMEM_MAP:
+                if len(msg.fds) != 1 or self._overlaps(p):
+                    return False
+                prot = mmap.PROT_READ | (mmap.PROT_WRITE if p.writable else 0)
+                try:
+                    # A file shorter than the range (a keymap) is mapped as far as it
+                    # goes, which is all a guest could read (past it, it would fault);
+                    # Python's mmap refuses a length past the end of a file.
+                    size = os.fstat(msg.fds[0]).st_size
+                    length = min(p.length, size - p.fd_offset) if size else p.length
+                    pages = mmap.mmap(msg.fds[0], length, mmap.MAP_SHARED, prot, offset=p.fd_offset)
+                except (OSError, ValueError):
+                    return False
+                self.maps[(p.shmid, p.shm_offset)] = VmmMapping(
+                    p.shmid, p.shm_offset, p.length, p.writable, pages
+                )
+                return True
+            if request == BackendRequest.SHMEM_UNMAP:
+                mapping = self.maps.get((p.shmid, p.shm_offset))
+                if msg.fds or mapping is None or mapping.length != p.length:
+                    return False
+                del self.maps[(p.shmid, p.shm_offset)]
+                _release(mapping.pages)
+                return True
+        return False
+
+    def _overlaps(self, p: ShmemMap) -> bool:
+        end = p.shm_offset + p.length
+        return any(
+            m.shmid == p.shmid and m.shm_offset < end and p.shm_offset < m.shm_offset + m.length
+            for m in self.maps.values()
+        )
+
+    def wait_requests(
+        self, count: int, timeout: float = 5.0
+    ) -> list[tuple[int, ShmemMap | None, bool]]:
+        """Wait until the backend has sent `count` requests in all; the log so far."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise TimeoutError(f"{len(self.requests)} of {count} shared memory requests")
+            return list(self.requests)
+
+    def view(self, shmid: int, offset: int, length: int) -> memoryview:
+        """`length` bytes at `offset` of region `shmid`, inside one mapping (the guest
+        would fault on a hole)."""
+        with self.cond:
+            for m in self.maps.values():
+                if (
+                    m.shmid == shmid
+                    and m.shm_offset <= offset
+                    and (offset + length <= m.shm_offset + m.length)
+                ):
+                    start = offset - m.shm_offset
+                    if start + length > len(m.pages):
+                        break  # past the end of the file: the guest would fault
+                    return memoryview(m.pages)[start : start + length]
+        raise VhostUserError(f"[{offset:#x}, +{length:#x}) of region {shmid} is not mapped")
+
+    def drop_all(self) -> None:
+        """A device reset: the VMM unmaps everything."""
+        with self.cond:
+            for m in self.maps.values():
+                _release(m.pages)
+            self.maps.clear()
+
+    def close(self) -> None:
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the serving thread
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
+        self.conn.close()
+        self.drop_all()
+
+
+def _release(pages: mmap.mmap) -> None:
+    """Unmap now, or, while a test still holds a view of the pages, when it lets go."""
+    try:
+        pages.close()
+    except BufferError:
+        pass
+
+
+@dataclass
 class DeviceInfo:
     features: int
     protocol_features: ProtocolFeature
@@ -144,6 +292,7 @@ class Frontend:
         self.features = 0
         self.ram: GuestRam | None = None
         self.queues: list[FrontendQueue] = []
+        self.shmem: VmmSharedMemory | None = None
 
     @classmethod
     def connect(cls, path: str | os.PathLike[str], timeout: float = 10.0) -> Frontend:
@@ -162,6 +311,8 @@ class Frontend:
 
     def close(self) -> None:
         self.conn.close()
+        if self.shmem is not None:
+            self.shmem.close()
         for queue in self.queues:
             queue.close()
         if self.ram is not None:
@@ -324,6 +475,27 @@ class Frontend:
 
     def reset_device(self) -> None:
         self._tell(Request.RESET_DEVICE)
+        if self.shmem is not None:
+            self.shmem.drop_all()
+
+    def get_shmem_config(self) -> tuple[int, ...]:
+        """GET_SHMEM_CONFIG: the device's shared-memory region sizes, by shmid."""
+        return ShmemConfig.decode(self._ask(Request.GET_SHMEM_CONFIG)).sizes
+
+    def open_shmem(self, sizes: Sequence[int] | None = None) -> VmmSharedMemory:
+        """Play the VMM's part of SHMEM: reserve the regions (GET_SHMEM_CONFIG's, or
+        `sizes`) and hand the backend a request channel (SET_BACKEND_REQ_FD) on which
+        its SHMEM_MAP / SHMEM_UNMAP are served. Needs SHMEM, BACKEND_REQ and
+        BACKEND_SEND_FD negotiated."""
+        if sizes is None:
+            sizes = self.get_shmem_config()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.set_backend_req_fd(theirs.fileno())
+        finally:
+            theirs.close()
+        self.shmem = VmmSharedMemory(sizes, ours)
+        return self.shmem
 
     def set_backend_req_fd(self, fd: int) -> None:
         self._tell(Request.SET_BACKEND_REQ_FD, fds=[fd])
@@ -399,4 +571,13 @@ class Frontend:
         self.get_features()
 
 
-__all__ = ["Frontend", "FrontendQueue", "GuestRam", "DeviceInfo", "STANDARD_FEATURES", "VMM_BASE"]
+__all__ = [
+    "Frontend",
+    "FrontendQueue",
+    "GuestRam",
+    "DeviceInfo",
+    "STANDARD_FEATURES",
+    "VMM_BASE",
+    "VmmMapping",
+    "VmmSharedMemory",
+]

@@ -29,6 +29,7 @@ from .protocol import (
     ProtocolFeature,
     ReplyKind,
     Request,
+    ShmemConfig,
     SingleRegion,
     VringAddr,
     VringState,
@@ -37,6 +38,7 @@ from .protocol import (
     request_name,
     vring_fd_index,
 )
+from .shmem import SharedMemory
 from .vring import Vring
 from .worker import Worker
 
@@ -45,6 +47,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[object, Message], bytes | None]
 
 DESC_SIZE = 16
+#: What a device with shared-memory regions needs negotiated: SHMEM itself, and a
+#: backend channel that carries the fds SHMEM_MAP hands over.
+SHMEM_FEATURES = (
+    ProtocolFeature.SHMEM | ProtocolFeature.BACKEND_REQ | ProtocolFeature.BACKEND_SEND_FD
+)
 
 
 class Session:
@@ -102,7 +109,13 @@ class Session:
             Request.GPU_SET_SOCKET: self._gpu_set_socket,
             Request.GET_INFLIGHT_FD: self._get_inflight_fd,
             Request.SET_INFLIGHT_FD: self._set_inflight_fd,
+            Request.GET_SHMEM_CONFIG: self._get_shmem_config,
         }
+        #: The device's shared-memory regions (SHMEM), if it declares any.
+        regions = backend.shmem_regions()
+        self.shmem = SharedMemory(regions) if any(regions) else None
+        if self.shmem is not None:
+            backend.attach_shmem(self.shmem)
         for worker in self.workers:
             worker.start()
         backend.attach(self.workers, self.vrings)
@@ -118,6 +131,8 @@ class Session:
         offered = self.backend.protocol_features | FRAMEWORK_PROTOCOL_FEATURES
         if self.backend.config_space():
             offered |= ProtocolFeature.CONFIG
+        if self.shmem is not None:
+            offered |= SHMEM_FEATURES
         return offered
 
     def _worker_of(self, queue: int) -> int:
@@ -210,6 +225,8 @@ class Session:
         if extra:
             raise ProtocolError(f"SET_PROTOCOL_FEATURES acks bits never offered: {extra:#x}")
         self.acked_protocol_features = ProtocolFeature(p.value)
+        if self.shmem is not None:
+            self.shmem._set_features(self.acked_protocol_features)
         return None
 
     def _set_owner(self, _p: object, _m: Message) -> None:
@@ -478,6 +495,8 @@ class Session:
             vring._set_enabled(False)
         self.acked_features = 0
         self.status = 0
+        if self.shmem is not None:
+            self.shmem._forget()
         self.backend.reset()
         return None
 
@@ -488,7 +507,14 @@ class Session:
             self.backend_channel.close()
         sock = socket.socket(fileno=msg.take_fd())
         self.backend_channel = Connection(sock)
+        if self.shmem is not None:
+            self.shmem._set_channel(self.backend_channel)
         return None
+
+    def _get_shmem_config(self, _p: object, _m: Message) -> bytes:
+        if self.shmem is None:
+            raise ProtocolError("this device has no shared memory regions")
+        return self.shmem.config.encode()
 
     def _gpu_set_socket(self, _p: object, msg: Message) -> None:
         import socket
@@ -504,6 +530,8 @@ class Session:
             worker.stop()
         for vring in self.vrings:
             vring._close_fds()
+        if self.shmem is not None:
+            self.shmem._set_channel(None)
         if self.backend_channel is not None:
             self.backend_channel.close()
         try:
@@ -524,4 +552,6 @@ def _failure_reply(request: Request, payload: bytes) -> bytes:
         return b""
     if request is Request.GET_INFLIGHT_FD:
         return Inflight(0, 0, 0, 0).encode()
+    if request is Request.GET_SHMEM_CONFIG:
+        return ShmemConfig(()).encode()
     return U64(1).encode()

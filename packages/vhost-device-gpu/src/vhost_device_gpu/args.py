@@ -3,7 +3,8 @@
 Upstream's spelling throughout (`-s`, `-g/--gpu-mode`, `-c/--capset`, `--use-egl BOOL`
 ...). This stage renders 2D: the `2d` mode (host pixel buffers) and upstream's `null`;
 `virglrenderer` and `gfxstream` are refused with one line until their stage, and so
-are the flags only they use.
+are the flags only they use. `--wayland-socket` adds the cross-domain context (capset
+5) to either 2D mode.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .errors import ConfigError
 
 DESCRIPTION = (
     "vhost-user virtio-gpu (device ID 16) backend: 2D resources, guest blobs and the "
-    "cursor, shown through QEMU's vhost-user-gpu display socket"
+    "cursor, shown through QEMU's vhost-user-gpu display socket, and the Wayland "
+    "cross-domain context with host blobs in vhost-user shared memory"
 )
 #: Modes this build serves, and the ones that are upstream's but not here yet.
 MODES = ("2d", "null")
@@ -94,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="DRM render node for the 3D renderer (/dev/dri/renderDN); virglrenderer only",
     )
+    parser.add_argument(
+        "--wayland-socket",
+        metavar="PATH",
+        help="the host compositor's Wayland socket for the cross-domain context "
+        "(capset 5): offers it with VIRGL, CONTEXT_INIT and host-visible blobs mapped "
+        "through vhost-user shared memory; the only path the daemon ever connects to "
+        "(crosvm's --wayland-sock)",
+    )
     add_logging_args(parser)
     add_version_arg(parser, "vhost-device-gpu")
     return parser
@@ -116,6 +126,8 @@ class GpuConfig:
     flags: GpuFlags = GpuFlags()
     headless: bool = False
     gpu_device: str | None = None
+    #: The compositor socket of the cross-domain context's Wayland channel.
+    wayland_socket: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode in LATER_MODES:
@@ -129,8 +141,13 @@ class GpuConfig:
             raise ConfigError(f"capset {name} needs --gpu-mode {CAPSETS[name]}, not {self.mode}")
         if self.gpu_device is not None:
             raise ConfigError(f"--gpu-device needs --gpu-mode virglrenderer, not {self.mode}")
+        if self.wayland_socket is not None and not self.wayland_socket:
+            raise ConfigError("--wayland-socket needs a path")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GpuConfig:
         flags = GpuFlags(args.use_egl, args.use_glx, args.use_gles, args.use_surfaceless)
-        return cls(args.gpu_mode, args.capset or (), flags, args.headless, args.gpu_device)
+        return cls(
+            args.gpu_mode, args.capset or (), flags, args.headless, args.gpu_device,
+            args.wayland_socket,
+        )  # fmt: skip

@@ -5,6 +5,9 @@ Every command is answered: a short or unknown one with ERR_UNSPEC, a refused one
 the status its `CommandError` carries; nothing the guest sends ends the daemon. All 2D
 work is synchronous, so a fenced command is answered at once with its fence echoed
 (QEMU's rule for 2D); a 3D renderer will hold fenced answers until its fence signals.
+With `--wayland-socket`, capset 5's contexts (CTX_CREATE with that capset, then every
+command on their ids) and the mapping of host blobs go to `crossdomain` and `blob`; a
+cross-domain POLL is held (`_control` returns None) until its context answers it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vhost_user_core import (
@@ -22,23 +25,32 @@ from vhost_user_core import (
     DescriptorChain,
     GuestMemory,
     ProtocolFeature,
+    SharedMemory,
     VhostUserBackend,
     Vring,
+    Worker,
 )
 
 from .args import GpuConfig
+from .blob import HOST_VISIBLE_SIZE, Blobs
+from .crossdomain import CAPSET_CROSS_DOMAIN, CrossDomain
 from .display import Display, DisplayError, HeadlessDisplay, QemuDisplay
 from .protocol import (
+    BLOB_MEM_GUEST,
+    BLOB_MEM_HOST3D,
     CONFIG,
     HDR_SIZE,
     MAX_BACKING_ENTRIES,
     MAX_SCANOUTS,
+    VIRTIO_GPU_F_CONTEXT_INIT,
     VIRTIO_GPU_F_EDID,
     VIRTIO_GPU_F_RESOURCE_BLOB,
     VIRTIO_GPU_F_RESOURCE_UUID,
+    VIRTIO_GPU_F_VIRGL,
     AttachBacking,
     Cmd,
     CtrlHeader,
+    CtxCreate,
     GetCapset,
     GetCapsetInfo,
     GetEdid,
@@ -47,18 +59,21 @@ from .protocol import (
     ResourceCreateBlob,
     ResourceFlush,
     ResourceId,
+    ResourceMapBlob,
     Resp,
     SetScanout,
     SetScanoutBlob,
     ShortCommand,
+    Submit3D,
     TransferToHost2D,
     UpdateCursor,
     encode_capset_info,
     encode_display_info,
     encode_edid,
+    encode_map_info,
     encode_uuid,
 )
-from .renderer import CommandError, NullRenderer, Renderer, Renderer2D, ScanoutSource
+from .renderer import Capset, CommandError, NullRenderer, Renderer, Renderer2D, ScanoutSource
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +86,8 @@ NUM_SCANOUTS = 1
 MAX_COMMAND = HDR_SIZE + 32 + 16 * MAX_BACKING_ENTRIES
 CURSOR_COMMAND = HDR_SIZE + 32
 _3D_COMMANDS = range(Cmd.CTX_CREATE, Cmd.RESOURCE_UNMAP_BLOB + 1)
+#: Answers a held command later (a cross-domain POLL): its response bytes.
+Later = Callable[[bytes], None]
 
 
 def make_renderer(config: GpuConfig) -> Renderer:
@@ -94,6 +111,12 @@ class GpuBackend(VhostUserBackend):
     ) -> None:
         self.config = config
         self.renderer = renderer_factory(config)
+        #: Host blobs and guest blobs' entries (the cross-domain context's memory).
+        self.blobs = Blobs()
+        #: The cross-domain context type, with a compositor socket to reach.
+        self.crossdomain = (
+            CrossDomain(config.wayland_socket, self.blobs) if config.wayland_socket else None
+        )
         self.features = (
             STANDARD_FEATURES
             | VIRTIO_F_RING_RESET  # upstream's; QEMU's vhost-user-gpu acks it regardless
@@ -101,7 +124,10 @@ class GpuBackend(VhostUserBackend):
             | VIRTIO_GPU_F_RESOURCE_BLOB
             | (0 if config.headless else VIRTIO_GPU_F_EDID)
             | self.renderer.features
+            # Linux takes CONTEXT_INIT and HOST3D blobs only from a device with VIRGL.
+            | (VIRTIO_GPU_F_VIRGL | VIRTIO_GPU_F_CONTEXT_INIT if self.crossdomain else 0)
         )
+        self._controlq: Vring | None = None
         self.acked = 0
         self.display: Display = HeadlessDisplay()
         self.num_scanouts = NUM_SCANOUTS
@@ -127,7 +153,28 @@ class GpuBackend(VhostUserBackend):
     # -- vhost-user hooks ------------------------------------------------------------
 
     def config_space(self) -> bytes:
-        return CONFIG.pack(self.events_read, 0, self.num_scanouts, len(self.renderer.capsets()))
+        return CONFIG.pack(self.events_read, 0, self.num_scanouts, len(self._capsets()))
+
+    def _capsets(self) -> list[Capset]:
+        """The renderer's capsets, then cross-domain's (5) when it is configured."""
+        capsets = self.renderer.capsets()
+        return capsets + [self.crossdomain.capset] if self.crossdomain else capsets
+
+    def attach(self, workers: Sequence[Worker], vrings: Sequence[Vring]) -> None:
+        self._controlq = vrings[CONTROLQ]
+        if self.crossdomain is not None:
+            self.crossdomain.worker = vrings[CONTROLQ].worker
+
+    def shmem_regions(self) -> tuple[int, ...]:
+        """shmid 1, host-visible: where mapped host blobs appear (cross-domain only)."""
+        return (0, HOST_VISIBLE_SIZE) if self.crossdomain else ()
+
+    def attach_shmem(self, shmem: SharedMemory) -> None:
+        self.blobs.shmem = shmem
+
+    def queue_stopped(self, vring: Vring) -> None:
+        if vring.index == CONTROLQ and self.crossdomain is not None:
+            self.crossdomain.release_fences()
 
     def set_config(self, offset: int, data: bytes) -> None:
         """Only events_clear is writable; QEMU writes the whole space, so the rest of a
@@ -145,6 +192,7 @@ class GpuBackend(VhostUserBackend):
 
     def memory_changed(self, memory: GuestMemory) -> None:
         self.renderer.memory_changed(memory)
+        self.blobs.memory_changed(memory)
 
     def gpu_socket(self, sock: socket.socket) -> None:
         if self.config.headless:
@@ -156,23 +204,51 @@ class GpuBackend(VhostUserBackend):
         self.num_scanouts = MAX_SCANOUTS
 
     def reset(self) -> None:
+        if self.crossdomain is not None:
+            self.crossdomain.reset()
+        self.blobs.reset()
         self.renderer.reset()
         self.scanouts.clear()
         self.events_read = 0
         self.acked = 0
 
     def close(self) -> None:
+        if self.crossdomain is not None:
+            self.crossdomain.reset()
+        self.blobs.reset()
         self.renderer.close()
         self.display.close()
 
     def handle_queue(self, vring: Vring) -> None:
-        serve = self._control if vring.index == CONTROLQ else self._cursor
+        if vring.index != CONTROLQ:
+            for batch in vring.batches():
+                vring.complete(batch, [self._cursor(chain) for chain in batch])
+            return
         for batch in vring.batches():
-            vring.complete(batch, [serve(chain) for chain in batch])
+            lengths = [self._control(chain) for chain in batch]
+            if None not in lengths:
+                vring.complete(batch, lengths)  # type: ignore[arg-type]
+                continue
+            # Some are held (a cross-domain POLL): the rest are answered one by one.
+            for chain, length in zip(batch, lengths, strict=True):
+                if length is not None:
+                    vring.complete_one(chain.head, length)
+
+    def _later(self, chain: DescriptorChain) -> Later:
+        """How a held command is answered: write, then return the chain."""
+
+        def answer(data: bytes) -> None:
+            vring = self._controlq
+            if vring is None or not vring.active:
+                return  # the ring stopped or reset meanwhile: nothing to return it to
+            vring.complete_one(chain.head, chain.write(data))
+
+        return answer
 
     # -- the control queue -----------------------------------------------------------
 
-    def _control(self, chain: DescriptorChain) -> int:
+    def _control(self, chain: DescriptorChain) -> int | None:
+        """One command; its answer's length, or None if the answer is held."""
         data = chain.read(MAX_COMMAND)
         try:
             header = CtrlHeader.decode(data)
@@ -180,7 +256,9 @@ class GpuBackend(VhostUserBackend):
             log.warning("a control request of %d bytes has no header", len(data))
             return chain.write(CtrlHeader(Resp.ERR_UNSPEC).encode())
         try:
-            answer = self._dispatch(header, data)
+            answer = self._dispatch(header, data, self._later(chain))
+            if answer is None:
+                return None
         except ShortCommand as exc:
             log.warning("command %#x is short: %s", header.type, exc)
             answer = header.response(Resp.ERR_UNSPEC).encode()
@@ -189,14 +267,69 @@ class GpuBackend(VhostUserBackend):
             answer = header.response(exc.status).encode()
         return chain.write(answer)
 
-    def _dispatch(self, header: CtrlHeader, data: bytes) -> bytes:
+    def _dispatch(self, header: CtrlHeader, data: bytes, later: Later) -> bytes | None:
         handler = self._handlers.get(header.type)
         if handler is not None:
             answer = handler(header, data)
             return answer if answer is not None else header.response(Resp.OK_NODATA).encode()
         if header.type in _3D_COMMANDS:
+            if self.crossdomain is not None and self._cross_domain_command(header, data):
+                return self._cross_domain(header, data, later)
             return self.renderer.handle_3d(header, data)
         raise CommandError(Resp.ERR_UNSPEC, f"unknown command {header.type:#x}")
+
+    # -- the cross-domain context and host blobs (capset 5) ----------------------------
+
+    def _cross_domain_command(self, header: CtrlHeader, data: bytes) -> bool:
+        """Whether a 3D command is cross-domain's: a CTX_CREATE for capset 5, a
+        command on one of its contexts, the mapping of a host blob."""
+        assert self.crossdomain is not None
+        if header.type == Cmd.CTX_CREATE:
+            return CtxCreate.decode(data).capset_id == CAPSET_CROSS_DOMAIN
+        if header.type in (Cmd.RESOURCE_MAP_BLOB, Cmd.RESOURCE_UNMAP_BLOB):
+            return ResourceId.decode(data).resource_id in self.blobs.host
+        return self.crossdomain.owns(header.ctx_id)
+
+    def _cross_domain(self, header: CtrlHeader, data: bytes, later: Later) -> bytes | None:
+        assert self.crossdomain is not None
+        ok = header.response(Resp.OK_NODATA).encode()
+        kind = header.type
+        if kind == Cmd.CTX_CREATE:
+            self._negotiated(VIRTIO_GPU_F_CONTEXT_INIT, "CTX_CREATE with a capset")
+            self.crossdomain.create(header.ctx_id, CtxCreate.decode(data).debug_name)
+        elif kind == Cmd.CTX_DESTROY:
+            self.crossdomain.destroy(header.ctx_id)
+        elif kind == Cmd.CTX_ATTACH_RESOURCE:
+            rid = ResourceId.decode(data).resource_id
+            if rid not in self.blobs.host and rid not in self.blobs.guest:
+                raise CommandError(Resp.ERR_INVALID_RESOURCE_ID, f"no blob {rid}")
+            self.crossdomain.context(header.ctx_id).attach(rid)
+        elif kind == Cmd.CTX_DETACH_RESOURCE:
+            self.crossdomain.context(header.ctx_id).detach(ResourceId.decode(data).resource_id)
+        elif kind == Cmd.SUBMIT_3D:
+            ctx = self.crossdomain.context(header.ctx_id)
+            commands = Submit3D.decode(data).commands
+            if not ctx.submit(
+                header, commands, lambda status: later(header.response(status).encode())
+            ):
+                return None
+        elif kind == Cmd.RESOURCE_MAP_BLOB:
+            cmd = ResourceMapBlob.decode(data)
+            map_info = self.blobs.map(cmd.resource_id, cmd.offset)
+            return encode_map_info(header.response(Resp.OK_MAP_INFO), map_info)
+        elif kind == Cmd.RESOURCE_UNMAP_BLOB:
+            self.blobs.unmap(ResourceId.decode(data).resource_id)
+        else:
+            raise CommandError(Resp.ERR_UNSPEC, f"command {kind:#x} on a cross-domain context")
+        return ok
+
+    def _pixels_of(self, resource_id: int) -> Renderer | Blobs:
+        """Who holds a resource's pixels: the blob store for a host blob, else the renderer."""
+        return self.blobs if resource_id in self.blobs.host else self.renderer
+
+    def _new_resource_id(self, resource_id: int) -> None:
+        if resource_id in self.blobs.host:
+            raise CommandError(Resp.ERR_INVALID_RESOURCE_ID, f"resource id {resource_id} is in use")
 
     def _negotiated(self, feature: int, what: str) -> None:
         if not self.acked & feature:
@@ -228,11 +361,15 @@ class GpuBackend(VhostUserBackend):
 
     def _create_2d(self, _header: CtrlHeader, data: bytes) -> None:
         cmd = ResourceCreate2D.decode(data)
+        self._new_resource_id(cmd.resource_id)
         self.renderer.create_2d(cmd.resource_id, cmd.format, cmd.width, cmd.height)
 
     def _unref(self, _header: CtrlHeader, data: bytes) -> None:
         cmd = ResourceId.decode(data)
-        self.renderer.unref(cmd.resource_id)
+        if not self.blobs.forget(cmd.resource_id):
+            self.renderer.unref(cmd.resource_id)
+        if self.crossdomain is not None:
+            self.crossdomain.forget(cmd.resource_id)
         for scanout_id in [
             i for i, s in self.scanouts.items() if s.source.resource_id == cmd.resource_id
         ]:
@@ -245,7 +382,7 @@ class GpuBackend(VhostUserBackend):
     def _show(self, scanout_id: int, source: ScanoutSource, rect: Rect) -> None:
         """The scanout shows `rect` of `source` from now on: a surface of its size,
         then all of its pixels (QEMU shows a new surface at its first update)."""
-        self.renderer.check_scanout(source, rect)
+        self._pixels_of(source.resource_id).check_scanout(source, rect)
         self.scanouts[scanout_id] = Scanout(source, rect)
         self.display.scanout(scanout_id, rect.width, rect.height)
         self._update(scanout_id, rect)
@@ -257,9 +394,8 @@ class GpuBackend(VhostUserBackend):
         if part is None or not self.display.wants_pixels:
             return
         where = Rect(part.x - s.rect.x, part.y - s.rect.y, part.width, part.height)
-        self.display.update(
-            scanout_id, where, lambda dst: self.renderer.read_pixels(s.source, part, dst)
-        )
+        pixels = self._pixels_of(s.source.resource_id)
+        self.display.update(scanout_id, where, lambda dst: pixels.read_pixels(s.source, part, dst))
 
     def _set_scanout(self, _header: CtrlHeader, data: bytes) -> None:
         cmd = SetScanout.decode(data)
@@ -284,7 +420,7 @@ class GpuBackend(VhostUserBackend):
 
     def _flush(self, _header: CtrlHeader, data: bytes) -> None:
         cmd = ResourceFlush.decode(data)
-        self.renderer.check_flush(cmd.resource_id, cmd.rect)
+        self._pixels_of(cmd.resource_id).check_flush(cmd.resource_id, cmd.rect)
         for scanout_id, s in list(self.scanouts.items()):
             if s.source.resource_id == cmd.resource_id:
                 self._update(scanout_id, cmd.rect)
@@ -302,7 +438,7 @@ class GpuBackend(VhostUserBackend):
 
     def _get_capset_info(self, header: CtrlHeader, data: bytes) -> bytes:
         cmd = GetCapsetInfo.decode(data)
-        capsets = self.renderer.capsets()
+        capsets = self._capsets()
         if cmd.index >= len(capsets):
             raise CommandError(Resp.ERR_INVALID_PARAMETER, f"no capset at index {cmd.index}")
         c = capsets[cmd.index]
@@ -312,7 +448,10 @@ class GpuBackend(VhostUserBackend):
 
     def _get_capset(self, header: CtrlHeader, data: bytes) -> bytes:
         cmd = GetCapset.decode(data)
-        blob = self.renderer.get_capset(cmd.capset_id, cmd.version)
+        if self.crossdomain is not None and cmd.capset_id == CAPSET_CROSS_DOMAIN:
+            blob = self.crossdomain.get_capset(cmd.version)
+        else:
+            blob = self.renderer.get_capset(cmd.capset_id, cmd.version)
         return header.response(Resp.OK_CAPSET).encode() + blob
 
     def _assign_uuid(self, header: CtrlHeader, data: bytes) -> bytes:
@@ -320,12 +459,25 @@ class GpuBackend(VhostUserBackend):
         uuid = self.renderer.assign_uuid(ResourceId.decode(data).resource_id)
         return encode_uuid(header.response(Resp.OK_RESOURCE_UUID), uuid)
 
-    def _create_blob(self, _header: CtrlHeader, data: bytes) -> None:
+    def _create_blob(self, header: CtrlHeader, data: bytes) -> None:
         self._negotiated(VIRTIO_GPU_F_RESOURCE_BLOB, "RESOURCE_CREATE_BLOB")
         cmd = ResourceCreateBlob.decode(data)
+        self._new_resource_id(cmd.resource_id)
+        cd = self.crossdomain
+        if cmd.blob_mem == BLOB_MEM_HOST3D and cd is not None and cd.owns(header.ctx_id):
+            if cmd.resource_id == 0 or self.renderer.has_resource(cmd.resource_id):
+                raise CommandError(
+                    Resp.ERR_INVALID_RESOURCE_ID, f"resource id {cmd.resource_id} is taken"
+                )
+            cd.context(header.ctx_id).create_blob(
+                cmd.resource_id, cmd.blob_mem, cmd.blob_flags, cmd.blob_id, cmd.size
+            )
+            return
         self.renderer.create_blob(
             cmd.resource_id, cmd.blob_mem, cmd.blob_flags, cmd.size, cmd.entries
         )
+        if cmd.blob_mem == BLOB_MEM_GUEST:  # a context may use it as a ring
+            self.blobs.record_guest(cmd.resource_id, cmd.entries, cmd.size)
 
     # -- the cursor queue ------------------------------------------------------------
 

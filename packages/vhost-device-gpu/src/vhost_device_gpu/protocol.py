@@ -430,3 +430,64 @@ def encode_uuid(header: CtrlHeader, uuid: bytes) -> bytes:
 
 #: config space: events_read, events_clear, num_scanouts, num_capsets.
 CONFIG = struct.Struct("<IIII")
+
+
+# -- context and blob-mapping commands (the 3D range the cross-domain context uses) ----
+
+#: CTX_CREATE's context_init: the capset id is its low 8 bits (CONTEXT_INIT).
+CONTEXT_INIT_CAPSET_ID_MASK = 0xFF
+#: VIRTIO_GPU_SHM_ID_HOST_VISIBLE: the shared-memory region mapped blobs appear in.
+SHM_ID_HOST_VISIBLE = 1
+
+
+@dataclass(frozen=True)
+class CtxCreate:
+    context_init: int
+    debug_name: str
+
+    _S = struct.Struct("<II64s")
+
+    @property
+    def capset_id(self) -> int:
+        return self.context_init & CONTEXT_INIT_CAPSET_ID_MASK
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> CtxCreate:
+        nlen, context_init, _ = _unpack(cls._S, data, HDR_SIZE)
+        start = HDR_SIZE + 8
+        name = bytes(data[start : start + min(nlen, 64)])
+        return cls(context_init, name.decode("utf-8", "replace"))
+
+
+@dataclass(frozen=True)
+class Submit3D:
+    """SUBMIT_3D: the command stream follows the 32-byte struct."""
+
+    commands: bytes
+
+    _S = struct.Struct("<I4x")
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> Submit3D:
+        (size,) = _unpack(cls._S, data, HDR_SIZE)
+        start = HDR_SIZE + cls._S.size
+        if len(data) < start + size:
+            raise ShortCommand(f"SUBMIT_3D of {size} bytes, {len(data) - start} sent")
+        return cls(bytes(data[start : start + size]))
+
+
+@dataclass(frozen=True)
+class ResourceMapBlob:
+    resource_id: int
+    offset: int
+
+    _S = struct.Struct("<I4xQ")
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> ResourceMapBlob:
+        return cls(*_unpack(cls._S, data, HDR_SIZE))
+
+
+def encode_map_info(header: CtrlHeader, map_info: int) -> bytes:
+    """RESOURCE_MAP_BLOB's OK_MAP_INFO answer."""
+    return header.encode() + struct.pack("<I4x", map_info)

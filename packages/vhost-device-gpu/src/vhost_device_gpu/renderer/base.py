@@ -63,6 +63,11 @@ class Renderer(abc.ABC):
     def get_capset(self, capset_id: int, version: int) -> bytes:
         raise CommandError(Resp.ERR_INVALID_PARAMETER, f"no capset {capset_id}")
 
+    def has_resource(self, resource_id: int) -> bool:
+        """Whether the id names one of this renderer's resources (the device keeps
+        host blobs of its own and must not hand out the same id twice)."""
+        return False
+
     def handle_3d(self, header: CtrlHeader, data: bytes) -> bytes:
         """A context (3D) command; the 2D renderer has no contexts."""
         raise CommandError(Resp.ERR_UNSPEC, f"command {header.type:#x} needs a 3D renderer")

@@ -123,6 +123,9 @@ class Renderer2D(Renderer):
             )
         self.hostmem += cost
 
+    def has_resource(self, resource_id: int) -> bool:
+        return resource_id in self.resources
+
     # -- resources -------------------------------------------------------------------
 
     def memory_changed(self, memory: GuestMemory) -> None:

@@ -1,0 +1,102 @@
+"""The compositor end of a cross-domain context: one Unix stream connection to the
+configured Wayland socket (the only path this daemon ever connects to), bytes with fds
+over SCM_RIGHTS both ways, and what kind of fd the compositor sent.
+
+Wayland messages are opaque here: the guest proxy speaks the protocol, the daemon
+relays bytes and swaps fds for ids (the context's business).
+"""
+
+from __future__ import annotations
+
+import array
+import enum
+import fcntl
+import os
+import socket
+import stat
+
+from .protocol import MAX_IDENTIFIERS, MAX_RECEIVE_DATA
+
+_FD_SIZE = array.array("i").itemsize
+#: How long a send may wait for a compositor that reads slowly before the context fails.
+SEND_TIMEOUT = 2.0
+
+
+class ChannelClosed(ConnectionError):
+    """The compositor hung up (or the connection failed)."""
+
+
+class FdKind(enum.Enum):
+    MEMORY = "memory"  # a regular file or memfd: a keymap, a shm pool
+    WRITE_PIPE = "write-pipe"  # the compositor keeps the read end
+    OTHER = "other"
+
+
+def classify(fd: int) -> tuple[FdKind, int]:
+    """What the compositor sent, and for memory its size."""
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        return FdKind.MEMORY, st.st_size
+    if stat.S_ISFIFO(st.st_mode):
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        if mode == os.O_WRONLY:
+            return FdKind.WRITE_PIPE, 0
+    return FdKind.OTHER, 0
+
+
+class WaylandChannel:
+    """A connection to the compositor's socket."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
+        self.sock.settimeout(SEND_TIMEOUT)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, data: bytes, fds: list[int]) -> None:
+        """All of `data`, the fds with its first byte."""
+        ancillary = []
+        if fds:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        try:
+            sent = self.sock.sendmsg([data], ancillary)
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
+        except OSError as exc:
+            raise ChannelClosed(f"sending to {self.path}: {exc}") from exc
+
+    def receive(self) -> tuple[bytes, list[int]]:
+        """What the compositor has sent (at most one RECEIVE's worth), without
+        waiting; the caller owns the fds. Raises ChannelClosed at EOF."""
+        try:
+            data, ancdata, msg_flags, _ = self.sock.recvmsg(
+                MAX_RECEIVE_DATA,
+                socket.CMSG_SPACE(MAX_IDENTIFIERS * _FD_SIZE),
+                socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC,
+            )
+        except (BlockingIOError, InterruptedError):
+            return b"", []
+        except OSError as exc:
+            raise ChannelClosed(f"receiving from {self.path}: {exc}") from exc
+        fds: list[int] = []
+        for level, kind, blob in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(blob) - len(blob) % _FD_SIZE
+                fds.extend(array.array("i", blob[:usable]))
+        if msg_flags & socket.MSG_CTRUNC:
+            for fd in fds:
+                os.close(fd)
+            raise ChannelClosed(f"{self.path} sent more than {MAX_IDENTIFIERS} fds at once")
+        if not data and not fds:
+            raise ChannelClosed(f"{self.path} hung up")
+        return data, fds
+
+    def close(self) -> None:
+        self.sock.close()
