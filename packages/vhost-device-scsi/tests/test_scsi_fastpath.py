@@ -15,38 +15,23 @@ from pathlib import Path
 
 from scsi_driver import RESP_SIZE, cdb6, cdb10, cdb12, cdb16
 
-from vhost_device_scsi._fastpath import RequestFastPath
 from vhost_device_scsi.device import INLINE_MAX, ScsiBackend
 from vhost_device_scsi.host import FileImage, Image, MemoryImage
 from vhost_device_scsi.scsi.codec import Op
 from vhost_device_scsi.scsi.lun import Disk
 from vhost_device_scsi.scsi.target import Target
 from vhost_device_scsi.virtio import CmdRequest, encode_lun
-from vhost_user_core import Vring
 from vhost_user_core.frontend import Frontend
 from vhost_user_core.inflight import InflightRegion
+from vhost_user_core.protocol import Inflight
 from vhost_user_core.testing.harness import connected_frontend
 
 BLOCKS = 2048  # LUN 0: 1 MiB in memory; LUN 1: 256 KiB read-only; LUN 2: a file on disk
 WELL_KNOWN = bytes((1, 0, 0xC1, 0x01)) + bytes(4)
 
 
-class Recording(ScsiBackend):
-    """A ScsiBackend that keeps its fast paths, to count what they answered."""
-
-    def __init__(self, *args: object, **kw: object) -> None:
-        super().__init__(*args, **kw)  # type: ignore[arg-type]
-        self.paths: list[RequestFastPath] = []
-
-    def fast_path(self, vring: Vring) -> RequestFastPath | None:
-        path = super().fast_path(vring)
-        if path is not None:
-            self.paths.append(path)
-        return path
-
-    @property
-    def served(self) -> int:
-        return sum(p.served for p in self.paths)
+def _served(backend: ScsiBackend) -> int:
+    return sum(path.served for path in backend.fast_paths.values())
 
 
 def _pattern(n: int, seed: int) -> bytes:
@@ -64,10 +49,10 @@ def _images(where: Path) -> list[Image]:
 
 
 @contextmanager
-def _daemon(where: Path, *, fast: bool) -> Iterator[tuple[Recording, Frontend, list[Image]]]:
+def _daemon(where: Path, *, fast: bool) -> Iterator[tuple[ScsiBackend, Frontend, list[Image]]]:
     where.mkdir()
     images = _images(where)
-    backend = Recording(Target([Disk(img, i) for i, img in enumerate(images)]), images, fast=fast)
+    backend = ScsiBackend(Target([Disk(img, i) for i, img in enumerate(images)]), images, fast=fast)
     with connected_frontend(lambda: backend, where / "scsi.sock") as frontend:
         frontend.start_device(3, 128, memory_size=64 << 20)
         yield backend, frontend, images
@@ -270,8 +255,8 @@ def _both_ways(tmp_path: Path, batches: list[list[Case]], configure: bytes = b""
             for case, g, w in zip(batch, got, want, strict=True):
                 assert g == w, case.name
         assert _image_bytes(f_images) == _image_bytes(s_images)
-        assert slow.served == 0
-        return fast.served
+        assert _served(slow) == 0
+        return _served(fast)
 
 
 def test_plain_reads_and_writes_are_answered_in_c_as_python_would(tmp_path: Path) -> None:
@@ -287,7 +272,9 @@ def test_everything_else_goes_to_python_in_order(tmp_path: Path) -> None:
     batches += [[fast[i % len(fast)], c, fast[(i + 1) % len(fast)]] for i, c in enumerate(python)]
     batches.append(fast[:3] + python + fast[:2])
     served = _both_ways(tmp_path, batches)
-    assert served == _expected_fast(batches) == len(python) + 3
+    # At most the fast prefixes: a batch posted while the Python path is still draining
+    # the ring after the one before is all Python's (it takes what it finds).
+    assert 0 < served <= _expected_fast(batches) == len(python) + 3
 
 
 def test_a_driver_chosen_sense_and_cdb_size_are_followed(tmp_path: Path) -> None:
@@ -314,38 +301,58 @@ def test_a_read_from_disk_is_answered_alike_cached_or_not(tmp_path: Path) -> Non
     assert _both_ways(tmp_path, [batch, batch]) in (0, 1, 2)
 
 
+def _inflight(frontend: Frontend) -> tuple[Inflight, int]:
+    """Set up INFLIGHT_SHMFD as QEMU does, and start the rings again on it."""
+    info, fd = frontend.get_inflight_fd(3, 128)
+    frontend.set_inflight_fd(info, fd)
+    for queue in frontend.queues:
+        frontend.start_vring(queue)
+    return info, fd
+
+
+def _assert_nothing_in_flight(info: Inflight, fd: int, completed: int) -> None:
+    """The request queue's records: none in flight, used_idx where the ring's is."""
+    region = InflightRegion(os.dup(fd), info.mmap_size, 0, 3, 128)
+    try:
+        records = region.queues[2]
+        assert records.used_idx == completed
+        assert not any(records.is_inflight(head) for head in range(128))
+        assert records.recover(completed, 128) == []
+    finally:
+        region.close()
+        os.close(fd)
+
+
 def test_a_shrunk_image_leaves_the_read_to_python(tmp_path: Path) -> None:
     """A read past the end of a file that shrank under the daemon: preadv comes up
-    short, so the C path backs off and the Python path zero-fills (and both agree)."""
+    short, so the C path backs off (its inflight record undone) and the Python path
+    zero-fills, after the command before it and before the one after."""
     with _daemon(tmp_path / "d", fast=True) as (backend, frontend, images):
-        os.ftruncate(images[0].direct_io()[0], 512 * 1024)  # type: ignore[index]
-        ((used, data),) = _run(
-            frontend, [_rw("tail", cdb10(Op.READ_10, 1500, 2), inn=1024, fast=False)]
-        )
-        assert used == RESP_SIZE + 1024 and data[RESP_SIZE:] == bytes(1024)
-        ((used, data),) = _run(frontend, [_rw("head", cdb10(Op.READ_10, 2, 1), inn=512, fast=True)])
-        assert data[RESP_SIZE:] == _pattern(BLOCKS * 512, 1)[1024:1536]
-        assert backend.served == 1
+        info, fd = _inflight(frontend)
+        fd0 = images[0].direct_io()[0]  # type: ignore[index]
+        _run(frontend, [_rw("first", cdb10(Op.READ_10, 0, 1), inn=512, fast=True)])
+        os.ftruncate(fd0, 512 * 1024)
+        batch = [
+            _rw("head", cdb10(Op.READ_10, 2, 1), inn=512, fast=True),
+            _rw("tail", cdb10(Op.READ_10, 1500, 2), inn=1024, fast=True),
+            _rw("after", cdb10(Op.READ_10, 3, 1), inn=512, fast=True),
+        ]
+        (head, tail, after) = _run(frontend, batch)
+        image = _pattern(BLOCKS * 512, 1)
+        assert head == (RESP_SIZE + 512, head[1][:RESP_SIZE] + image[1024:1536])
+        assert tail == (RESP_SIZE + 1024, tail[1][:RESP_SIZE] + bytes(1024))
+        assert after == (RESP_SIZE + 512, after[1][:RESP_SIZE] + image[1536:2048])
+        assert _served(backend) == 2  # first and head; tail backed off, after is Python's
+        _assert_nothing_in_flight(info, fd, 4)
 
 
 def test_inflight_records_are_kept_by_the_fast_path(tmp_path: Path) -> None:
     """With INFLIGHT_SHMFD (as QEMU sets it up) the fast path serves the ring and
     leaves the region as the Python path would: nothing in flight, used_idx current."""
     with _daemon(tmp_path / "d", fast=True) as (backend, frontend, _images_):
-        info, fd = frontend.get_inflight_fd(3, 128)
-        frontend.set_inflight_fd(info, fd)
-        for queue in frontend.queues:
-            frontend.start_vring(queue)
+        info, fd = _inflight(frontend)
         batches = [_fast_cases(), [_fast_cases()[0], _python_cases()[0], _fast_cases()[1]]]
         for batch in batches:
             _run(frontend, batch)
-        assert backend.served == _expected_fast(batches) == 15
-        region = InflightRegion(os.dup(fd), info.mmap_size, 0, 3, 128)
-        try:
-            records = region.queues[2]
-            assert records.recover(records.used_idx, 128) == []
-            assert records.used_idx == sum(len(b) for b in batches)
-            assert not any(records.is_inflight(h) for h in range(128))
-        finally:
-            region.close()
-            os.close(fd)
+        assert _served(backend) == _expected_fast(batches) == 15
+        _assert_nothing_in_flight(info, fd, sum(len(b) for b in batches))

@@ -189,6 +189,8 @@ class ScsiBackend(VhostUserBackend):
         self.held: list[HeldTmf] = []
         #: The request queues' C fast path (`_fastpath`); off, every command is Python's.
         self.fast = fast
+        #: Each request queue's fast path, the latest `fast_path` gave (by queue index).
+        self.fast_paths: dict[int, RequestFastPath] = {}
 
     # -- config space -----------------------------------------------------------------
 
@@ -233,6 +235,9 @@ class ScsiBackend(VhostUserBackend):
         for tmf in [t for t in self.held if t.vring is vring]:
             self.held.remove(tmf)
             self._answer_tmf(tmf.vring, tmf.head)
+        path = self.fast_paths.get(vring.index)
+        if path is not None:
+            log.debug("queue %d: %d commands answered by the fast path", vring.index, path.served)
 
     def reset(self) -> None:
         self.cdb_size = virtio.CDB_SIZE
@@ -250,7 +255,8 @@ class ScsiBackend(VhostUserBackend):
         for image in self.images:
             fd, in_memory = image.direct_io() or (-1, False)
             luns.append((fd, image.block_size, image.read_only, in_memory))
-        return RequestFastPath(self, luns, INLINE_MAX)
+        path = self.fast_paths[vring.index] = RequestFastPath(self, luns, INLINE_MAX)
+        return path
 
     def handle_queue(self, vring: Vring) -> None:
         if vring.index == CONTROLQ:
