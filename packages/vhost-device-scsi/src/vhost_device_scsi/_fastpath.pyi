@@ -9,7 +9,6 @@ class RequestFastPath(QueueFastPath):
     """One request queue's fast path over a `ScsiBackend`. `luns`: per LUN, (image fd
     or -1, block size, read-only, image in memory)."""
 
-    enabled: bool
     def __init__(
         self, backend: object, luns: Sequence[tuple[int, int, bool, bool]], inline_max: int
     ) -> None: ...

@@ -134,15 +134,13 @@ cdef void put_response(ChainBatch batch, ChainInfo* info, uint32_t resid,
 cdef class RequestFastPath(QueueFastPath):
     """One request queue's fast path over `backend` (a `ScsiBackend`): its LUNs'
     images, read once, and its `cdb_size` / `sense_size`, read at every kick (the
-    driver may change them). `enabled` off sends every kick to the Python path;
-    `served` counts the commands answered here."""
+    driver may change them). `served` counts the commands answered here."""
 
     cdef object backend
     cdef list _disks
     cdef Lun* _luns
     cdef int _nluns
     cdef uint64_t _inline_max
-    cdef public bint enabled
     cdef readonly uint64_t served
     cdef ChainBatch _batch
     cdef uint16_t _cap
@@ -163,17 +161,16 @@ cdef class RequestFastPath(QueueFastPath):
         self.keeps_inflight = True
         self.backend = backend
         self._disks = list(backend.target.disks)
-        self._nluns = len(luns)
+        self._nluns = min(len(luns), len(self._disks))
         self._luns = <Lun*>malloc(max(self._nluns, 1) * sizeof(Lun))
         if self._luns == NULL:
             raise MemoryError()
-        for i, (fd, block_size, read_only, in_memory) in enumerate(luns):
+        for i, (fd, block_size, read_only, in_memory) in enumerate(luns[:self._nluns]):
             self._luns[i].fd = fd
             self._luns[i].block_size = block_size
             self._luns[i].read_only = read_only
             self._luns[i].in_memory = in_memory
         self._inline_max = inline_max
-        self.enabled = True
         self.served = 0
         self._batch = None
         self._cap = 0
@@ -267,6 +264,8 @@ cdef class RequestFastPath(QueueFastPath):
             return False  # the pool overlaps big transfers
         data_in = info.write_len - resp_size
         data_out = info.read_len - req_size
+        if data_in > 0xFFFFFFFF or data_out > 0xFFFFFFFF:
+            return False  # a residual the response cannot carry
         if r.write:
             if data_in or data_out < r.length:
                 return False
@@ -314,7 +313,7 @@ cdef class RequestFastPath(QueueFastPath):
         cdef uint64_t one = 1
         cdef Request* r
         cdef object call_fd
-        if not self.enabled or q.desc == NULL or q._broken:
+        if q.desc == NULL or q._broken:
             return 1
         req_size = REQ_HEAD_SIZE + <uint32_t>self.backend.cdb_size
         resp_size = RESP_HEAD_SIZE + <uint32_t>self.backend.sense_size
