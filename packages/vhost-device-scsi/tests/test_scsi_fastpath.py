@@ -7,6 +7,7 @@ command it leaves to Python in each batch. Hostile layouts go through it too."""
 from __future__ import annotations
 
 import os
+import random
 import struct
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -356,3 +357,68 @@ def test_inflight_records_are_kept_by_the_fast_path(tmp_path: Path) -> None:
             _run(frontend, batch)
         assert _served(backend) == _expected_fast(batches) == 15
         _assert_nothing_in_flight(info, fd, sum(len(b) for b in batches))
+
+
+def _random_case(rng: random.Random, index: int) -> Case:
+    """A request drawn from the neighbourhood of the fast path's conditions: every CDB
+    size of READ/WRITE and a few other commands, LBAs at and past the ends, FUA, NACA,
+    LUN fields good and bad, data buffers short, exact or long, split anywhere."""
+    op = rng.choice(
+        [Op.READ_10, Op.WRITE_10, Op.READ_16, Op.WRITE_16, Op.READ_12, Op.WRITE_12] * 3
+        + [Op.READ_6, Op.WRITE_6, Op.TEST_UNIT_READY, Op.SYNCHRONIZE_CACHE_10]
+    )
+    lun = rng.choice([0] * 8 + [1, 2, 3])
+    capacity = {0: BLOCKS, 1: 512, 2: BLOCKS}.get(lun, 1)
+    blocks = rng.choice([0] + [1, 8, rng.randrange(1, 64)] * 3)
+    lba = rng.choice([0, capacity - blocks, capacity - 1, capacity] + [rng.randrange(capacity)] * 6)
+    lba = max(lba, 0)
+    flags = rng.choice([0] * 6 + [0x08, 0x10])
+    if op in (Op.READ_10, Op.WRITE_10, Op.SYNCHRONIZE_CACHE_10):
+        cdb = cdb10(op, lba, blocks, flags)
+    elif op in (Op.READ_16, Op.WRITE_16):
+        cdb = cdb16(op, lba, blocks, flags)
+    elif op in (Op.READ_12, Op.WRITE_12):
+        cdb = cdb12(op, lba, blocks, flags)
+    elif op in (Op.READ_6, Op.WRITE_6):
+        cdb = cdb6(op, lba & 0x1FFFFF, blocks & 0xFF)
+    else:
+        cdb = bytes(6)
+    if rng.random() < 0.05:
+        cdb = cdb[:-1] + bytes((cdb[-1] | 0x04,))  # NACA
+    field_ = rng.choice(
+        [None] * 12 + [bytes((1, 0, 0, lun)) + bytes(4), bytes((1, 1, 0x40, lun)) + bytes(4)]
+    )
+    size = blocks * 512
+    write = op in (Op.WRITE_6, Op.WRITE_10, Op.WRITE_12, Op.WRITE_16)
+    amount = max(0, size + rng.choice([0] * 6 + [-512, 100, 512]))
+    out = amount if write else rng.choice([0] * 9 + [512])
+    inn = 0 if write else amount
+    if write and rng.random() < 0.05:
+        inn = 512
+    resp = rng.choice([[RESP_SIZE]] * 12 + [[RESP_SIZE - 1], [7, RESP_SIZE - 7], [RESP_SIZE + 3]])
+    return _rw(
+        f"random {index}",
+        cdb,
+        lun=lun,
+        out=out,
+        inn=inn,
+        fast=False,
+        split_out=rng.randrange(out) if out > 1 and rng.random() < 0.3 else 0,
+        split_in=rng.randrange(inn) if inn > 1 and rng.random() < 0.3 else 0,
+        resp=resp,
+        split_header=rng.choice([0] * 8 + [1, 20, 50]),
+        lun_field=field_,
+    )
+
+
+def test_random_requests_get_the_same_answers_both_ways(tmp_path: Path) -> None:
+    rng = random.Random(15)
+    cases = [_random_case(rng, i) for i in range(400)]
+    batches = []
+    while cases:
+        size = rng.randrange(1, 9)
+        batches.append(cases[:size])
+        cases = cases[size:]
+    # Each batch's plain prefix at most is the C path's (less when a Python drain takes
+    # a batch first): about 45 of the 400 with this seed, the rest answered by Python.
+    assert _both_ways(tmp_path, batches) > 20
