@@ -104,6 +104,37 @@ def test_every_chain_is_filled_from_the_fd_in_order_without_python(
     assert backend.fast.enabled
 
 
+class InflightFileBackend(FileBackend):
+    """The same device with INFLIGHT_SHMFD: its ring has inflight records, which
+    FillFromFd does not keep (its `keeps_inflight` is off)."""
+
+    name = "fill-inflight-test"
+    protocol_features = ProtocolFeature.MQ | ProtocolFeature.INFLIGHT_SHMFD
+
+
+def test_a_fast_path_that_keeps_no_inflight_records_is_not_used_on_a_ring_with_them(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "source"
+    source.write_bytes(DATA)
+    InflightFileBackend.path = source
+    FileBackend.instances.clear()
+    with (
+        running_daemon(InflightFileBackend, tmp_path / "fill.sock"),
+        Frontend.connect(tmp_path / "fill.sock") as frontend,
+    ):
+        (queue,) = frontend.start_device(1, 64)
+        info, fd = frontend.get_inflight_fd(1, 64)
+        frontend.set_inflight_fd(info, fd)
+        frontend.start_vring(queue)
+        backend = FileBackend.instances[-1]
+        assert not backend.fast.keeps_inflight
+        post(frontend, queue, [[64], [32]])
+        assert [length for _, length in queue.wait_used(2, 5.0)] == [0, 0]
+        assert len(backend.python) == 2 and backend.fast.bytes_filled == 0
+        os.close(fd)
+
+
 def test_a_short_read_completes_what_came_and_hands_the_rest_to_python(
     filled: tuple[Frontend, FrontendQueue, FileBackend],
 ) -> None:

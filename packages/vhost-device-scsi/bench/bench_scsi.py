@@ -1,15 +1,20 @@
 """Benchmark of vhost-device-scsi (run by hand, never in tests).
 
 Starts each daemon on an image (on tmpfs and on disk), plays the virtio-scsi driver
-through the core's Python frontend and prints, per workload, IOPS, MB/s and the
-daemon's CPU time per I/O: 4 KiB random reads and writes at queue depth 1 and 32,
-1 MiB sequential reads and writes at depth 4; then the daemon's CPU while idle and
-its peak RSS. `--daemon LABEL='COMMAND {sock} {image}'` (repeatable) adds another
-implementation given as a command line (upstream's binary, say), run side by side.
+through the core's Python frontend and prints, per workload, IOPS, MB/s, the ratio to
+ours and the daemon's CPU time per I/O: 4 KiB random reads and writes at queue depth
+1 and 32, 1 MiB sequential reads and writes at depth 4; then each daemon's CPU while
+idle and its peak RSS. `--daemon LABEL='COMMAND {sock} {image}'` (repeatable) adds
+another implementation (upstream's binary, say); every daemon is connected at once
+and the workloads alternate between them, so the machine's load falls on all alike.
+The label `ours` replaces our own command (to pin it with taskset, say).
 
     .venv/bin/python packages/vhost-device-scsi/bench/bench_scsi.py
     .venv/bin/python packages/vhost-device-scsi/bench/bench_scsi.py \\
         --daemon upstream='/path/to/vhost-device-scsi -s {sock} {image}'
+    taskset -c 0 .venv/bin/python packages/vhost-device-scsi/bench/bench_scsi.py \\
+        --daemon ours='taskset -c 1 .venv/bin/python -m vhost_device_scsi.main -s {sock} {image}' \\
+        --daemon upstream='taskset -c 1 /path/to/vhost-device-scsi -s {sock} {image}'
 """
 
 from __future__ import annotations
@@ -17,24 +22,31 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shlex
 import struct
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import daemon_process, idle_report
+from vhost_user_core.testing.bench import (
+    DaemonCommand,
+    Ratios,
+    add_daemon_arg,
+    chosen_daemons,
+    daemon_process,
+    idle_report,
+    python_daemon,
+    rounds,
+)
 from vhost_user_core.testing.procstat import cpu_seconds
 
 IMAGE_SIZE = 256 << 20
 REQ, RESP = 51, 108
-OURS = (
-    f"{shlex.quote(sys.executable)} -m vhost_device_scsi.main --log-level warning "
-    "-s {sock} {image}"
-)
+OURS = python_daemon("vhost_device_scsi.main", "--log-level warning -s {sock} {image}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,10 @@ def header(lba: int, blocks: int, write: bool, tag: int) -> bytes:
     return bytes((1, 0, 0x40, 0)) + bytes(4) + struct.pack("<QBBB", tag, 0, 0, 0) + cdb
 
 
-def run(frontend: Frontend, queue: FrontendQueue, w: Workload, seconds: float, pid: int) -> str:
+def run(
+    frontend: Frontend, queue: FrontendQueue, w: Workload, seconds: float, pid: int
+) -> tuple[float, float]:
+    """IOPS and daemon CPU seconds per I/O."""
     assert frontend.ram is not None
     ram, mem = frontend.ram, frontend.ram.memory
     slots = [(ram.alloc(REQ), ram.alloc(RESP), ram.alloc(w.block, 4096)) for _ in range(w.depth)]
@@ -111,58 +126,67 @@ def run(frontend: Frontend, queue: FrontendQueue, w: Workload, seconds: float, p
     while slot_of:  # let the last ones finish before the next workload
         for head, _ in queue.wait_used(1):
             slot_of.pop(head, None)
-    iops = done / elapsed
-    return f"{iops:,.0f} | {iops * w.block / 1e6:,.1f} | {cpu / max(done, 1) * 1e6:.0f}"
+    return done / elapsed, cpu / max(done, 1)
 
 
-def bench(label: str, template: str, image: Path, seconds: float) -> list[str]:
+@dataclass
+class Connected:
+    label: str
+    pid: int
+    frontend: Frontend
+    queue: FrontendQueue
+
+
+@contextmanager
+def connected(daemon: DaemonCommand, image: Path) -> Iterator[Connected]:
     with tempfile.TemporaryDirectory() as tmp:
         sock = Path(tmp) / "scsi.sock"
-        argv = shlex.split(template.format(sock=sock, image=image))
         # Upstream serves one connection and exits: no probe connection, wait for the
         # socket file (connect retries until it listens).
-        with daemon_process(argv) as daemon:
-            while not sock.exists() and daemon.poll() is None:
+        with daemon_process(daemon.argv(sock=sock, image=image)) as process:
+            while not sock.exists() and process.poll() is None:
                 time.sleep(0.02)
             with Frontend.connect(sock) as frontend:
                 queues = frontend.start_device(3, 128, memory_size=64 << 20)
-                rows = []
-                for w in WORKLOADS:
-                    result = run(frontend, queues[2], w, seconds, daemon.pid)
-                    rows.append(f"| {label} | {image.parent} | {w.name} | {result} |")
-                # Idle while still connected: upstream exits once the frontend leaves.
-                time.sleep(0.5)
-                idle = idle_report(daemon.pid)
-                rows.append(f"| {label} | {image.parent} | idle, connected | {idle} | | |")
-    return rows
+                yield Connected(daemon.label, process.pid, frontend, queues[2])
+
+
+def bench(daemons: list[DaemonCommand], image: Path, seconds: float) -> None:
+    ratio = Ratios()
+    with ExitStack() as stack:
+        conns = [stack.enter_context(connected(d, image)) for d in daemons]
+        for w, c in rounds(WORKLOADS, conns):
+            iops, cpu = run(c.frontend, c.queue, w, seconds, c.pid)
+            print(
+                f"| {c.label} | {image.parent} | {w.name} | {iops:,.0f} "
+                f"| {iops * w.block / 1e6:,.1f} | {ratio(w.name, c.label, iops)} "
+                f"| {cpu * 1e6:.1f} |",
+                flush=True,
+            )
+        # Idle while still connected: upstream exits once the frontend leaves.
+        time.sleep(0.5)
+        for c in conns:
+            print(f"| {c.label} | {image.parent} | idle, connected | {idle_report(c.pid)} | | | |")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per workload")
-    parser.add_argument(
-        "--daemon",
-        action="append",
-        default=[],
-        metavar="LABEL=COMMAND",
-        help="another implementation: a command line with {sock} and {image}",
-    )
+    add_daemon_arg(parser)
     parser.add_argument(
         "--dirs", default="/dev/shm,/var/tmp", help="where the images go (tmpfs, disk)"
     )
     args = parser.parse_args()
-    daemons = [("ours", OURS)] + [tuple(d.split("=", 1)) for d in args.daemon]
-    print("| daemon | image in | workload | IOPS | MB/s | daemon CPU µs per I/O |")
-    print("|---|---|---|---|---|---|")
+    daemons = chosen_daemons(args.daemon, OURS)
+    print("| daemon | image in | workload | IOPS | MB/s | × ours | daemon CPU µs per I/O |")
+    print("|---|---|---|---|---|---|---|")
     for where in args.dirs.split(","):
         image = Path(where) / f"bench-scsi-{os.getpid()}.img"
         with image.open("wb") as f:
             for _ in range(IMAGE_SIZE >> 20):
                 f.write(os.urandom(1 << 20))
         try:
-            for label, template in daemons:
-                for row in bench(label, template, image, args.seconds):
-                    print(row, flush=True)
+            bench(daemons, image, args.seconds)
         finally:
             image.unlink()
     return 0

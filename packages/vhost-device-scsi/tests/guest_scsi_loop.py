@@ -38,8 +38,12 @@ def worker(dev: str, t: int, rounds: int, failures: list[str]) -> None:
             out[:] = (b"ITER%08d" % i + bytes((t, i & 0xFF))).ljust(64, b".") * (BLOCK // 64)
             if os.pwritev(fd, [out], slot * BLOCK) != BLOCK:
                 raise OSError("short write")
-            if os.preadv(fd, [back], slot * BLOCK) != BLOCK:
-                raise OSError("short read")
+            # Read back in two halves: 128 KiB reads are the daemon's C fast path (page
+            # cached), the 256 KiB writes its Python path and pool.
+            half = BLOCK // 2
+            for at in (0, half):
+                if os.preadv(fd, [memoryview(back)[at : at + half]], slot * BLOCK + at) != half:
+                    raise OSError("short read")
             if back[:] != out[:]:
                 failures.append(f"loop-mismatch: thread {t} round {i}")
                 return

@@ -137,3 +137,5 @@ def test_a_killed_daemon_is_replaced_and_the_guest_loses_nothing(
     assert not re.search(r"loop-(error|mismatch)|program-failed|I/O error", output), shown
     # The second daemon took back what the first had in flight.
     assert re.search(r"queue 2: resubmitting [1-9]\d* inflight requests", text), shown
+    # Its C fast path served the reads meanwhile, keeping the inflight records.
+    assert re.search(r"queue 2: [1-9]\d* commands answered by the fast path", text), shown

@@ -45,6 +45,9 @@ class GatedImage(MemoryImage):
     def write_cached(self, views: Sequence[memoryview], offset: int) -> bool:
         return False
 
+    def direct_io(self) -> None:
+        return None  # nor does the C fast path read it itself
+
     def readinto(self, views: Sequence[memoryview], offset: int) -> int:
         if offset == self.gate_offset:
             self.entered.set()

@@ -1,13 +1,55 @@
 # Serving a queue without Python: what a worker's C loop calls on a kick, for cimport by
 # a device's own Cython (subclass QueueFastPath and override serve).
-from libc.stdint cimport uint16_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint64_t
 from posix.uio cimport iovec
 
+from .ring cimport (
+    USED_F_NO_NOTIFY, vq_full_fence, vq_load16, vq_load_acquire16, vq_store16,
+    vring_used_elem,
+)
 from .virtqueue cimport ChainBatch, Virtqueue
 
+
+cdef inline void disable_kicks(Virtqueue q) noexcept nogil:
+    if q.used != NULL and not q.event_idx:
+        vq_store16(&q.used[0], vq_load16(&q.used[0]) | USED_F_NO_NOTIFY)
+
+
+cdef inline bint enable_kicks(Virtqueue q) noexcept nogil:
+    """Virtqueue.enable_notification: True if chains arrived meanwhile."""
+    if q.event_idx:
+        vq_store16(<uint16_t*>&q.used_ring[q._size], q.next_avail)
+    else:
+        vq_store16(&q.used[0], vq_load16(&q.used[0]) & ~USED_F_NO_NOTIFY)
+    vq_full_fence()
+    return vq_load_acquire16(&q.avail[1]) != q.next_avail
+
+
+cdef class InflightLog:
+    # One queue's inflight records (the core's `inflight.QueueInflight`) kept in C, for a
+    # fast path that pops and completes chains itself.
+    cdef readonly object source
+    cdef uint8_t* base
+    cdef uint16_t desc_num
+    cdef uint64_t counter
+    cdef int resume(self) except -1
+    cdef int flush(self) except -1
+    cdef void popped(self, uint16_t head) noexcept nogil
+    cdef void unpopped(self, uint16_t head) noexcept nogil
+
+
+# Return n chains at once (one used-index store), keeping `log`'s records if given:
+# Vring.complete in C. -1 (nothing returned) on a ring not configured or broken.
+cdef int complete_batch(Virtqueue q, const vring_used_elem* elems, uint16_t n,
+                        InflightLog log) noexcept
+
 cdef class QueueFastPath:
+    # Set by a fast path that keeps a ring's inflight records (its serve gets an
+    # InflightLog): only such a one serves a ring with INFLIGHT_SHMFD.
+    cdef readonly bint keeps_inflight
     # 0: the kick is fully served; 1: call the device's handle_queue (Python) as well.
-    cdef int serve(self, object vring, Virtqueue queue) except -1
+    # `log` is None on a ring without inflight records.
+    cdef int serve(self, object vring, Virtqueue queue, InflightLog log) except -1
 
 cdef class FillFromFd(QueueFastPath):
     cdef int fd
@@ -23,5 +65,6 @@ cdef class Kick:
     cdef object vring
     cdef object process
     cdef readonly QueueFastPath fast
+    cdef InflightLog _log
     cdef int fire(self) except -1
     cdef int run(self) except -1

@@ -8,8 +8,22 @@ from collections.abc import Callable
 from .vring import Vring
 
 class QueueFastPath:
-    """Base class: its C `serve(vring, queue)` returns 0 when the kick is fully served,
-    1 when the device's `handle_queue` must run too (the base always answers 1)."""
+    """Base class: its C `serve(vring, queue, log)` returns 0 when the kick is fully
+    served, 1 when the device's `handle_queue` must run too (the base always answers 1).
+    A ring with inflight records (INFLIGHT_SHMFD) is served only by a fast path that
+    keeps them (`keeps_inflight`, set by its C code): `log` is then the ring's
+    `InflightLog` (else None), and completions go through the C `complete_batch`."""
+
+    @property
+    def keeps_inflight(self) -> bool: ...
+
+class InflightLog:
+    """One ring's inflight records (`inflight.QueueInflight`) kept from C: `popped`,
+    `unpopped` and the C `complete_batch` do what the `Vring` does from Python."""
+
+    def __init__(self, source: object) -> None: ...
+    @property
+    def source(self) -> object: ...
 
 class FillFromFd(QueueFastPath):
     """Each chain's writable buffers read straight from `fd` (readv into guest memory),

@@ -11,34 +11,18 @@ checks, the logging and the error reporting.
 """
 
 from libc.errno cimport EINTR, errno
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc
+from libc.string cimport memcpy
 from posix.uio cimport iovec, readv
 from posix.unistd cimport write
 
 from .memory cimport Segment
-from .ring cimport (
-    USED_F_NO_NOTIFY, vq_full_fence, vq_load16, vq_load_acquire16, vq_store16,
-)
+from .ring cimport vq_load16, vq_load_acquire16, vq_store_release16, vring_used_elem
 from .virtqueue cimport ChainBatch, ChainInfo, Virtqueue
 
 cdef enum:
     IOV_CHUNK = 1024  # Linux's IOV_MAX
-
-
-cdef inline void disable_kicks(Virtqueue q) noexcept nogil:
-    if q.used != NULL and not q.event_idx:
-        vq_store16(&q.used[0], vq_load16(&q.used[0]) | USED_F_NO_NOTIFY)
-
-
-cdef inline bint enable_kicks(Virtqueue q) noexcept nogil:
-    """Virtqueue.enable_notification: True if chains arrived meanwhile."""
-    if q.event_idx:
-        vq_store16(<uint16_t*>&q.used_ring[q._size], q.next_avail)
-    else:
-        vq_store16(&q.used[0], vq_load16(&q.used[0]) & ~USED_F_NO_NOTIFY)
-    vq_full_fence()
-    return vq_load_acquire16(&q.avail[1]) != q.next_avail
 
 
 cdef inline void signal_fd(object fd) noexcept:
@@ -47,11 +31,113 @@ cdef inline void signal_fd(object fd) noexcept:
         write(<int>fd, &one, 8)
 
 
+# The inflight region's layout (inflight.py): a 16-byte header, then per descriptor
+# head 16 bytes (inflight u8, 5 pad, next u16, counter u64), little-endian.
+cdef enum:
+    LAST_BATCH_AT = 12
+    USED_IDX_AT = 14
+    HEADER_SIZE = 16
+    ENTRY_SIZE = 16
+    ENTRY_NEXT_AT = 6
+    ENTRY_COUNTER_AT = 8
+
+
+cdef inline void put16(uint8_t* p, uint16_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = v >> 8
+
+
+cdef inline uint16_t get16(const uint8_t* p) noexcept nogil:
+    return p[0] | (p[1] << 8)
+
+
+cdef class InflightLog:
+    """`inflight.QueueInflight`'s bookkeeping (popped, completing, completed) in C over
+    the same region, for a fast path that pops and completes chains without Python.
+    The pop counter is the Python object's: `resume` takes it before a fast path pops,
+    `flush` gives it back after, so chains popped by either path keep their order."""
+
+    def __init__(self, source):
+        # A raw pointer, no buffer export held (the region's close releases its views):
+        # `Kick.run` checks before every use that the ring still has this `source`,
+        # and the region is replaced or closed only under the session lock.
+        cdef uint8_t[::1] view = source._buf
+        self.source = source
+        self.base = &view[0]
+        self.desc_num = source.desc_num
+        self.counter = source.counter
+
+    cdef int resume(self) except -1:
+        self.counter = self.source.counter
+        return 0
+
+    cdef int flush(self) except -1:
+        self.source.counter = self.counter
+        return 0
+
+    cdef void popped(self, uint16_t head) noexcept nogil:
+        cdef uint8_t* e
+        cdef uint64_t c = self.counter
+        cdef int i
+        if head >= self.desc_num:
+            return
+        e = self.base + HEADER_SIZE + ENTRY_SIZE * head
+        e[0] = 1
+        for i in range(1, ENTRY_COUNTER_AT):
+            e[i] = 0
+        for i in range(8):
+            e[ENTRY_COUNTER_AT + i] = (c >> (8 * i)) & 0xFF
+        self.counter = c + 1
+
+    cdef void unpopped(self, uint16_t head) noexcept nogil:
+        """A chain popped and then left on the avail ring after all."""
+        if head < self.desc_num:
+            self.base[HEADER_SIZE + ENTRY_SIZE * head] = 0
+
+
+cdef int complete_batch(Virtqueue q, const vring_used_elem* elems, uint16_t n,
+                        InflightLog log) noexcept:
+    """Vring.complete in C: the batch chained from last_batch_head before the used index
+    moves (once, for all n), the records cleared after, as `QueueInflight` does."""
+    cdef uint16_t i, head, last
+    cdef uint8_t* base = NULL
+    if q.desc == NULL or q._broken:
+        return -1
+    for i in range(n):
+        if elems[i].id >= q._size:
+            return -1
+    if n == 0:
+        return 0
+    if log is not None:
+        base = log.base
+        last = get16(base + LAST_BATCH_AT)
+        for i in range(n):
+            head = <uint16_t>elems[i].id
+            if head < log.desc_num:
+                put16(base + HEADER_SIZE + ENTRY_SIZE * head + ENTRY_NEXT_AT, last)
+                last = head
+        put16(base + LAST_BATCH_AT, last)
+    for i in range(n):
+        memcpy(&q.used_ring[<uint16_t>(q.next_used + i) % q._size], &elems[i],
+               sizeof(vring_used_elem))
+    q.next_used = <uint16_t>(q.next_used + n)
+    vq_store_release16(&q.used[1], q.next_used)
+    if base != NULL:
+        for i in range(n):
+            head = <uint16_t>elems[i].id
+            if head < log.desc_num:
+                base[HEADER_SIZE + ENTRY_SIZE * head] = 0
+        put16(base + USED_IDX_AT, q.next_used)
+    return 0
+
+
 cdef class QueueFastPath:
     """Base of a device's C fast path; `Vring`'s owner (the session) calls `serve`
-    with the session lock held, at a kick."""
+    with the session lock held, at a kick. A subclass that keeps the ring's inflight
+    records (through the `InflightLog` it is given) sets `keeps_inflight`; any other
+    is not used on a ring that has them."""
 
-    cdef int serve(self, object vring, Virtqueue queue) except -1:
+    cdef int serve(self, object vring, Virtqueue queue, InflightLog log) except -1:
         return 1
 
 
@@ -67,7 +153,7 @@ cdef class FillFromFd(QueueFastPath):
         self._batch = None
         self._cap = 0
 
-    cdef int serve(self, object vring, Virtqueue q) except -1:
+    cdef int serve(self, object vring, Virtqueue q, InflightLog log) except -1:
         cdef uint16_t n, i, head, avail_idx
         cdef ChainBatch batch
         cdef ChainInfo* info
@@ -192,6 +278,7 @@ cdef class Kick:
         self.vring = vring
         self.process = process
         self.fast = fast
+        self._log = None
 
     def __call__(self):
         self.fire()
@@ -209,12 +296,24 @@ cdef class Kick:
 
     cdef int run(self) except -1:
         cdef object vring = self.vring
+        cdef object records
+        cdef InflightLog log = None
+        # Heads a restarted backend resubmits are the Python path's (`Vring._pop`).
         if (
             self.fast is not None
             and vring._started
             and vring._enabled
-            and self.fast.serve(vring, vring._queue) == 0
+            and not vring._resubmit
         ):
-            return 0
+            records = vring._inflight
+            if records is not None:
+                if not self.fast.keeps_inflight:
+                    self.process(vring)
+                    return 0
+                log = self._log
+                if log is None or log.source is not records:
+                    log = self._log = InflightLog(records)
+            if self.fast.serve(vring, vring._queue, log) == 0:
+                return 0
         self.process(vring)
         return 0

@@ -437,9 +437,9 @@ class Session:
             return
         if vring.active:
             was_watching = vring.index in self._watching
-            # A fast path pops and completes in C, past the inflight region's records:
-            # a ring that keeps them takes every kick through Python.
-            fast = self.backend.fast_path(vring) if vring._inflight is None else None
+            # A fast path pops and completes in C: on a ring with inflight records,
+            # `Kick` uses only one that keeps them (`QueueFastPath.keeps_inflight`).
+            fast = self.backend.fast_path(vring)
             reader = Kick(kick, vring, self._process, fast)
             vring.worker.add_reader(kick, reader)
             self._watching.add(vring.index)

@@ -5,6 +5,8 @@ event queue's buffers stay with the ring (no events are ever sent: the LUNs are 
 and each request queue frames its chains into commands for the emulated target
 (`scsi`). A command that needs image I/O becomes a `Pending` run by the I/O pool; it
 completes on the worker when the pool signals, in whatever order the I/O finishes.
+Plain reads and writes that need not wait are answered before any of this, in C
+(`_fastpath`, the request queues' `fast_path`); the rest comes here in order.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from vhost_user_core import (
 )
 
 from . import virtio
+from ._fastpath import RequestFastPath
 from .blockio import IoPool
 from .host import Image
 from .scsi import codec
@@ -34,6 +37,7 @@ from .scsi.target import Target, decode_or_reply
 from .virtio import (
     CONTROLQ,
     EVENTQ,
+    FIRST_REQUESTQ,
     REQ_HEAD,
     RESP_HEAD,
     CmdRequest,
@@ -171,6 +175,7 @@ class ScsiBackend(VhostUserBackend):
         *,
         request_queues: int = 1,
         io_threads: int = DEFAULT_IO_THREADS,
+        fast: bool = True,
     ) -> None:
         self.target = target
         self.images = list(images)
@@ -182,6 +187,10 @@ class ScsiBackend(VhostUserBackend):
         self.pool: IoPool | None = None
         self.pending: dict[tuple[int, int], Pending] = {}
         self.held: list[HeldTmf] = []
+        #: The request queues' C fast path (`_fastpath`); off, every command is Python's.
+        self.fast = fast
+        #: Each request queue's fast path, the latest `fast_path` gave (by queue index).
+        self.fast_paths: dict[int, RequestFastPath] = {}
 
     # -- config space -----------------------------------------------------------------
 
@@ -226,6 +235,9 @@ class ScsiBackend(VhostUserBackend):
         for tmf in [t for t in self.held if t.vring is vring]:
             self.held.remove(tmf)
             self._answer_tmf(tmf.vring, tmf.head)
+        path = self.fast_paths.get(vring.index)
+        if path is not None:
+            log.debug("queue %d: %d commands answered by the fast path", vring.index, path.served)
 
     def reset(self) -> None:
         self.cdb_size = virtio.CDB_SIZE
@@ -235,6 +247,16 @@ class ScsiBackend(VhostUserBackend):
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+
+    def fast_path(self, vring: Vring) -> RequestFastPath | None:
+        if not self.fast or vring.index < FIRST_REQUESTQ:
+            return None
+        luns = []
+        for image in self.images:
+            fd, in_memory = image.direct_io() or (-1, False)
+            luns.append((fd, image.block_size, image.read_only, in_memory))
+        path = self.fast_paths[vring.index] = RequestFastPath(self, luns, INLINE_MAX)
+        return path
 
     def handle_queue(self, vring: Vring) -> None:
         if vring.index == CONTROLQ:

@@ -55,6 +55,10 @@ class Image(Protocol):
         """Write `views` only if the image is in memory (tmpfs, memfd): no waiting."""
 
     def write(self, views: Sequence[memoryview], offset: int) -> int: ...
+    def direct_io(self) -> tuple[int, bool] | None:
+        """(fd, in memory) for the C fast path to read and write the image itself, as
+        `readinto`/`write` and the `*_cached` checks would; None: these methods must run."""
+
     def sync(self) -> None: ...
     def discard(self, offset: int, length: int) -> None: ...
     def fill(self, offset: int, length: int, pattern: bytes) -> None: ...
@@ -128,6 +132,9 @@ class FdImage:
             total += n
             left = _advance(left, n)
         return total
+
+    def direct_io(self) -> tuple[int, bool] | None:
+        return self.fd, self.in_memory
 
     def sync(self) -> None:
         os.fdatasync(self.fd)
