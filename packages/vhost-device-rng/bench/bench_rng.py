@@ -4,11 +4,12 @@ Starts the real daemon as a process, plays the guest driver with queue size 256 
 prints, per request size and depth: requests/s, MB/s, p50/p99 latency, then the
 daemon's CPU time, its idle CPU use and its peak RSS.
 
-Each set runs twice: with the daemon and this frontend pinned to one CPU, and pinned to
-two different CPUs. A request at depth 1 costs two wake-ups (kick, then call); across
-CPUs on a VM each is an inter-processor interrupt through the hypervisor, so the bench
-also measures that floor with a bare eventfd ping-pong between two processes placed the
-same way, to tell the device's cost from the machine's.
+Each measurement runs twice (`--placement`, the core's `testing.bench`): with the
+daemon and this frontend pinned to one CPU, and to two different CPUs. A request at
+depth 1 costs two wake-ups (kick, then call); across CPUs on a VM each is an
+inter-processor interrupt through the hypervisor, so the bench also measures that
+floor with a bare eventfd ping-pong between two processes placed the same way, to tell
+the device's cost from the machine's.
 
 `--daemon LABEL='CMD {sock}'` (repeatable) adds another implementation, e.g.
 `--daemon rust='/path/vhost-device-rng --socket-path {sock}'`: all run at once, each
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,33 +31,20 @@ from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.bench import (
-    DaemonCommand,
     Ratios,
     add_daemon_arg,
+    add_placement_arg,
     chosen_daemons,
     each_daemon,
+    idle_report,
+    placed_rounds,
+    print_floors,
     python_daemon,
-    rounds,
 )
-from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
+from vhost_user_core.testing.bench import percentiles as shared_percentiles
+from vhost_user_core.testing.procstat import cpu_seconds
 
 QUEUE_SIZE = 256
-PING_PONGS = 20_000
-
-
-@dataclass(frozen=True)
-class Placement:
-    name: str
-    frontend_cpu: int
-    daemon_cpu: int
-
-
-def placements() -> list[Placement]:
-    cpus = sorted(os.sched_getaffinity(0))
-    chosen = [Placement("one CPU", cpus[0], cpus[0])]
-    if len(cpus) > 1:
-        chosen.append(Placement("two CPUs", cpus[0], cpus[1]))
-    return chosen
 
 
 @dataclass
@@ -72,7 +59,7 @@ class Result:
         p50, p99 = percentiles(self.latencies)
         rate = self.requests / self.seconds
         mbps = rate * self.size / 1e6
-        times = ratio((self.size, self.depth), label, rate)
+        times = ratio((placement, self.size, self.depth), label, rate)
         return (
             f"| {placement:<8} | {label} | {self.size:>5} B | {self.depth:>3} | {rate:>12,.0f} "
             f"| {times} | {mbps:>8,.1f} | {p50:>8.1f} | {p99:>8.1f} |"
@@ -81,33 +68,8 @@ class Result:
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
     """(p50, p99) in microseconds."""
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return statistics.median(ordered) * 1e6, p99 * 1e6
-
-
-def wakeup_floor(placement: Placement) -> tuple[float, float]:
-    """p50/p99 round trip of a bare eventfd ping-pong between two processes placed like
-    the frontend and the daemon: what two wake-ups cost on this machine, in µs."""
-    ping = os.eventfd(0, os.EFD_CLOEXEC)
-    pong = os.eventfd(0, os.EFD_CLOEXEC)
-    child = os.fork()
-    if child == 0:
-        os.sched_setaffinity(0, {placement.daemon_cpu})
-        for _ in range(PING_PONGS):
-            os.eventfd_read(ping)
-            os.eventfd_write(pong, 1)
-        os._exit(0)
-    samples = []
-    for _ in range(PING_PONGS):
-        t0 = time.perf_counter()
-        os.eventfd_write(ping, 1)
-        os.eventfd_read(pong)
-        samples.append(time.perf_counter() - t0)
-    os.waitpid(child, 0)
-    os.close(ping)
-    os.close(pong)
-    return percentiles(samples)
+    p50, p99 = shared_percentiles(samples)
+    return p50 * 1e6, p99 * 1e6
 
 
 def reap_or_wait(queue: FrontendQueue) -> int:
@@ -174,16 +136,6 @@ def run_pipelined(
     return Result(size, depth, count, time.perf_counter() - start, latencies)
 
 
-@dataclass
-class Run:
-    placement: Placement
-    results: list[tuple[str, Result]]
-    floor: tuple[float, float]
-    busy: dict[str, tuple[float, float]]  # label: (daemon CPU, wall) while measured
-    idle_cpu: dict[str, float]
-    rss_kib: dict[str, int]
-
-
 OURS_COMMAND = python_daemon("vhost_device_rng.main", "-s {sock}")
 CASES = [(size, depth) for size in (64, 4096) for depth in (1, 256)]
 
@@ -196,49 +148,13 @@ def measure_one(
     return run_pipelined(frontend, queue, size, depth, seconds)
 
 
-def measure(placement: Placement, seconds: float, daemons: list[DaemonCommand]) -> Run:
-    """Every daemon, started on `placement.daemon_cpu`, through every size and depth,
-    the daemons alternating within each."""
-    os.sched_setaffinity(0, {placement.frontend_cpu})
-    floor = wakeup_floor(placement)
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        running = each_daemon(
-            daemons,
-            Path(tmp) / "rng.sock",
-            stack,
-            extra=["--log-level", "warning"],
-            # Set before exec, so every thread the daemon starts inherits it.
-            preexec_fn=lambda: os.sched_setaffinity(0, {placement.daemon_cpu}),
-        )
-        queues = []
-        for daemon in running:
-            frontend = stack.enter_context(Frontend.connect(daemon.socket))
-            (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
-            queues.append((daemon, frontend, queue))
-        results = []
-        busy = {d.label: (0.0, 0.0) for d in running}
-        for (size, depth), (daemon, frontend, queue) in rounds(CASES, queues):
-            cpu0, wall0 = cpu_seconds(daemon.process.pid), time.perf_counter()
-            results.append((daemon.label, measure_one(frontend, queue, size, depth, seconds)))
-            cpu, wall = busy[daemon.label]
-            busy[daemon.label] = (
-                cpu + cpu_seconds(daemon.process.pid) - cpu0,
-                wall + time.perf_counter() - wall0,
-            )
-        idle0 = {d.label: cpu_seconds(d.process.pid) for d in running}
-        time.sleep(2.0)
-        idle = {d.label: cpu_seconds(d.process.pid) - idle0[d.label] for d in running}
-        rss = {d.label: peak_rss_kib(d.process.pid) for d in running}
-    return Run(placement, results, floor, busy, idle, rss)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     add_daemon_arg(parser)
+    add_placement_arg(parser)
     opts = parser.parse_args()
     daemons = chosen_daemons(opts.daemon, OURS_COMMAND)
-    runs = [measure(placement, opts.seconds, daemons) for placement in placements()]
     print(
         f"vhost-device-rng, queue size {QUEUE_SIZE}, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
@@ -248,23 +164,38 @@ def main() -> int:
         "| placement | daemon | size | in flight | requests/s | × ours | MB/s | p50 µs | p99 µs |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for run in runs:
-        ratio = Ratios()
-        for label, result in run.results:
-            print(result.row(run.placement.name, label, ratio))
-    print()
-    for run in runs:
-        name = run.placement.name
-        print(
-            f"{name}: bare eventfd ping-pong between two processes (the machine's floor "
-            f"for one request at depth 1): p50 {run.floor[0]:.1f} µs, p99 {run.floor[1]:.1f} µs"
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        running = each_daemon(
+            daemons, Path(tmp) / "rng.sock", stack, extra=["--log-level", "warning"]
         )
-        for label, (cpu, wall) in run.busy.items():
+        queues = []
+        for daemon in running:
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
+            queues.append((daemon, frontend, queue))
+        ratio = Ratios()
+        # label: (daemon CPU, wall) while measured, per placement
+        busy: dict[tuple[str, str], tuple[float, float]] = {}
+        rows = placed_rounds(CASES, queues, lambda q: q[0].process.pid, opts.placement)
+        for where, (size, depth), (daemon, frontend, queue) in rows:
+            pid = daemon.process.pid
+            cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+            result = measure_one(frontend, queue, size, depth, opts.seconds)
+            print(result.row(where.name, daemon.label, ratio), flush=True)
+            cpu, wall = busy.get((where.name, daemon.label), (0.0, 0.0))
+            busy[where.name, daemon.label] = (
+                cpu + cpu_seconds(pid) - cpu0,
+                wall + time.perf_counter() - wall0,
+            )
+        print()
+        print_floors(opts.placement)
+        for (name, label), (cpu, wall) in busy.items():
             print(
                 f"{name}, {label}: daemon CPU while loaded {cpu:.2f} s over {wall:.2f} s "
-                f"({100 * cpu / wall:.0f} % of one core); while idle for 2 s "
-                f"{run.idle_cpu[label]:.2f} s; peak RSS {run.rss_kib[label] / 1024:.1f} MiB"
+                f"({100 * cpu / wall:.0f} % of one core)"
             )
+        for daemon in running:
+            print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
     return 0
 
 
