@@ -1,8 +1,8 @@
 """Benchmark of vhost-device-rng through the core's Python frontend (run by hand).
 
 Starts the real daemon as a process, plays the guest driver with queue size 256 and
-prints, per request size and depth: requests/s, MB/s, p50/p99 latency, then the
-daemon's CPU time, its idle CPU use and its peak RSS.
+prints, per request size and depth: requests/s, MB/s, p50/p99 latency and the daemon's
+CPU per request, then its CPU time, its idle CPU use and its peak RSS.
 
 Each measurement runs twice (`--placement`, the core's `testing.bench`): with the
 daemon and this frontend pinned to one CPU, and to two different CPUs. A request at
@@ -54,6 +54,7 @@ class Result:
     requests: int
     seconds: float
     latencies: list[float]
+    cpu: float = 0.0  # the daemon's, while measured
 
     def row(self, placement: str, label: str, ratio: Ratios) -> str:
         p50, p99 = percentiles(self.latencies)
@@ -62,7 +63,8 @@ class Result:
         times = ratio((placement, self.size, self.depth), label, rate)
         return (
             f"| {placement:<8} | {label} | {self.size:>5} B | {self.depth:>3} | {rate:>12,.0f} "
-            f"| {times} | {mbps:>8,.1f} | {p50:>8.1f} | {p99:>8.1f} |"
+            f"| {times} | {mbps:>8,.1f} | {p50:>8.1f} | {p99:>8.1f} "
+            f"| {self.cpu / self.requests * 1e6:>6.2f} |"
         )
 
 
@@ -161,9 +163,10 @@ def main() -> int:
     )
     print()
     print(
-        "| placement | daemon | size | in flight | requests/s | × ours | MB/s | p50 µs | p99 µs |"
+        "| placement | daemon | size | in flight | requests/s | × ours | MB/s | p50 µs | p99 µs "
+        "| daemon CPU µs/request |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         running = each_daemon(
             daemons, Path(tmp) / "rng.sock", stack, extra=["--log-level", "warning"]
@@ -181,12 +184,10 @@ def main() -> int:
             pid = daemon.process.pid
             cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
             result = measure_one(frontend, queue, size, depth, opts.seconds)
+            result.cpu = cpu_seconds(pid) - cpu0
             print(result.row(where.name, daemon.label, ratio), flush=True)
             cpu, wall = busy.get((where.name, daemon.label), (0.0, 0.0))
-            busy[where.name, daemon.label] = (
-                cpu + cpu_seconds(pid) - cpu0,
-                wall + time.perf_counter() - wall0,
-            )
+            busy[where.name, daemon.label] = (cpu + result.cpu, wall + time.perf_counter() - wall0)
         print()
         print_floors(opts.placement)
         for (name, label), (cpu, wall) in busy.items():
