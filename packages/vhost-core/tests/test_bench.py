@@ -214,7 +214,12 @@ def test_placements_pin_the_bench_and_every_thread_of_the_daemon() -> None:
     cpus = sorted(allowed)
     chosen = placements()
     assert [p.name for p in chosen] == (["one CPU", "two CPUs"] if len(cpus) > 1 else ["one CPU"])
-    code = "import threading, time; [threading.Thread(target=time.sleep, args=(30,)).start() for _ in range(2)]; print(flush=True); time.sleep(30)"
+    code = (
+        "import threading, time\n"
+        "for _ in range(2): threading.Thread(target=time.sleep, args=(30,)).start()\n"
+        "print(flush=True)\n"
+        "time.sleep(30)"
+    )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None
@@ -253,3 +258,17 @@ def test_placed_rounds_repeat_the_rounds_per_placement() -> None:
     ]
     with pytest.raises(ValueError, match="unknown"):
         placements("nowhere")
+
+
+def test_sliced_rounds_reverse_the_daemons_every_other_slice() -> None:
+    allowed = os.sched_getaffinity(0)
+    try:
+        seen = [
+            (case, daemon)
+            for _, case, daemon in placed_rounds(
+                [1], ["ours", "rust"], lambda _: os.getpid(), "one", slices=3
+            )
+        ]
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert seen == [(1, "ours"), (1, "rust"), (1, "rust"), (1, "ours"), (1, "ours"), (1, "rust")]

@@ -5,11 +5,13 @@ prints, per request size and depth: requests/s, MB/s, p50/p99 latency and the da
 CPU per request, then its CPU time, its idle CPU use and its peak RSS.
 
 Each measurement runs twice (`--placement`, the core's `testing.bench`): with the
-daemon and this frontend pinned to one CPU, and to two different CPUs. A request at
-depth 1 costs two wake-ups (kick, then call); across CPUs on a VM each is an
-inter-processor interrupt through the hypervisor, so the bench also measures that
-floor with a bare eventfd ping-pong between two processes placed the same way, to tell
-the device's cost from the machine's.
+daemon and this frontend pinned to one CPU, and to two different CPUs; and in slices
+(`--slices`), the daemons alternating, ours first in every other slice, so that the
+other sessions' load falls on every daemon alike. A request at depth 1 costs two
+wake-ups (kick, then call); across CPUs on a VM each is an inter-processor interrupt
+through the hypervisor, so the bench also measures that floor with a bare eventfd
+ping-pong between two processes placed the same way, to tell the device's cost from
+the machine's.
 
 `--daemon LABEL='CMD {sock}'` (repeatable) adds another implementation, e.g.
 `--daemon rust='/path/vhost-device-rng --socket-path {sock}'`: all run at once, each
@@ -34,6 +36,7 @@ from vhost_user_core.testing.bench import (
     Ratios,
     add_daemon_arg,
     add_placement_arg,
+    add_slices_arg,
     chosen_daemons,
     each_daemon,
     idle_report,
@@ -55,6 +58,17 @@ class Result:
     seconds: float
     latencies: list[float]
     cpu: float = 0.0  # the daemon's, while measured
+
+    def add(self, other: Result) -> Result:
+        """This and another slice of the same case, as one measurement."""
+        return Result(
+            self.size,
+            self.depth,
+            self.requests + other.requests,
+            self.seconds + other.seconds,
+            self.latencies + other.latencies,
+            self.cpu + other.cpu,
+        )
 
     def row(self, placement: str, label: str, ratio: Ratios) -> str:
         p50, p99 = percentiles(self.latencies)
@@ -155,6 +169,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     add_daemon_arg(parser)
     add_placement_arg(parser)
+    add_slices_arg(parser)
     opts = parser.parse_args()
     daemons = chosen_daemons(opts.daemon, OURS_COMMAND)
     print(
@@ -176,18 +191,21 @@ def main() -> int:
             frontend = stack.enter_context(Frontend.connect(daemon.socket))
             (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
             queues.append((daemon, frontend, queue))
-        ratio = Ratios()
-        # label: (daemon CPU, wall) while measured, per placement
-        busy: dict[tuple[str, str], tuple[float, float]] = {}
-        rows = placed_rounds(CASES, queues, lambda q: q[0].process.pid, opts.placement)
+        results: dict[tuple[str, tuple[int, int], str], Result] = {}
+        busy: dict[tuple[str, str], tuple[float, float]] = {}  # (daemon CPU, wall)
+        rows = placed_rounds(CASES, queues, lambda q: q[0].process.pid, opts.placement, opts.slices)
         for where, (size, depth), (daemon, frontend, queue) in rows:
             pid = daemon.process.pid
             cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
-            result = measure_one(frontend, queue, size, depth, opts.seconds)
-            result.cpu = cpu_seconds(pid) - cpu0
-            print(result.row(where.name, daemon.label, ratio), flush=True)
+            part = measure_one(frontend, queue, size, depth, opts.seconds / opts.slices)
+            part.cpu = cpu_seconds(pid) - cpu0
+            key = (where.name, (size, depth), daemon.label)
+            results[key] = results[key].add(part) if key in results else part
             cpu, wall = busy.get((where.name, daemon.label), (0.0, 0.0))
-            busy[where.name, daemon.label] = (cpu + result.cpu, wall + time.perf_counter() - wall0)
+            busy[where.name, daemon.label] = (cpu + part.cpu, wall + time.perf_counter() - wall0)
+        ratio = Ratios()
+        for (name, _, label), result in results.items():
+            print(result.row(name, label, ratio))
         print()
         print_floors(opts.placement)
         for (name, label), (cpu, wall) in busy.items():

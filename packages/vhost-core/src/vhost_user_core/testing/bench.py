@@ -348,15 +348,40 @@ def add_placement_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def placed_rounds(
-    cases: Iterable[C], daemons: Sequence[D], pid: Callable[[D], int], choice: str = "both"
+    cases: Iterable[C],
+    daemons: Sequence[D],
+    pid: Callable[[D], int],
+    choice: str = "both",
+    slices: int = 1,
 ) -> Iterator[tuple[Placement, C, D]]:
     """`rounds` once per placement, the bench and the daemon (`pid(daemon)`) pinned as
-    it says before each measurement; the daemons keep running across placements."""
+    it says before each measurement; the daemons keep running across placements.
+    With `slices` > 1 each case is measured in that many slices per daemon, the order
+    of the daemons reversed every other slice (ours, rust, rust, ours, …): the caller
+    adds a case's slices up (`seconds / slices` each), so that a change in the
+    machine's load during a case falls on every daemon alike."""
+    if slices < 1:
+        raise ValueError(f"slices must be at least 1, not {slices}")
     cases = list(cases)
     for placement in placements(choice):
-        for case, daemon in rounds(cases, daemons):
-            placement.apply(pid(daemon))
-            yield placement, case, daemon
+        for case in cases:
+            for n in range(slices):
+                for daemon in daemons if n % 2 == 0 else daemons[::-1]:
+                    placement.apply(pid(daemon))
+                    yield placement, case, daemon
+
+
+def add_slices_arg(parser: argparse.ArgumentParser, default: int = 6) -> None:
+    """`--slices`, for a bench that adds up `placed_rounds`' slices."""
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=default,
+        help=(
+            "measure each case in this many slices per daemon, the daemons' order "
+            f"reversed every other slice, and add them up (default {default})"
+        ),
+    )
 
 
 def wakeup_floor(placement: Placement, count: int = 20_000) -> tuple[float, float]:
@@ -430,27 +455,35 @@ def print_request_table(
     run: RequestRun,
     seconds: float,
     placement: str = "both",
+    slices: int = 1,
 ) -> None:
     """The side-by-side table of a device whose driver waits on each request (i2c,
     scmi): requests/s, ratio, p50/p99 and daemon CPU per request at each depth and
-    placement, every daemon in turn, then the machine's floor and each daemon's idle
-    line."""
+    placement, every daemon in turn (in `slices`, added up), then the machine's floor
+    and each daemon's idle line."""
+    totals: dict[tuple[str, int, str], tuple[int, list[float], float]] = {}
+    rows = placed_rounds(depths, queues, lambda q: q[0].process.pid, placement, slices)
+    for where, depth, (daemon, frontend, queue) in rows:
+        cpu0 = cpu_seconds(daemon.process.pid)
+        count, samples = run(frontend, queue, depth, seconds / slices)
+        cpu = cpu_seconds(daemon.process.pid) - cpu0
+        total, all_samples, all_cpu = totals.get((where.name, depth, daemon.label), (0, [], 0.0))
+        totals[where.name, depth, daemon.label] = (
+            total + count,
+            all_samples + samples,
+            all_cpu + cpu,
+        )
     ratio = Ratios()
     print(
         "| placement | daemon | in flight | requests/s | × ours | p50 µs | p99 µs "
         "| daemon CPU µs/request |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    rows = placed_rounds(depths, queues, lambda q: q[0].process.pid, placement)
-    for where, depth, (daemon, frontend, queue) in rows:
-        cpu0 = cpu_seconds(daemon.process.pid)
-        count, samples = run(frontend, queue, depth, seconds)
-        cpu = cpu_seconds(daemon.process.pid) - cpu0
+    for (name, depth, label), (count, samples, cpu) in totals.items():
         p50, p99 = percentiles(samples)
         rate = count / sum(samples)
         print(
-            f"| {where.name} | {daemon.label} | {depth} | {rate:,.0f} "
-            f"| {ratio((where.name, depth), daemon.label, rate)} "
+            f"| {name} | {label} | {depth} | {rate:,.0f} | {ratio((name, depth), label, rate)} "
             f"| {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | {cpu / count * 1e6:.1f} |"
         )
     print()
