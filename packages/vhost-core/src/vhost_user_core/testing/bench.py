@@ -334,15 +334,15 @@ def placements(choice: str = "both") -> list[Placement]:
     return chosen
 
 
-def add_placement_arg(parser: argparse.ArgumentParser) -> None:
+def add_placement_arg(parser: argparse.ArgumentParser, default: str = "both") -> None:
     """`--placement`, the one spelling of it in every depth-1 bench."""
     parser.add_argument(
         "--placement",
         choices=PLACEMENTS,
-        default="both",
+        default=default,
         help=(
-            "where the daemon runs for each measurement: on the bench's CPU, on another "
-            "CPU, both (default, each row says which) or unpinned"
+            "where the daemon runs for each measurement: on the bench's CPU (one), on "
+            f"another CPU (two), both, each row saying which, or unpinned (default {default})"
         ),
     )
 
