@@ -101,9 +101,22 @@ def reap_or_wait(queue: FrontendQueue) -> int:
     return done
 
 
+_BUFFERS: dict[tuple[int, int, int], int] = {}
+
+
+def buffers(frontend: Frontend, size: int, depth: int) -> int:
+    """The guest address of `depth` buffers of `size` bytes, the same for every slice of
+    a case (so the daemon's RSS counts each case's guest pages once)."""
+    assert frontend.ram is not None
+    key = (id(frontend), size, depth)
+    if key not in _BUFFERS:
+        _BUFFERS[key] = frontend.ram.alloc(size * depth, 4096)
+    return _BUFFERS[key]
+
+
 def run_depth_one(frontend: Frontend, queue: FrontendQueue, size: int, seconds: float) -> Result:
     assert frontend.ram is not None
-    gpa = frontend.ram.alloc(size)
+    gpa = buffers(frontend, size, 1)
     driver = queue.driver
     latencies = []
     end = time.perf_counter() + seconds
@@ -125,7 +138,7 @@ def run_pipelined(
     """Keep `depth` requests in flight; a sample is the time from posting a round of
     buffers to reaping it (so it bounds each request's latency from above)."""
     assert frontend.ram is not None
-    base = frontend.ram.alloc(size * depth, 4096)
+    base = buffers(frontend, size, depth)
     driver = queue.driver
     latencies = []
     count = 0
