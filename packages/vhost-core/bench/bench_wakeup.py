@@ -24,7 +24,8 @@ instead, and the difference gives instructions per round trip: counts, not time,
 they hold on a loaded machine. `--daemon LABEL='CMD {sock}'` adds another daemon as a
 stage of its own (e.g. upstream's rng, to see what a round trip costs it).
 
-    .venv/bin/python packages/vhost-core/bench/bench_wakeup.py [--seconds 2] [--callgrind 2000] [--placement both]
+    .venv/bin/python packages/vhost-core/bench/bench_wakeup.py \
+        [--seconds 2] [--callgrind 2000] [--placement both]
 """
 
 from __future__ import annotations
