@@ -237,6 +237,11 @@ def test_placements_pin_the_bench_and_every_thread_of_the_daemon() -> None:
         child.kill()
         child.wait()
         os.sched_setaffinity(0, allowed)
+    try:
+        with pytest.raises(RuntimeError, match="has exited"):
+            chosen[0].apply(child.pid)  # reaped: a daemon that died says so
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def test_placed_rounds_repeat_the_rounds_per_placement() -> None:

@@ -301,7 +301,11 @@ _ALLOWED: set[int] | None = None  # the CPUs the bench was started with
 
 
 def _pin(pid: int, cpus: set[int]) -> None:
-    for task in os.listdir(f"/proc/{pid}/task"):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        raise RuntimeError(f"process {pid} has exited: nothing to pin") from None
+    for task in tasks:
         try:
             os.sched_setaffinity(int(task), cpus)
         except ProcessLookupError:
