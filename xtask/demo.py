@@ -10,6 +10,11 @@ declared in its own pyproject.toml, so adding one needs no xtask change:
     flags = []                             # daemon flags besides the socket's
     socket-flag = "--socket-path"          # the daemon's socket flag, and what the
     socket-suffix = "0"                    #   daemon appends to the path it listens on
+    daemon-args = ["--vm", "socket={socket},uds-path={workdir}/x.uds"]
+                                           # optional, instead of socket-flag and flags:
+                                           #   the daemon's arguments, {socket} being the
+                                           #   path given (before socket-suffix) and
+                                           #   {workdir} the demo's directory (vsock)
     guest-files = "tests/x.py:function"    # optional: {name: bytes} put in the initramfs
     host = "demo/host.py:function"         # optional: (workdir) -> (extra daemon flags,
                                            #   {console text: host action}), e.g. a
@@ -47,6 +52,7 @@ _KEYS = {
     "flags",
     "socket-flag",
     "socket-suffix",
+    "daemon-args",
     "guest-files",
     "host",
     "qemu-args",
@@ -82,6 +88,16 @@ class Demo:
     host: HostSide = _no_host
     #: More QEMU arguments, "{workdir}" standing for the demo's directory.
     qemu_args: list[str] = field(default_factory=list)
+    #: The daemon's whole argument list instead of socket_flag and flags, for a daemon
+    #: whose socket is a field of a larger argument (vsock's `--vm socket=PATH,...`).
+    daemon_args: list[str] | None = None
+
+    def daemon_argv(self, base: Path, workdir: Path) -> list[str]:
+        """The daemon's arguments (before the host side's flags) for socket path `base`."""
+        if self.daemon_args is None:
+            return [self.socket_flag, str(base), *self.flags]
+        fields = {"socket": str(base), "workdir": str(workdir)}
+        return [arg.format(**fields) for arg in self.daemon_args]
 
     @classmethod
     def of(cls, package: Package) -> Demo:
@@ -96,6 +112,12 @@ class Demo:
                 + (f"; unknown keys: {', '.join(sorted(unknown))}" if unknown else "")
             )
         files, host = table.get("guest-files"), table.get("host")
+        daemon_args = table.get("daemon-args")
+        if daemon_args is not None and ({"flags", "socket-flag"} & set(table)):
+            raise LookupError(
+                f"{package.rel}: [tool.vhost-device.demo] daemon-args replaces flags and "
+                "socket-flag; give one or the other"
+            )
         return cls(
             qemu_device=str(table["qemu-device"]),
             script=(package.path / str(table["guest-script"])).read_text(),
@@ -105,6 +127,7 @@ class Demo:
             files=_load_function(package.path, str(files)) if files else _no_files,
             host=_load_function(package.path, str(host)) if host else _no_host,
             qemu_args=[str(arg) for arg in table.get("qemu-args", [])],
+            daemon_args=None if daemon_args is None else [str(arg) for arg in daemon_args],
         )
 
 
@@ -153,9 +176,9 @@ def run_demo(name: str, demo: Demo, say: Callable[[str], None]) -> int:
         base = Path(tmp) / f"{name}.sock"
         socket = Path(f"{base}{demo.socket_suffix}")
         host_flags, on_console = demo.host(Path(tmp))
-        flags = [*demo.flags, *host_flags]
-        say(f"starting {daemon_bin.name} {demo.socket_flag} {base} {' '.join(flags)}".rstrip())
-        daemon = subprocess.Popen([str(daemon_bin), demo.socket_flag, str(base), *flags])
+        args = [*demo.daemon_argv(base, Path(tmp)), *host_flags]
+        say(f"starting {daemon_bin.name} {' '.join(args)}")
+        daemon = subprocess.Popen([str(daemon_bin), *args])
         try:
             _wait_for(socket, daemon)
             say(f"booting a QEMU guest with {demo.qemu_device} on {socket}")

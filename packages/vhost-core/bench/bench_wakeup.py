@@ -15,14 +15,17 @@ that the parent pings one request at a time:
 The device stages are driven through the frontend, as the rng bench drives them.
 
 Printed per stage: round trips/s, p50 µs, and the child's CPU per round trip (all its
-threads, from /proc); with both pinned to one CPU every CPU cycle of the child is on
-the round trip, so the differences between stages are what each layer costs. With
+threads, from /proc); with both pinned to one CPU (the default `--placement one`) every
+CPU cycle of the child is on the round trip, so the differences between stages are what
+each layer costs (`--placement two` or `both`: the child on another CPU too, where each
+round trip is two inter-processor wake-ups, `testing.bench`'s placements). With
 `--callgrind N` each child runs under valgrind's callgrind for N and 3N round trips
 instead, and the difference gives instructions per round trip: counts, not time, so
 they hold on a loaded machine. `--daemon LABEL='CMD {sock}'` adds another daemon as a
 stage of its own (e.g. upstream's rng, to see what a round trip costs it).
 
-    .venv/bin/python packages/vhost-core/bench/bench_wakeup.py [--seconds 2] [--callgrind 2000]
+    .venv/bin/python packages/vhost-core/bench/bench_wakeup.py \
+        [--seconds 2] [--callgrind 2000] [--placement both]
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ from vhost_user_core.frontend import Frontend
 from vhost_user_core.testing.bench import (
     DaemonCommand,
     add_daemon_arg,
+    add_placement_arg,
     daemon_process,
     find_sockets,
     percentiles,
+    placements,
 )
 from vhost_user_core.testing.procstat import cpu_seconds
 
@@ -141,8 +146,9 @@ def child_device(kind: str, argv: list[str]) -> None:
 # -- the parent ------------------------------------------------------------------------
 
 
-def pinned(cpu: int) -> Callable[[], None]:
-    return lambda: os.sched_setaffinity(0, {cpu})
+def pinned(cpu: int | None) -> Callable[[], None]:
+    """A child's preexec_fn: on `cpu` (None: where the scheduler puts it)."""
+    return lambda: None if cpu is None else os.sched_setaffinity(0, {cpu})
 
 
 #: Other daemons (`--daemon LABEL=CMD`), measured as device stages by their labels.
@@ -157,7 +163,9 @@ def child_argv(stage: str, *rest: str) -> list[str]:
     return [sys.executable, __file__, "--child", stage, *rest]
 
 
-def ping_bare(stage: str, count: int, cpu: int, wrap: list[str]) -> tuple[list[float], float]:
+def ping_bare(
+    stage: str, count: int, cpu: int | None, wrap: list[str]
+) -> tuple[list[float], float]:
     """`count` round trips with a bare child; (samples, child CPU seconds)."""
     kick = os.eventfd(0, os.EFD_CLOEXEC)
     call = os.eventfd(0, os.EFD_CLOEXEC)
@@ -186,7 +194,9 @@ def ping_bare(stage: str, count: int, cpu: int, wrap: list[str]) -> tuple[list[f
     return samples, cpu_used
 
 
-def ping_device(stage: str, count: int, cpu: int, wrap: list[str]) -> tuple[list[float], float]:
+def ping_device(
+    stage: str, count: int, cpu: int | None, wrap: list[str]
+) -> tuple[list[float], float]:
     """`count` depth-1 requests of SIZE bytes through the frontend; (samples, the
     daemon's CPU seconds while they ran)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,22 +230,24 @@ def ping_device(stage: str, count: int, cpu: int, wrap: list[str]) -> tuple[list
                 return samples[WARM_UP:], cpu_seconds(proc.pid) - cpu0
 
 
-def ping(stage: str, count: int, cpu: int, wrap: list[str] = []) -> tuple[list[float], float]:  # noqa: B006
+def ping(
+    stage: str, count: int, cpu: int | None, wrap: tuple[str, ...] = ()
+) -> tuple[list[float], float]:
     run = ping_bare if stage in BARE else ping_device
-    return run(stage, count, cpu, wrap)
+    return run(stage, count, cpu, list(wrap))
 
 
-def rate_for(stage: str, seconds: float, cpu: int) -> int:
+def rate_for(stage: str, seconds: float, cpu: int | None) -> int:
     """A request count that takes about `seconds` for this stage."""
     samples, _ = ping(stage, 2000, cpu)
     return max(2000, int(seconds / (sum(samples) / len(samples))))
 
 
-def callgrind_total(stage: str, count: int, cpu: int) -> int:
+def callgrind_total(stage: str, count: int, cpu: int | None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "-q"]
-        ping(stage, count, cpu, wrap)
+        ping(stage, count, cpu, tuple(wrap))
         text = out.read_text()
     match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
     if match is None:
@@ -250,9 +262,7 @@ def main() -> int:
     parser.add_argument("--stage", action="append", choices=[*BARE, *DEVICES])
     parser.add_argument("--callgrind", type=int, metavar="N", help="count instructions instead")
     add_daemon_arg(parser)
-    parser.add_argument(
-        "--two-cpus", action="store_true", help="the child on the second CPU (default: one CPU)"
-    )
+    add_placement_arg(parser, default="one")
     args, rest = parser.parse_known_args()
     if args.child in BARE:
         kick, call, count = map(int, rest)
@@ -263,34 +273,34 @@ def main() -> int:
     if args.child:
         child_device(args.child, rest)
         return 0
-    cpus = sorted(os.sched_getaffinity(0))
-    mine, theirs = cpus[0], cpus[-1] if args.two_cpus else cpus[0]
-    os.sched_setaffinity(0, {mine})
     OTHERS.update((d.label, d) for d in args.daemon)
     stages = (args.stage or [*BARE, *DEVICES]) + list(OTHERS)
-    where = "two CPUs" if mine != theirs else "one CPU"
-    print(f"depth-1 round trips, {SIZE} B, {where}, Python {sys.version.split()[0]}")
-    print()
-    if args.callgrind:
-        n = args.callgrind
-        print("| stage | child instructions per round trip |")
-        print("|---|---|")
+    for placement in placements(args.placement):
+        # Each child is started pinned (preexec_fn), so every thread it starts is too.
+        placement.apply(os.getpid())
+        theirs = placement.daemon_cpu
+        print(f"depth-1 round trips, {SIZE} B, {placement.name}, Python {sys.version.split()[0]}")
+        print()
+        if args.callgrind:
+            n = args.callgrind
+            print("| stage | child instructions per round trip |")
+            print("|---|---|")
+            for stage in stages:
+                total = callgrind_total(stage, 3 * n, theirs) - callgrind_total(stage, n, theirs)
+                print(f"| {stage} | {total / (2 * n):,.0f} |")
+            print()
+            continue
+        print("| stage | round trips/s | p50 µs | p99 µs | child CPU µs per round trip |")
+        print("|---|---|---|---|---|")
         for stage in stages:
-            per = (callgrind_total(stage, 3 * n, theirs) - callgrind_total(stage, n, theirs)) / (
-                2 * n
+            count = rate_for(stage, args.seconds, theirs)
+            samples, cpu = ping(stage, count, theirs)
+            p50, p99 = percentiles(samples)
+            print(
+                f"| {stage} | {len(samples) / sum(samples):,.0f} | {p50 * 1e6:.1f} "
+                f"| {p99 * 1e6:.1f} | {cpu / count * 1e6:.2f} |"
             )
-            print(f"| {stage} | {per:,.0f} |")
-        return 0
-    print("| stage | round trips/s | p50 µs | p99 µs | child CPU µs per round trip |")
-    print("|---|---|---|---|---|")
-    for stage in stages:
-        count = rate_for(stage, args.seconds, theirs)
-        samples, cpu = ping(stage, count, theirs)
-        p50, p99 = percentiles(samples)
-        print(
-            f"| {stage} | {len(samples) / sum(samples):,.0f} | {p50 * 1e6:.1f} "
-            f"| {p99 * 1e6:.1f} | {cpu / count * 1e6:.2f} |"
-        )
+        print()
     return 0
 
 

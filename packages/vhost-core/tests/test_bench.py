@@ -4,7 +4,9 @@ daemon process (the echo device) through the frontend."""
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,6 +27,8 @@ from vhost_user_core.testing.bench import (
     listening,
     parse_daemon,
     percentiles,
+    placed_rounds,
+    placements,
     reap_used,
     rounds,
     started,
@@ -196,3 +200,80 @@ def test_side_by_side_daemons_run_at_once_and_serve(tmp_path: Path) -> None:
                 reap_used(queue, 1)
                 assert frontend.ram.memory.read(dst, 4) == b"ping"
     assert [r.process.returncode for r in running] == [0, 0]
+
+
+def _affinity_of_every_thread(pid: int) -> set[frozenset[int]]:
+    return {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_placements_pin_the_bench_and_every_thread_of_the_daemon() -> None:
+    """One CPU, then two CPUs (when this process may use two), each pinning this
+    process and all threads of a daemon-like child that started its threads first;
+    unpinned gives both back every CPU."""
+    allowed = os.sched_getaffinity(0)
+    cpus = sorted(allowed)
+    chosen = placements()
+    assert [p.name for p in chosen] == (["one CPU", "two CPUs"] if len(cpus) > 1 else ["one CPU"])
+    code = (
+        "import threading, time\n"
+        "for _ in range(2): threading.Thread(target=time.sleep, args=(30,)).start()\n"
+        "print(flush=True)\n"
+        "time.sleep(30)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        child.stdout.readline()  # its threads are running
+        assert len(os.listdir(f"/proc/{child.pid}/task")) == 3
+        for placement in chosen:
+            placement.apply(child.pid)
+            assert os.sched_getaffinity(0) == {placement.bench_cpu}
+            assert _affinity_of_every_thread(child.pid) == {frozenset({placement.daemon_cpu})}
+        (unpinned,) = placements("unpinned")
+        unpinned.apply(child.pid)
+        assert os.sched_getaffinity(0) == allowed
+        assert _affinity_of_every_thread(child.pid) == {frozenset(allowed)}
+    finally:
+        child.kill()
+        child.wait()
+        os.sched_setaffinity(0, allowed)
+    try:
+        with pytest.raises(RuntimeError, match="has exited"):
+            chosen[0].apply(child.pid)  # reaped: a daemon that died says so
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def test_placed_rounds_repeat_the_rounds_per_placement() -> None:
+    allowed = os.sched_getaffinity(0)
+    try:
+        seen = [
+            (where.name, case, daemon)
+            for where, case, daemon in placed_rounds(
+                [1, 64], ["ours", "rust"], lambda _: os.getpid(), "one"
+            )
+        ]
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert seen == [
+        ("one CPU", 1, "ours"),
+        ("one CPU", 1, "rust"),
+        ("one CPU", 64, "ours"),
+        ("one CPU", 64, "rust"),
+    ]
+    with pytest.raises(ValueError, match="unknown"):
+        placements("nowhere")
+
+
+def test_sliced_rounds_reverse_the_daemons_every_other_slice() -> None:
+    allowed = os.sched_getaffinity(0)
+    try:
+        seen = [
+            (case, daemon)
+            for _, case, daemon in placed_rounds(
+                [1], ["ours", "rust"], lambda _: os.getpid(), "one", slices=3
+            )
+        ]
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert seen == [(1, "ours"), (1, "rust"), (1, "rust"), (1, "ours"), (1, "ours"), (1, "rust")]

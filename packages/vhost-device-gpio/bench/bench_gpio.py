@@ -6,7 +6,8 @@ flight with p50/p99 latency; interrupt latency from a `SET` written to --mock-co
 to the event buffer's used-ring entry, p50/p99; the daemon's CPU while 64 lines wait
 for interrupts; its peak RSS. `--daemon LABEL='CMD {sock}'` adds another
 implementation, measured in the same run, alternating, each row with its ratio to ours
-(`{ctl}` in its command, if it has a mock control socket).
+(`{ctl}` in its command, if it has a mock control socket). Each measurement runs with
+the daemon on the bench's CPU and on another (`--placement`), and each row says which.
 
     python3 xtask bench gpio          # or: .venv/bin/python bench/bench_gpio.py
 """
@@ -25,11 +26,14 @@ from pathlib import Path
 from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.bench import (
     Ratios,
+    Started,
     add_daemon_arg,
+    add_placement_arg,
     chosen_daemons,
     percentiles,
+    placed_rounds,
+    print_floors,
     python_daemon,
-    rounds,
     started,
 )
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
@@ -102,47 +106,54 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=1000)
     add_daemon_arg(parser)
+    add_placement_arg(parser)
     args = parser.parse_args()
     daemons = chosen_daemons(args.daemon, OURS_COMMAND)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        running, drivers = [], []
-        for daemon in daemons:
-            ctl = Path(tmp) / f"gpio.{daemon.label}.ctl"
-            started_daemon = stack.enter_context(
+        running: list[tuple[Started, Driver, bool]] = []
+        for command in daemons:
+            ctl = Path(tmp) / f"gpio.{command.label}.ctl"
+            daemon = stack.enter_context(
                 started(
-                    daemon,
-                    Path(tmp) / f"gpio.{daemon.label}.sock",
+                    command,
+                    Path(tmp) / f"gpio.{command.label}.sock",
                     fields={"ctl": ctl},
                     extra=["--log-level", "warning"],
                 )
             )
-            running.append(started_daemon)
-            frontend = stack.enter_context(Frontend.connect(started_daemon.socket))
-            drivers.append(Driver(frontend, LINES + 1))
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            running.append((daemon, Driver(frontend, LINES + 1), "{ctl}" in command.template))
         ratio = Ratios()
-        print("| daemon | in flight | requests/s | × ours | p50 µs | p99 µs |")
-        print("|---|---|---|---|---|---|")
-        pairs = list(zip(running, drivers, strict=True))
-        for depth, (daemon, driver) in rounds((1, 64), pairs):
+        print("| placement | daemon | in flight | requests/s | × ours | p50 µs | p99 µs |")
+        print("|---|---|---|---|---|---|---|")
+        pid = lambda entry: entry[0].process.pid  # noqa: E731
+        for where, depth, (daemon, driver, _) in placed_rounds(
+            (1, 64), running, pid, args.placement
+        ):
             rate, lat = requests_per_second(driver, depth, args.seconds)
             p50, p99 = percentiles(lat)
+            times = ratio((where.name, depth), daemon.label, rate)
             print(
-                f"| {daemon.label} | {depth} | {rate:,.0f} | {ratio(depth, daemon.label, rate)} "
+                f"| {where.name} | {daemon.label} | {depth} | {rate:,.0f} | {times} "
                 f"| {p50:.1f} | {p99:.1f} |"
             )
         print("\ninterrupt latency (--mock-control SET to used entry; a daemon without")
         print("`{ctl}` in its command has no control socket):")
-        for daemon, driver, command in zip(running, drivers, daemons, strict=True):
-            if "{ctl}" not in command.template:
-                print(f"  {daemon.label}: not measured")
-                continue
-            for line in range(LINES):
+        for _, driver, controlled in running:
+            for line in range(LINES if controlled else 0):
                 assert driver.request(line, IRQ_TYPE, EDGE_BOTH) == b"\x00\x00"
+        for where, _, (daemon, driver, controlled) in placed_rounds(
+            ["irq"], running, pid, args.placement
+        ):
+            if not controlled:
+                print(f"  {where.name}, {daemon.label}: not measured")
+                continue
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
                 control.connect(str(Path(tmp) / f"gpio.{daemon.label}.ctl"))
                 p50, p99 = percentiles(interrupt_latency(driver, control, args.rounds))
-            print(f"  {daemon.label}: p50 {p50:.1f} µs, p99 {p99:.1f} µs")
-        for daemon, driver in pairs:
+            print(f"  {where.name}, {daemon.label}: p50 {p50:.1f} µs, p99 {p99:.1f} µs")
+        print_floors(args.placement)
+        for daemon, driver, _ in running:
             # Every line waits with a buffer posted (the request slots are free now).
             for line in range(LINES):
                 driver.post(driver.eventq, line, struct.pack("<H", line), 1)

@@ -5,7 +5,9 @@ virtio-i2c driver and prints, at 1 and 64 requests in flight: requests/s and p50
 latency (a request: one 1-byte read from the EEPROM, its own transfer), then the
 daemon's CPU time per request, its CPU use while idle and its peak RSS.
 `--daemon LABEL='CMD {sock}'` adds another implementation, measured in the same run,
-alternating, each row with its ratio to ours.
+alternating, each row with its ratio to ours. Each measurement runs with the daemon on
+the bench's CPU and on another (`--placement`), and each row says which; it is taken
+in slices, the daemons alternating (`--slices`).
 
     python3 xtask bench i2c          # or: .venv/bin/python bench/bench_i2c.py
 """
@@ -22,6 +24,8 @@ from pathlib import Path
 from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.bench import (
     add_daemon_arg,
+    add_placement_arg,
+    add_slices_arg,
     chosen_daemons,
     each_daemon,
     print_request_table,
@@ -60,6 +64,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per depth")
     add_daemon_arg(parser)
+    add_placement_arg(parser)
+    add_slices_arg(parser)
     args = parser.parse_args()
     daemons = chosen_daemons(args.daemon, OURS_COMMAND)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -71,7 +77,7 @@ def main() -> int:
             frontend = stack.enter_context(Frontend.connect(daemon.socket))
             (queue,) = frontend.start_device(1, 1024)
             queues.append((daemon, frontend, queue))
-        print_request_table(queues, (1, 64), run, args.seconds)
+        print_request_table(queues, (1, 64), run, args.seconds, args.placement, args.slices)
     return 0
 
 

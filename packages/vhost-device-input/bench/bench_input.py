@@ -6,7 +6,8 @@ SYN_REPORT) through the events socket: events/s, and the latency from a frame's
 send to its last event in the used ring (one frame at a time); then the daemon's CPU
 use while idle and its peak RSS. `--daemon LABEL='CMD {sock}'` adds another
 implementation, measured in the same run, alternating, each row with its ratio to ours
-(fed through `<socket>.events`, if it has one).
+(fed through `<socket>.events`, if it has one). Each measurement runs with the daemon on
+the bench's CPU and on another (`--placement`), and each row says which.
 
     python3 xtask bench input        # or: .venv/bin/python bench/bench_input.py
 """
@@ -25,12 +26,14 @@ from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.bench import (
     Ratios,
     add_daemon_arg,
+    add_placement_arg,
     chosen_daemons,
     each_daemon,
     idle_report,
     percentiles,
+    placed_rounds,
+    print_floors,
     python_daemon,
-    rounds,
 )
 from vhost_user_core.testing.procstat import cpu_seconds
 
@@ -103,6 +106,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     add_daemon_arg(parser)
+    add_placement_arg(parser)
     args = parser.parse_args()
     daemons = chosen_daemons(args.daemon, OURS_COMMAND)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -110,18 +114,27 @@ def main() -> int:
             daemons, Path(tmp) / "input.sock", stack, extra=["--log-level", "warning"]
         )
         ratio = Ratios()
-        print("| daemon | events/s | × ours | frame p50 µs | frame p99 µs | daemon CPU µs/event |")
-        print("|---|---|---|---|---|---|")
-        for _, daemon in rounds(["frames"], running):
+        print(
+            "| placement | daemon | events/s | × ours | frame p50 µs | frame p99 µs "
+            "| daemon CPU µs/event |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        pid = lambda daemon: daemon.process.pid  # noqa: E731
+        for where, _, daemon in placed_rounds(["frames"], running, pid, args.placement):
             if not Path(f"{daemon.socket}.events").exists():
-                print(f"| {daemon.label} | no `<socket>.events` to feed: not measured | | | | |")
+                print(
+                    f"| {where.name} | {daemon.label} | no `<socket>.events` to feed: "
+                    "not measured | | | | |"
+                )
                 continue
             rate, p50, p99, cpu = measure(daemon.socket, daemon.process.pid, args.seconds)
             print(
-                f"| {daemon.label} | {rate:,.0f} | {ratio('frames', daemon.label, rate)} "
+                f"| {where.name} | {daemon.label} | {rate:,.0f} "
+                f"| {ratio(where.name, daemon.label, rate)} "
                 f"| {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | {cpu * 1e6:.1f} |"
             )
         print()
+        print_floors(args.placement)
         for daemon in running:
             print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
     return 0

@@ -1,14 +1,17 @@
 """Benchmark of vhost-device-rng through the core's Python frontend (run by hand).
 
 Starts the real daemon as a process, plays the guest driver with queue size 256 and
-prints, per request size and depth: requests/s, MB/s, p50/p99 latency, then the
-daemon's CPU time, its idle CPU use and its peak RSS.
+prints, per request size and depth: requests/s, MB/s, p50/p99 latency and the daemon's
+CPU per request, then its CPU time, its idle CPU use and its peak RSS.
 
-Each set runs twice: with the daemon and this frontend pinned to one CPU, and pinned to
-two different CPUs. A request at depth 1 costs two wake-ups (kick, then call); across
-CPUs on a VM each is an inter-processor interrupt through the hypervisor, so the bench
-also measures that floor with a bare eventfd ping-pong between two processes placed the
-same way, to tell the device's cost from the machine's.
+Each measurement runs twice (`--placement`, the core's `testing.bench`): with the
+daemon and this frontend pinned to one CPU, and to two different CPUs; and in slices
+(`--slices`), the daemons alternating, ours first in every other slice, so that the
+other sessions' load falls on every daemon alike. A request at depth 1 costs two
+wake-ups (kick, then call); across CPUs on a VM each is an inter-processor interrupt
+through the hypervisor, so the bench also measures that floor with a bare eventfd
+ping-pong between two processes placed the same way, to tell the device's cost from
+the machine's.
 
 `--daemon LABEL='CMD {sock}'` (repeatable) adds another implementation, e.g.
 `--daemon rust='/path/vhost-device-rng --socket-path {sock}'`: all run at once, each
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,33 +33,21 @@ from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.bench import (
-    DaemonCommand,
     Ratios,
     add_daemon_arg,
+    add_placement_arg,
+    add_slices_arg,
     chosen_daemons,
     each_daemon,
+    idle_report,
+    placed_rounds,
+    print_floors,
     python_daemon,
-    rounds,
 )
-from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
+from vhost_user_core.testing.bench import percentiles as shared_percentiles
+from vhost_user_core.testing.procstat import cpu_seconds
 
 QUEUE_SIZE = 256
-PING_PONGS = 20_000
-
-
-@dataclass(frozen=True)
-class Placement:
-    name: str
-    frontend_cpu: int
-    daemon_cpu: int
-
-
-def placements() -> list[Placement]:
-    cpus = sorted(os.sched_getaffinity(0))
-    chosen = [Placement("one CPU", cpus[0], cpus[0])]
-    if len(cpus) > 1:
-        chosen.append(Placement("two CPUs", cpus[0], cpus[1]))
-    return chosen
 
 
 @dataclass
@@ -67,47 +57,35 @@ class Result:
     requests: int
     seconds: float
     latencies: list[float]
+    cpu: float = 0.0  # the daemon's, while measured
+
+    def add(self, other: Result) -> Result:
+        """This and another slice of the same case, as one measurement."""
+        return Result(
+            self.size,
+            self.depth,
+            self.requests + other.requests,
+            self.seconds + other.seconds,
+            self.latencies + other.latencies,
+            self.cpu + other.cpu,
+        )
 
     def row(self, placement: str, label: str, ratio: Ratios) -> str:
         p50, p99 = percentiles(self.latencies)
         rate = self.requests / self.seconds
         mbps = rate * self.size / 1e6
-        times = ratio((self.size, self.depth), label, rate)
+        times = ratio((placement, self.size, self.depth), label, rate)
         return (
             f"| {placement:<8} | {label} | {self.size:>5} B | {self.depth:>3} | {rate:>12,.0f} "
-            f"| {times} | {mbps:>8,.1f} | {p50:>8.1f} | {p99:>8.1f} |"
+            f"| {times} | {mbps:>8,.1f} | {p50:>8.1f} | {p99:>8.1f} "
+            f"| {self.cpu / self.requests * 1e6:>6.2f} |"
         )
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
     """(p50, p99) in microseconds."""
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return statistics.median(ordered) * 1e6, p99 * 1e6
-
-
-def wakeup_floor(placement: Placement) -> tuple[float, float]:
-    """p50/p99 round trip of a bare eventfd ping-pong between two processes placed like
-    the frontend and the daemon: what two wake-ups cost on this machine, in µs."""
-    ping = os.eventfd(0, os.EFD_CLOEXEC)
-    pong = os.eventfd(0, os.EFD_CLOEXEC)
-    child = os.fork()
-    if child == 0:
-        os.sched_setaffinity(0, {placement.daemon_cpu})
-        for _ in range(PING_PONGS):
-            os.eventfd_read(ping)
-            os.eventfd_write(pong, 1)
-        os._exit(0)
-    samples = []
-    for _ in range(PING_PONGS):
-        t0 = time.perf_counter()
-        os.eventfd_write(ping, 1)
-        os.eventfd_read(pong)
-        samples.append(time.perf_counter() - t0)
-    os.waitpid(child, 0)
-    os.close(ping)
-    os.close(pong)
-    return percentiles(samples)
+    p50, p99 = shared_percentiles(samples)
+    return p50 * 1e6, p99 * 1e6
 
 
 def reap_or_wait(queue: FrontendQueue) -> int:
@@ -123,9 +101,22 @@ def reap_or_wait(queue: FrontendQueue) -> int:
     return done
 
 
+_BUFFERS: dict[tuple[int, int, int], int] = {}
+
+
+def buffers(frontend: Frontend, size: int, depth: int) -> int:
+    """The guest address of `depth` buffers of `size` bytes, the same for every slice of
+    a case (so the daemon's RSS counts each case's guest pages once)."""
+    assert frontend.ram is not None
+    key = (id(frontend), size, depth)
+    if key not in _BUFFERS:
+        _BUFFERS[key] = frontend.ram.alloc(size * depth, 4096)
+    return _BUFFERS[key]
+
+
 def run_depth_one(frontend: Frontend, queue: FrontendQueue, size: int, seconds: float) -> Result:
     assert frontend.ram is not None
-    gpa = frontend.ram.alloc(size)
+    gpa = buffers(frontend, size, 1)
     driver = queue.driver
     latencies = []
     end = time.perf_counter() + seconds
@@ -147,7 +138,7 @@ def run_pipelined(
     """Keep `depth` requests in flight; a sample is the time from posting a round of
     buffers to reaping it (so it bounds each request's latency from above)."""
     assert frontend.ram is not None
-    base = frontend.ram.alloc(size * depth, 4096)
+    base = buffers(frontend, size, depth)
     driver = queue.driver
     latencies = []
     count = 0
@@ -174,16 +165,6 @@ def run_pipelined(
     return Result(size, depth, count, time.perf_counter() - start, latencies)
 
 
-@dataclass
-class Run:
-    placement: Placement
-    results: list[tuple[str, Result]]
-    floor: tuple[float, float]
-    busy: dict[str, tuple[float, float]]  # label: (daemon CPU, wall) while measured
-    idle_cpu: dict[str, float]
-    rss_kib: dict[str, int]
-
-
 OURS_COMMAND = python_daemon("vhost_device_rng.main", "-s {sock}")
 CASES = [(size, depth) for size in (64, 4096) for depth in (1, 256)]
 
@@ -196,75 +177,57 @@ def measure_one(
     return run_pipelined(frontend, queue, size, depth, seconds)
 
 
-def measure(placement: Placement, seconds: float, daemons: list[DaemonCommand]) -> Run:
-    """Every daemon, started on `placement.daemon_cpu`, through every size and depth,
-    the daemons alternating within each."""
-    os.sched_setaffinity(0, {placement.frontend_cpu})
-    floor = wakeup_floor(placement)
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        running = each_daemon(
-            daemons,
-            Path(tmp) / "rng.sock",
-            stack,
-            extra=["--log-level", "warning"],
-            # Set before exec, so every thread the daemon starts inherits it.
-            preexec_fn=lambda: os.sched_setaffinity(0, {placement.daemon_cpu}),
-        )
-        queues = []
-        for daemon in running:
-            frontend = stack.enter_context(Frontend.connect(daemon.socket))
-            (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
-            queues.append((daemon, frontend, queue))
-        results = []
-        busy = {d.label: (0.0, 0.0) for d in running}
-        for (size, depth), (daemon, frontend, queue) in rounds(CASES, queues):
-            cpu0, wall0 = cpu_seconds(daemon.process.pid), time.perf_counter()
-            results.append((daemon.label, measure_one(frontend, queue, size, depth, seconds)))
-            cpu, wall = busy[daemon.label]
-            busy[daemon.label] = (
-                cpu + cpu_seconds(daemon.process.pid) - cpu0,
-                wall + time.perf_counter() - wall0,
-            )
-        idle0 = {d.label: cpu_seconds(d.process.pid) for d in running}
-        time.sleep(2.0)
-        idle = {d.label: cpu_seconds(d.process.pid) - idle0[d.label] for d in running}
-        rss = {d.label: peak_rss_kib(d.process.pid) for d in running}
-    return Run(placement, results, floor, busy, idle, rss)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     add_daemon_arg(parser)
+    add_placement_arg(parser)
+    add_slices_arg(parser)
     opts = parser.parse_args()
     daemons = chosen_daemons(opts.daemon, OURS_COMMAND)
-    runs = [measure(placement, opts.seconds, daemons) for placement in placements()]
     print(
         f"vhost-device-rng, queue size {QUEUE_SIZE}, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
     )
     print()
     print(
-        "| placement | daemon | size | in flight | requests/s | × ours | MB/s | p50 µs | p99 µs |"
+        "| placement | daemon | size | in flight | requests/s | × ours | MB/s | p50 µs | p99 µs "
+        "| daemon CPU µs/request |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for run in runs:
-        ratio = Ratios()
-        for label, result in run.results:
-            print(result.row(run.placement.name, label, ratio))
-    print()
-    for run in runs:
-        name = run.placement.name
-        print(
-            f"{name}: bare eventfd ping-pong between two processes (the machine's floor "
-            f"for one request at depth 1): p50 {run.floor[0]:.1f} µs, p99 {run.floor[1]:.1f} µs"
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        running = each_daemon(
+            daemons, Path(tmp) / "rng.sock", stack, extra=["--log-level", "warning"]
         )
-        for label, (cpu, wall) in run.busy.items():
+        queues = []
+        for daemon in running:
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
+            queues.append((daemon, frontend, queue))
+        results: dict[tuple[str, tuple[int, int], str], Result] = {}
+        busy: dict[tuple[str, str], tuple[float, float]] = {}  # (daemon CPU, wall)
+        rows = placed_rounds(CASES, queues, lambda q: q[0].process.pid, opts.placement, opts.slices)
+        for where, (size, depth), (daemon, frontend, queue) in rows:
+            pid = daemon.process.pid
+            cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+            part = measure_one(frontend, queue, size, depth, opts.seconds / opts.slices)
+            part.cpu = cpu_seconds(pid) - cpu0
+            key = (where.name, (size, depth), daemon.label)
+            results[key] = results[key].add(part) if key in results else part
+            cpu, wall = busy.get((where.name, daemon.label), (0.0, 0.0))
+            busy[where.name, daemon.label] = (cpu + part.cpu, wall + time.perf_counter() - wall0)
+        ratio = Ratios()
+        for (name, _, label), result in results.items():
+            print(result.row(name, label, ratio))
+        print()
+        print_floors(opts.placement)
+        for (name, label), (cpu, wall) in busy.items():
             print(
                 f"{name}, {label}: daemon CPU while loaded {cpu:.2f} s over {wall:.2f} s "
-                f"({100 * cpu / wall:.0f} % of one core); while idle for 2 s "
-                f"{run.idle_cpu[label]:.2f} s; peak RSS {run.rss_kib[label] / 1024:.1f} MiB"
+                f"({100 * cpu / wall:.0f} % of one core)"
             )
+        for daemon in running:
+            print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
     return 0
 
 

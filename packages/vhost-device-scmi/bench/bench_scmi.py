@@ -4,7 +4,9 @@ Starts the real daemon as a process with one fake accelerometer (`-d fake`), pla
 the virtio-scmi driver and prints, at 1 and 64 commands in flight: SENSOR_READING_GET
 requests/s and p50/p99 latency, then the daemon's CPU time per request, its CPU use
 while idle and its peak RSS. `--daemon LABEL='CMD {sock}'` adds another implementation,
-measured in the same run, alternating, each row with its ratio to ours.
+measured in the same run, alternating, each row with its ratio to ours. Each
+measurement runs with the daemon on the bench's CPU and on another (`--placement`),
+and each row says which; it is taken in slices, the daemons alternating (`--slices`).
 
     python3 xtask bench scmi         # or: .venv/bin/python bench/bench_scmi.py
 """
@@ -21,6 +23,8 @@ from pathlib import Path
 from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.bench import (
     add_daemon_arg,
+    add_placement_arg,
+    add_slices_arg,
     chosen_daemons,
     each_daemon,
     print_request_table,
@@ -60,6 +64,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per depth")
     add_daemon_arg(parser)
+    add_placement_arg(parser)
+    add_slices_arg(parser)
     args = parser.parse_args()
     daemons = chosen_daemons(args.daemon, OURS_COMMAND)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -71,7 +77,7 @@ def main() -> int:
             frontend = stack.enter_context(Frontend.connect(daemon.socket))
             queue, _ = frontend.start_device(2, 1024)
             queues.append((daemon, frontend, queue))
-        print_request_table(queues, (1, 64), run, args.seconds)
+        print_request_table(queues, (1, 64), run, args.seconds, args.placement, args.slices)
     return 0
 
 

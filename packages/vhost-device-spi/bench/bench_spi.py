@@ -6,7 +6,8 @@ prints, per transfer size and number in flight: transfers/s, MB/s each way, p50 
 of a round; then the daemon's CPU per transfer, its idle CPU use and its peak RSS.
 
 `--daemon LABEL='CMD {sock}'` adds another implementation, measured in the same run,
-alternating, each row with its ratio to ours. Upstream's daemon needs a real
+alternating, each row with its ratio to ours; each with the daemon on the bench's CPU
+and on another (`--placement`), each row saying which. Upstream's daemon needs a real
 /dev/spidevX.Y (it has no simulated controller), so it cannot run here.
 
     python3 xtask bench spi          # or: .venv/bin/python bench/bench_spi.py
@@ -28,13 +29,15 @@ from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.bench import (
     Ratios,
     add_daemon_arg,
+    add_placement_arg,
     chosen_daemons,
     each_daemon,
     idle_report,
     percentiles,
+    placed_rounds,
+    print_floors,
     python_daemon,
     reap_used,
-    rounds,
 )
 from vhost_user_core.testing.procstat import cpu_seconds
 
@@ -51,15 +54,15 @@ class Result:
     rounds: list[float]
     cpu: float
 
-    def row(self, label: str, ratio: Ratios) -> str:
+    def row(self, placement: str, label: str, ratio: Ratios) -> str:
         rate = self.transfers / self.seconds
         mbps = rate * self.size / 1e6
         p50 = percentiles(self.rounds)[0] * 1e6
         cpu = self.cpu / self.transfers * 1e6
-        times = ratio((self.size, self.depth), label, rate)
+        times = ratio((placement, self.size, self.depth), label, rate)
         return (
-            f"| {label} | {self.size:>5} B | {self.depth:>3} | {rate:>10,.0f} | {times} "
-            f"| {mbps:>6.1f} "
+            f"| {placement} | {label} | {self.size:>5} B | {self.depth:>3} "
+            f"| {rate:>10,.0f} | {times} | {mbps:>6.1f} "
             f"| {p50:>8.0f} | {cpu:>6.1f} |"
         )
 
@@ -105,6 +108,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     add_daemon_arg(parser)
+    add_placement_arg(parser)
     opts = parser.parse_args()
     daemons = chosen_daemons(opts.daemon, OURS_COMMAND)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -120,9 +124,16 @@ def main() -> int:
             (queue,) = frontend.start_device(1, QUEUE_SIZE, memory_size=64 << 20)
             queues.append((daemon, frontend, queue))
         cases = [(size, depth) for size in (32, 4096) for depth in (1, 64)]
+        pid = lambda entry: entry[0].process.pid  # noqa: E731
         results = [
-            (daemon.label, run(frontend, queue, daemon.process.pid, size, depth, opts.seconds))
-            for (size, depth), (daemon, frontend, queue) in rounds(cases, queues)
+            (
+                where.name,
+                daemon.label,
+                run(frontend, queue, daemon.process.pid, size, depth, opts.seconds),
+            )
+            for where, (size, depth), (daemon, frontend, queue) in placed_rounds(
+                cases, queues, pid, opts.placement
+            )
         ]
         idle = [f"{d.label}: {idle_report(d.process.pid)}" for d in running]
     print(
@@ -131,14 +142,15 @@ def main() -> int:
     )
     print()
     print(
-        "| daemon | size | in flight | transfers/s | × ours | MB/s | p50 round µs "
+        "| placement | daemon | size | in flight | transfers/s | × ours | MB/s | p50 round µs "
         "| daemon CPU µs/transfer |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     ratio = Ratios()
-    for label, result in results:
-        print(result.row(label, ratio))
+    for where, label, result in results:
+        print(result.row(where, label, ratio))
     print()
+    print_floors(opts.placement)
     print("\n".join(idle))
     return 0
 

@@ -3,7 +3,10 @@ measured and printed the same way: the daemon as a process, a driver's reaping o
 entries, p50/p99 of latency samples, the closing idle-CPU and peak-RSS line, and the
 side-by-side run: `--daemon LABEL='CMD {sock}'` (repeatable) adds another
 implementation, every measurement alternates between all daemons in one run, and each
-row carries its ratio to ours (the default daemon and the baseline)."""
+row carries its ratio to ours (the default daemon and the baseline). A depth-1 figure
+depends on where the daemon runs (one wake-up on a shared CPU is a context switch,
+across CPUs an inter-processor interrupt), so a bench can take each measurement with
+both placements (`--placement`, `placed_rounds`) and say which a row is."""
 
 from __future__ import annotations
 
@@ -266,6 +269,165 @@ def rounds(cases: Iterable[C], daemons: Sequence[D]) -> Iterator[tuple[C, D]]:
             yield case, daemon
 
 
+# Placement: where the bench and the daemon run, taken per measurement.
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The CPU the bench (the guest driver) runs on and the one the daemon runs on;
+    `None` leaves both where the scheduler puts them."""
+
+    name: str
+    bench_cpu: int | None
+    daemon_cpu: int | None
+
+    def apply(self, daemon_pid: int) -> None:
+        """Pin the bench (every thread of this process) and every thread of the daemon
+        (`os.sched_setaffinity` is per thread: a worker started before the call keeps
+        its own mask otherwise). Unpinned gives both every CPU this process may use."""
+        allowed = _allowed_cpus()
+        _pin(os.getpid(), allowed if self.bench_cpu is None else {self.bench_cpu})
+        _pin(daemon_pid, allowed if self.daemon_cpu is None else {self.daemon_cpu})
+
+
+def _allowed_cpus() -> set[int]:
+    global _ALLOWED
+    if _ALLOWED is None:
+        _ALLOWED = os.sched_getaffinity(0)
+    return _ALLOWED
+
+
+_ALLOWED: set[int] | None = None  # the CPUs the bench was started with
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        raise RuntimeError(f"process {pid} has exited: nothing to pin") from None
+    for task in tasks:
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except ProcessLookupError:
+            pass  # a thread that ended meanwhile
+
+
+#: `--placement` choices: each measurement with the daemon on the bench's CPU and on
+#: another one (the default), one of them, or neither pinned (the figures before).
+PLACEMENTS = ("both", "one", "two", "unpinned")
+
+
+def placements(choice: str = "both") -> list[Placement]:
+    """The placements `choice` names, from the CPUs this process may use: "one CPU"
+    (bench and daemon on the first), "two CPUs" (the daemon on the last; left out if
+    there is only one), or "unpinned"."""
+    cpus = sorted(_allowed_cpus())
+    one = Placement("one CPU", cpus[0], cpus[0])
+    two = [Placement("two CPUs", cpus[0], cpus[-1])] if len(cpus) > 1 else []
+    named = {
+        "both": [one, *two],
+        "one": [one],
+        "two": two,
+        "unpinned": [Placement("unpinned", None, None)],
+    }
+    if choice not in named:
+        raise ValueError(f"unknown placement {choice!r} (one of {', '.join(PLACEMENTS)})")
+    chosen = named[choice]
+    if not chosen:
+        raise ValueError(f"--placement {choice}: this process may use only CPU {cpus[0]}")
+    return chosen
+
+
+def add_placement_arg(parser: argparse.ArgumentParser, default: str = "both") -> None:
+    """`--placement`, the one spelling of it in every depth-1 bench."""
+    parser.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default=default,
+        help=(
+            "where the daemon runs for each measurement: on the bench's CPU (one), on "
+            f"another CPU (two), both, each row saying which, or unpinned (default {default})"
+        ),
+    )
+
+
+def placed_rounds(
+    cases: Iterable[C],
+    daemons: Sequence[D],
+    pid: Callable[[D], int],
+    choice: str = "both",
+    slices: int = 1,
+) -> Iterator[tuple[Placement, C, D]]:
+    """`rounds` once per placement, the bench and the daemon (`pid(daemon)`) pinned as
+    it says before each measurement; the daemons keep running across placements.
+    With `slices` > 1 each case is measured in that many slices per daemon, the order
+    of the daemons reversed every other slice (ours, rust, rust, ours, …): the caller
+    adds a case's slices up (`seconds / slices` each), so that a change in the
+    machine's load during a case falls on every daemon alike."""
+    if slices < 1:
+        raise ValueError(f"slices must be at least 1, not {slices}")
+    cases = list(cases)
+    for placement in placements(choice):
+        for case in cases:
+            for n in range(slices):
+                for daemon in daemons if n % 2 == 0 else daemons[::-1]:
+                    placement.apply(pid(daemon))
+                    yield placement, case, daemon
+
+
+def add_slices_arg(parser: argparse.ArgumentParser, default: int = 6) -> None:
+    """`--slices`, for a bench that adds up `placed_rounds`' slices."""
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=default,
+        help=(
+            "measure each case in this many slices per daemon, the daemons' order "
+            f"reversed every other slice, and add them up (default {default})"
+        ),
+    )
+
+
+def wakeup_floor(placement: Placement, count: int = 20_000) -> tuple[float, float]:
+    """p50 and p99 (µs) of a bare eventfd ping-pong between this process and a child
+    placed like the daemon: what two wake-ups cost on this machine, the floor of one
+    request at depth 1 with that placement."""
+    ping = os.eventfd(0, os.EFD_CLOEXEC)
+    pong = os.eventfd(0, os.EFD_CLOEXEC)
+    try:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child
+            try:
+                for _ in range(count):
+                    os.eventfd_read(ping)
+                    os.eventfd_write(pong, 1)
+            finally:
+                os._exit(0)
+        placement.apply(child)
+        samples = []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            os.eventfd_write(ping, 1)
+            os.eventfd_read(pong)
+            samples.append(time.perf_counter() - t0)
+        os.waitpid(child, 0)
+    finally:
+        os.close(ping)
+        os.close(pong)
+    p50, p99 = percentiles(samples)
+    return p50 * 1e6, p99 * 1e6
+
+
+def print_floors(choice: str = "both") -> None:
+    """One line per placement: the machine's floor a depth-1 row is to be read against."""
+    for placement in placements(choice):
+        p50, p99 = wakeup_floor(placement)
+        print(
+            f"{placement.name}: bare eventfd ping-pong between two processes (the floor of "
+            f"one request at depth 1): p50 {p50:.1f} µs, p99 {p99:.1f} µs"
+        )
+
+
 def timed_rounds(
     post: Callable[[], None], queue: FrontendQueue, depth: int, seconds: float
 ) -> tuple[int, list[float]]:
@@ -296,23 +458,39 @@ def print_request_table(
     depths: Iterable[int],
     run: RequestRun,
     seconds: float,
+    placement: str = "both",
+    slices: int = 1,
 ) -> None:
     """The side-by-side table of a device whose driver waits on each request (i2c,
-    scmi): requests/s, ratio, p50/p99 and daemon CPU per request at each depth, every
-    daemon in turn, then each one's idle line."""
-    ratio = Ratios()
-    print("| daemon | in flight | requests/s | × ours | p50 µs | p99 µs | daemon CPU µs/request |")
-    print("|---|---|---|---|---|---|---|")
-    for depth, (daemon, frontend, queue) in rounds(depths, queues):
+    scmi): requests/s, ratio, p50/p99 and daemon CPU per request at each depth and
+    placement, every daemon in turn (in `slices`, added up), then the machine's floor
+    and each daemon's idle line."""
+    totals: dict[tuple[str, int, str], tuple[int, list[float], float]] = {}
+    rows = placed_rounds(depths, queues, lambda q: q[0].process.pid, placement, slices)
+    for where, depth, (daemon, frontend, queue) in rows:
         cpu0 = cpu_seconds(daemon.process.pid)
-        count, samples = run(frontend, queue, depth, seconds)
+        count, samples = run(frontend, queue, depth, seconds / slices)
         cpu = cpu_seconds(daemon.process.pid) - cpu0
+        total, all_samples, all_cpu = totals.get((where.name, depth, daemon.label), (0, [], 0.0))
+        totals[where.name, depth, daemon.label] = (
+            total + count,
+            all_samples + samples,
+            all_cpu + cpu,
+        )
+    ratio = Ratios()
+    print(
+        "| placement | daemon | in flight | requests/s | × ours | p50 µs | p99 µs "
+        "| daemon CPU µs/request |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, depth, label), (count, samples, cpu) in totals.items():
         p50, p99 = percentiles(samples)
         rate = count / sum(samples)
         print(
-            f"| {daemon.label} | {depth} | {rate:,.0f} | {ratio(depth, daemon.label, rate)} "
+            f"| {name} | {label} | {depth} | {rate:,.0f} | {ratio((name, depth), label, rate)} "
             f"| {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | {cpu / count * 1e6:.1f} |"
         )
     print()
+    print_floors(placement)
     for daemon, _, _ in queues:
         print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
