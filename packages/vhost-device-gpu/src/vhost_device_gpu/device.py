@@ -4,7 +4,8 @@ each command to the renderer (resources, pixels) or the display (what QEMU shows
 Every command is answered: a short or unknown one with ERR_UNSPEC, a refused one with
 the status its `CommandError` carries; nothing the guest sends ends the daemon. All 2D
 work is synchronous, so a fenced command is answered at once with its fence echoed
-(QEMU's rule for 2D); a 3D renderer will hold fenced answers until its fence signals.
+(QEMU's rule for 2D); the virgl renderer holds a fenced answer (written, not yet
+returned to the guest) until its fence signals.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vhost_user_core import (
@@ -24,6 +25,7 @@ from vhost_user_core import (
     ProtocolFeature,
     VhostUserBackend,
     Vring,
+    Worker,
 )
 
 from .args import GpuConfig
@@ -69,11 +71,18 @@ CONTROLQ, CURSORQ = 0, 1
 NUM_SCANOUTS = 1
 #: The most readable bytes a command needs: a blob with the most backing entries.
 MAX_COMMAND = HDR_SIZE + 32 + 16 * MAX_BACKING_ENTRIES
+#: The largest SUBMIT_3D read: Mesa's virgl batches are at most 256 KiB; a bigger one
+#: is cut here and refused as short.
+MAX_SUBMIT = 8 << 20
 CURSOR_COMMAND = HDR_SIZE + 32
 _3D_COMMANDS = range(Cmd.CTX_CREATE, Cmd.RESOURCE_UNMAP_BLOB + 1)
 
 
 def make_renderer(config: GpuConfig) -> Renderer:
+    if config.mode == "virglrenderer":
+        from .renderer.virgl import VirglRenderer  # links libvirglrenderer: only when used
+
+        return VirglRenderer(config.virgl)
     return NullRenderer() if config.mode == "null" else Renderer2D()
 
 
@@ -98,7 +107,6 @@ class GpuBackend(VhostUserBackend):
             STANDARD_FEATURES
             | VIRTIO_F_RING_RESET  # upstream's; QEMU's vhost-user-gpu acks it regardless
             | VIRTIO_GPU_F_RESOURCE_UUID
-            | VIRTIO_GPU_F_RESOURCE_BLOB
             | (0 if config.headless else VIRTIO_GPU_F_EDID)
             | self.renderer.features
         )
@@ -146,6 +154,9 @@ class GpuBackend(VhostUserBackend):
     def memory_changed(self, memory: GuestMemory) -> None:
         self.renderer.memory_changed(memory)
 
+    def attach(self, workers: Sequence[Worker], vrings: Sequence[Vring]) -> None:
+        self.renderer.attach(vrings[CONTROLQ].worker)
+
     def gpu_socket(self, sock: socket.socket) -> None:
         if self.config.headless:
             log.info("--headless: the display socket is not used")
@@ -166,28 +177,48 @@ class GpuBackend(VhostUserBackend):
         self.display.close()
 
     def handle_queue(self, vring: Vring) -> None:
-        serve = self._control if vring.index == CONTROLQ else self._cursor
+        if vring.index != CONTROLQ:
+            for batch in vring.batches():
+                vring.complete(batch, [self._cursor(chain) for chain in batch])
+            return
         for batch in vring.batches():
-            vring.complete(batch, [serve(chain) for chain in batch])
+            answers = [self._control(chain) for chain in batch]
+            if all(fence is None for _, fence in answers):
+                vring.complete(batch, [length for length, _ in answers])
+                continue
+            # Fenced answers the renderer holds go back once their fence signals, the
+            # rest now (the used ring may be out of order: each entry names its head).
+            for chain, (length, fence) in zip(batch, answers, strict=True):
+                if fence is None or not self.renderer.defer_fence(
+                    fence, lambda head=chain.head, n=length: vring.complete_one(head, n)
+                ):
+                    vring.complete_one(chain.head, length)
 
     # -- the control queue -----------------------------------------------------------
 
-    def _control(self, chain: DescriptorChain) -> int:
+    def _control(self, chain: DescriptorChain) -> tuple[int, CtrlHeader | None]:
+        """Serve one command: the bytes written, and its header if it succeeded with a
+        fence (for the renderer to hold)."""
         data = chain.read(MAX_COMMAND)
         try:
             header = CtrlHeader.decode(data)
         except ShortCommand:
             log.warning("a control request of %d bytes has no header", len(data))
-            return chain.write(CtrlHeader(Resp.ERR_UNSPEC).encode())
+            return chain.write(CtrlHeader(Resp.ERR_UNSPEC).encode()), None
+        if header.type == Cmd.SUBMIT_3D and len(data) == MAX_COMMAND:
+            data = chain.read(MAX_SUBMIT)
+        fence: CtrlHeader | None = None
         try:
             answer = self._dispatch(header, data)
+            if header.fenced:
+                fence = header
         except ShortCommand as exc:
             log.warning("command %#x is short: %s", header.type, exc)
             answer = header.response(Resp.ERR_UNSPEC).encode()
         except CommandError as exc:
             log.warning("command %#x refused (%s): %s", header.type, exc.status.name, exc)
             answer = header.response(exc.status).encode()
-        return chain.write(answer)
+        return chain.write(answer), fence
 
     def _dispatch(self, header: CtrlHeader, data: bytes) -> bytes:
         handler = self._handlers.get(header.type)

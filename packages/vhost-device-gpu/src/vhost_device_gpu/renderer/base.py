@@ -9,10 +9,11 @@ adds capsets, feature bits and `handle_3d` for the context commands.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from vhost_user_core import GuestMemory
+from vhost_user_core import GuestMemory, Worker
 
 from ..errors import GpuError
 from ..protocol import CtrlHeader, Rect, Resp
@@ -62,6 +63,16 @@ class Renderer(abc.ABC):
 
     def get_capset(self, capset_id: int, version: int) -> bytes:
         raise CommandError(Resp.ERR_INVALID_PARAMETER, f"no capset {capset_id}")
+
+    def attach(self, worker: Worker) -> None:
+        """The worker that owns the control queue (where every command but the session
+        thread's reset and memory changes runs): a renderer watches its fds there."""
+
+    def defer_fence(self, header: CtrlHeader, complete: Callable[[], None]) -> bool:
+        """A fenced command succeeded: True if the renderer holds its answer until the
+        fence signals (then it calls `complete`); False to answer now (2D: all work is
+        done by the time the command returns)."""
+        return False
 
     def handle_3d(self, header: CtrlHeader, data: bytes) -> bytes:
         """A context (3D) command; the 2D renderer has no contexts."""
