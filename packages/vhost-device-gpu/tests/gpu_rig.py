@@ -138,8 +138,9 @@ def gpu(
     features: int | None = None,
     modes: list[DisplayMode] | None = None,
     edid: bytes = b"",
+    capsets: tuple[str, ...] = (),
 ) -> Iterator[Gpu]:
-    config = GpuConfig(mode, headless=headless)
+    config = GpuConfig(mode, capsets, headless=headless)
     fake = FakeQemuDisplay(modes, edid) if display else None
     try:
         with connected_frontend(lambda: GpuBackend(config), tmp_path / "gpu.sock") as frontend:

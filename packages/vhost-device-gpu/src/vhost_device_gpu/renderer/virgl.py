@@ -199,7 +199,6 @@ class VirglContext:
     def __init__(self, ctx_id: int, context_init: int, name: bytes) -> None:
         self.ctx_id = ctx_id
         self.context_init = context_init
-        self.killed = False
         try:
             _virgl.context_create(ctx_id, context_init, name)
         except OSError as exc:
@@ -216,12 +215,12 @@ class VirglContext:
         try:
             _virgl.submit_cmd(self.ctx_id, stream)
         except OSError as exc:
-            # virglrenderer puts a context whose stream it cannot decode in error and
-            # refuses it from then on: the guest hears of it in every answer.
-            if not self.killed:
-                log.warning("context %d: the renderer refused its stream: %s", self.ctx_id, exc)
-            self.killed = True
-            raise CommandError(Resp.ERR_UNSPEC, f"context {self.ctx_id}: {exc}") from None
+            # A stream virglrenderer cannot decode is refused; one that breaks its
+            # rules (an object that does not exist) kills the context, whose every
+            # later stream is refused: the guest hears of it in each answer.
+            raise CommandError(
+                Resp.ERR_UNSPEC, f"context {self.ctx_id}: the renderer refused the stream: {exc}"
+            ) from None
 
     def attach(self, resource_id: int) -> None:
         _virgl.ctx_attach_resource(self.ctx_id, resource_id)
