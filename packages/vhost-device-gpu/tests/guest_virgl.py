@@ -29,11 +29,15 @@ GL_VENDOR, GL_RENDERER, GL_VERSION = 0x1F00, 0x1F01, 0x1F02
 DRM_MODE_CONNECTED = 1
 
 
+TIMINGS = "hdisplay hsync_start hsync_end htotal hskew vdisplay vsync_start vsync_end vtotal vscan"
+
+
 class ModeInfo(Structure):
-    _fields_ = [("clock", c_uint32)] + [
-        (n, c_uint16)
-        for n in "hdisplay hsync_start hsync_end htotal hskew vdisplay vsync_start vsync_end vtotal vscan".split()
-    ] + [("vrefresh", c_uint32), ("flags", c_uint32), ("type", c_uint32), ("name", c_char * 32)]
+    _fields_ = (
+        [("clock", c_uint32)]
+        + [(n, c_uint16) for n in TIMINGS.split()]
+        + [("vrefresh", c_uint32), ("flags", c_uint32), ("type", c_uint32), ("name", c_char * 32)]
+    )
 
 
 class Resources(Structure):
@@ -84,7 +88,13 @@ def main() -> int:
     egl.eglCreateContext.argtypes = [c_void_p, c_void_p, c_void_p, POINTER(c_int)]
     egl.eglCreateWindowSurface.restype = c_void_p
     egl.eglCreateWindowSurface.argtypes = [c_void_p, c_void_p, c_void_p, c_void_p]
-    egl.eglChooseConfig.argtypes = [c_void_p, POINTER(c_int), POINTER(c_void_p), c_int, POINTER(c_int)]
+    egl.eglChooseConfig.argtypes = [
+        c_void_p,
+        POINTER(c_int),
+        POINTER(c_void_p),
+        c_int,
+        POINTER(c_int),
+    ]
     egl.eglGetConfigAttrib.argtypes = [c_void_p, c_void_p, c_int, POINTER(c_int)]
     egl.eglInitialize.argtypes = [c_void_p, c_void_p, c_void_p]
     egl.eglMakeCurrent.argtypes = [c_void_p, c_void_p, c_void_p, c_void_p]
@@ -102,7 +112,11 @@ def main() -> int:
             break
     assert conn is not None, "no connected connector"
     mode = conn.modes[0]
-    crtc = drm.drmModeGetEncoder(fd, conn.encoder_id).contents.crtc_id if conn.encoder_id else res.crtcs[0]
+    crtc = (
+        drm.drmModeGetEncoder(fd, conn.encoder_id).contents.crtc_id
+        if conn.encoder_id
+        else res.crtcs[0]
+    )
     width, height = mode.hdisplay, mode.vdisplay
     print(f"mode: {width}x{height}", flush=True)
 

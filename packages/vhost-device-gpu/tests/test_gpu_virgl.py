@@ -5,13 +5,14 @@ refusal. virglrenderer renders for real (llvmpipe, surfaceless EGL)."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
+import pytest
 from gpu_rig import (
     CAPSET,
     CAPSET_INFO,
-    CREATE_BLOB,
     ERR_CONTEXT,
     ERR_OOM,
     ERR_PARAMETER,
@@ -33,6 +34,11 @@ from gpu_rig import (
     set_scanout,
     transfer,
 )
+
+from vhost_device_gpu.args import GpuConfig
+from vhost_device_gpu.protocol import Rect
+from vhost_device_gpu.renderer import Dmabuf, Renderer, ScanoutSource
+from vhost_device_gpu.renderer.virgl import VirglRenderer
 
 OK_CAPSET_INFO = 0x1102
 CTX_CREATE, CTX_DESTROY, CTX_ATTACH, CTX_DETACH = 0x200, 0x201, 0x202, 0x203
@@ -57,8 +63,11 @@ def create_3d(rid: int, w: int = W, h: int = H, fmt: int = BGRX, target: int = P
     return hdr(CREATE_3D) + struct.pack("<11I4x", rid, target, fmt, bind, w, h, 1, 1, 0, 0, flags)
 
 
-def transfer_3d(kind: int, rid: int, ctx: int = 0, box: tuple[int, ...] = (0, 0, 0, W, H, 1),
-                stride: int = W * 4, offset: int = 0, flags: int = 0, fence: int = 0) -> bytes:  # fmt: skip
+def transfer_3d(
+    kind: int, rid: int, ctx: int = 0, box: tuple[int, ...] = (0, 0, 0, W, H, 1),
+    stride: int = W * 4, offset: int = 0,
+) -> bytes:  # fmt: skip
+    flags = fence = 0
     return hdr(kind, flags, fence, ctx) + struct.pack("<6IQIIII", *box, offset, rid, 0, stride, 0)
 
 
@@ -160,7 +169,9 @@ def test_2d_commands_on_virglrenderer_resources_keep_rows_top_down(tmp_path: Pat
     """RESOURCE_CREATE_2D is a Y_0_TOP texture in virglrenderer: what the guest wrote
     row by row is shown row by row (and a partial flush shows only its rows)."""
     pattern = b"".join(
-        bytes([(x * 4) & 0xFF, (y * 4) & 0xFF, (x ^ y) & 0xFF, 0]) for y in range(H) for x in range(W)
+        bytes([(x * 4) & 0xFF, (y * 4) & 0xFF, (x ^ y) & 0xFF, 0])
+        for y in range(H)
+        for x in range(W)
     )
     with gpu(tmp_path, mode="virglrenderer") as g:
         assert g.display is not None
@@ -207,7 +218,9 @@ def test_fences_and_ring_fences(tmp_path: Path) -> None:
     with gpu(tmp_path, mode="virglrenderer") as g:
         render_target(g, 1, 1)
         for fence in (1, 2, 3):
-            answer = g.cmd(submit(1, clear_stream(1, (0.0, 1.0, 0.0, 1.0)), flags=FLAG_FENCE, fence=fence))
+            answer = g.cmd(
+                submit(1, clear_stream(1, (0.0, 1.0, 0.0, 1.0)), flags=FLAG_FENCE, fence=fence)
+            )
             assert struct.unpack_from("<IIQI", answer) == (OK_NODATA, FLAG_FENCE, fence, 1)
         # a fenced 2D command goes through the renderer's fence too
         answer = g.cmd(hdr(0x104, FLAG_FENCE, 4) + struct.pack("<IIIII4x", 0, 0, W, H, 1))
@@ -296,8 +309,63 @@ def test_a_killed_context_is_reported_and_the_others_go_on(tmp_path: Path) -> No
 
 
 def test_the_next_connection_starts_virglrenderer_afresh(tmp_path: Path) -> None:
-    for colour, want in (((1.0, 0.0, 0.0, 1.0), (0, 0, 255, 255)), ((0.0, 0.0, 1.0, 1.0), (255, 0, 0, 255))):
+    for colour, want in (
+        ((1.0, 0.0, 0.0, 1.0), (0, 0, 255, 255)),
+        ((0.0, 0.0, 1.0, 1.0), (255, 0, 0, 255)),
+    ):
         with gpu(tmp_path, mode="virglrenderer") as g:
             gpa = render_target(g, 1, 1)  # the same ids again: nothing is left over
             g.ok(submit(1, clear_stream(1, colour)))
             assert readback(g, 1, 1, gpa)[:4] == bytes(want)
+
+
+def test_a_device_reset_drops_every_context_and_resource(tmp_path: Path) -> None:
+    with gpu(tmp_path, mode="virglrenderer") as g:
+        render_target(g, 1, 1)
+        g.ok(submit(1, clear_stream(1, (1.0, 0.0, 0.0, 1.0)), flags=FLAG_FENCE, fence=1))
+        g.frontend.reset_device()  # the session thread: virglrenderer is reset on the worker
+        g.frontend.queues.clear()
+        g.control, g.cursorq = g.frontend.start_device(2, 256, memory_size=64 << 20)
+        assert g.status(submit(1, b"")) == ERR_CONTEXT
+        assert g.status(transfer_3d(FROM_HOST_3D, 1)) == ERR_RESOURCE
+        gpa = render_target(g, 1, 1)  # the same ids are free again
+        g.ok(submit(1, clear_stream(1, (0.0, 1.0, 0.0, 1.0))))
+        assert readback(g, 1, 1, gpa) == bytes([0, 255, 0, 255]) * (W * H)
+
+
+class ExportingVirgl(VirglRenderer):
+    """virglrenderer as it is with a render node, whose textures export as dma-bufs:
+    there is none here (and the export crashes without one), so a memfd stands in for
+    the dma-buf; everything else is virglrenderer's."""
+
+    def export_scanout(self, source: ScanoutSource) -> Dmabuf | None:
+        self.check_scanout(source, Rect(0, 0, source.width, source.height))
+        fd = os.memfd_create("dmabuf", os.MFD_CLOEXEC)
+        os.ftruncate(fd, W * H * 4)
+        return Dmabuf(fd, W, H, W * 4, 0x34325258, 1)
+
+
+def _exporting(config: GpuConfig) -> Renderer:
+    return ExportingVirgl(config.virgl)
+
+
+def test_an_exported_scanout_goes_to_qemu_as_a_dmabuf(tmp_path: Path) -> None:
+    with gpu(tmp_path, mode="virglrenderer", renderer=_exporting) as g:
+        assert g.display is not None
+        render_target(g, 1, 1)
+        g.ok(submit(1, clear_stream(1, (1.0, 0.0, 0.0, 1.0))))
+        g.ok(set_scanout(0, 1, 0, 0, W, H))
+        # DMABUF_SCANOUT with the fd (no SCANOUT, no pixels), then DMABUF_UPDATE
+        assert g.display.dmabufs[0] == (0, 0, W, H, W, H, W * 4, 1, 0x34325258)
+        assert len(g.display.fds) == 1 and os.fstat(g.display.fds[0]).st_size == W * H * 4
+        assert g.display.dmabuf_updates == [(0, 0, 0, W, H)]
+        g.ok(flush(1, 0, 8, W, 4))
+        assert g.display.dmabuf_updates[-1] == (0, 0, 8, W, 4)
+        assert 0 not in g.display.surfaces and g.display.updates == 0
+
+
+def test_a_gpu_device_must_be_a_drm_node(tmp_path: Path) -> None:
+    from vhost_device_gpu.renderer.virgl import VirglInitError, VirglOptions, probe
+
+    with pytest.raises(VirglInitError, match="/dev/null: not a DRM render node"):
+        probe(VirglOptions(gpu_device="/dev/null"))

@@ -148,9 +148,7 @@ def test_guest_mesa_renders_through_virgl(guest_image: GuestImage, tmp_path: Pat
                 },
                 modules=[ModuleSpec("virtio_gpu")],
                 devices=[
-                    *vhost_user_device(
-                        gpu_socket, "vhost-user-gpu-pci", xres=WIDTH, yres=HEIGHT
-                    ),
+                    *vhost_user_device(gpu_socket, "vhost-user-gpu-pci", xres=WIDTH, yres=HEIGHT),
                     *screens.devices(),
                 ],
                 timeout=400,
@@ -176,8 +174,13 @@ def test_guest_mesa_renders_through_virgl(guest_image: GuestImage, tmp_path: Pat
     if rgb != want:
         first = next(i for i in range(0, len(rgb), 3) if rgb[i : i + 3] != want[i : i + 3])
         x, y = (first // 3) % w, (first // 3) // w
-        pytest.fail(f"screendump differs first at ({x}, {y}): {rgb[first:first + 3].hex()}\n{shown}")
+        pytest.fail(
+            f"screendump differs first at ({x}, {y}): {rgb[first : first + 3].hex()}\n{shown}"
+        )
     # kmscube: its frames reached the screen
     assert "kmscube-rc: 0" in output, shown
     assert Screens.done(2, screens.shots[2]), shown
     assert "dmesg-problem" not in output, shown
+    # Mesa's every command was served: not one refused
+    problems = [ln for ln in log.read_text().splitlines() if " WARNING " in ln or " ERROR " in ln]
+    assert not problems, "\n".join(problems)

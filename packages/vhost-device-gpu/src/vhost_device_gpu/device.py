@@ -10,7 +10,9 @@ returned to the guest) until its fence signals.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import socket
 import struct
 from collections.abc import Callable, Sequence
@@ -90,6 +92,7 @@ def make_renderer(config: GpuConfig) -> Renderer:
 class Scanout:
     source: ScanoutSource
     rect: Rect  # the part of the source shown, in the source's coordinates
+    dmabuf: bool = False  # handed to QEMU as a dma-buf: updates are DMABUF_UPDATEs
 
 
 class GpuBackend(VhostUserBackend):
@@ -190,7 +193,7 @@ class GpuBackend(VhostUserBackend):
             # rest now (the used ring may be out of order: each entry names its head).
             for chain, (length, fence) in zip(batch, answers, strict=True):
                 if fence is None or not self.renderer.defer_fence(
-                    fence, lambda head=chain.head, n=length: vring.complete_one(head, n)
+                    fence, functools.partial(vring.complete_one, chain.head, length)
                 ):
                     vring.complete_one(chain.head, length)
 
@@ -277,6 +280,18 @@ class GpuBackend(VhostUserBackend):
         """The scanout shows `rect` of `source` from now on: a surface of its size,
         then all of its pixels (QEMU shows a new surface at its first update)."""
         self.renderer.check_scanout(source, rect)
+        dmabuf = self.renderer.export_scanout(source) if self.display.takes_dmabufs else None
+        if dmabuf is not None:
+            try:
+                self.display.dmabuf_scanout(
+                    scanout_id, rect, (dmabuf.width, dmabuf.height), dmabuf.stride,
+                    dmabuf.flags, dmabuf.fourcc, dmabuf.fd, dmabuf.modifier,
+                )  # fmt: skip
+            finally:
+                os.close(dmabuf.fd)
+            self.scanouts[scanout_id] = Scanout(source, rect, dmabuf=True)
+            self.display.dmabuf_update(scanout_id, rect)
+            return
         self.scanouts[scanout_id] = Scanout(source, rect)
         self.display.scanout(scanout_id, rect.width, rect.height)
         self._update(scanout_id, rect)
@@ -288,6 +303,9 @@ class GpuBackend(VhostUserBackend):
         if part is None or not self.display.wants_pixels:
             return
         where = Rect(part.x - s.rect.x, part.y - s.rect.y, part.width, part.height)
+        if s.dmabuf:
+            self.display.dmabuf_update(scanout_id, where)
+            return
         self.display.update(
             scanout_id, where, lambda dst: self.renderer.read_pixels(s.source, part, dst)
         )

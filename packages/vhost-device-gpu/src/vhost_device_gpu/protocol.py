@@ -385,7 +385,7 @@ class CtxCreate:
     @classmethod
     def decode(cls, data: bytes | memoryview) -> CtxCreate:
         nlen, context_init, name = _unpack(cls._S, data, HDR_SIZE)
-        return cls(context_init, name[: min(nlen, 64)])
+        return cls(int(context_init), bytes(name)[: min(int(nlen), 64)])
 
 
 @dataclass(frozen=True)

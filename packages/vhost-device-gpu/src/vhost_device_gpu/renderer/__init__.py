@@ -5,7 +5,15 @@ store, the `null` mode's; virglrenderer and the cross-domain context come as fur
 modules beside it.
 """
 
-from .base import Capset, CommandError, Renderer, ScanoutSource
+from .base import Capset, CommandError, Dmabuf, Renderer, ScanoutSource
 from .twod import NullRenderer, Renderer2D
 
-__all__ = ["Capset", "CommandError", "Renderer", "NullRenderer", "Renderer2D", "ScanoutSource"]
+__all__ = [
+    "Capset",
+    "CommandError",
+    "Dmabuf",
+    "Renderer",
+    "NullRenderer",
+    "Renderer2D",
+    "ScanoutSource",
+]

@@ -49,6 +49,19 @@ class ScanoutSource:
     offset: int = 0
 
 
+@dataclass(frozen=True)
+class Dmabuf:
+    """A resource exported for a scanout: the fd is the caller's to close."""
+
+    fd: int
+    width: int
+    height: int
+    stride: int
+    fourcc: int
+    flags: int  # RESOURCE_FLAG_Y_0_TOP when row 0 is the top
+    modifier: int | None = None
+
+
 class Renderer(abc.ABC):
     """One connection's resources. Runs on the worker that owns the control queue."""
 
@@ -67,12 +80,18 @@ class Renderer(abc.ABC):
     def attach(self, worker: Worker) -> None:
         """The worker that owns the control queue (where every command but the session
         thread's reset and memory changes runs): a renderer watches its fds there."""
+        return None
 
     def defer_fence(self, header: CtrlHeader, complete: Callable[[], None]) -> bool:
         """A fenced command succeeded: True if the renderer holds its answer until the
         fence signals (then it calls `complete`); False to answer now (2D: all work is
         done by the time the command returns)."""
         return False
+
+    def export_scanout(self, source: ScanoutSource) -> Dmabuf | None:
+        """The resource as a dma-buf for QEMU to show, or None: its pixels are read back
+        (`read_pixels`) instead. Only where export is known to work."""
+        return None
 
     def handle_3d(self, header: CtrlHeader, data: bytes) -> bytes:
         """A context (3D) command; the 2D renderer has no contexts."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Callable
@@ -43,16 +44,16 @@ from ..protocol import (
     VIRTIO_GPU_F_VIRGL,
     Cmd,
     CtrlHeader,
-    Format,
     CtxCreate,
     CtxResource,
+    Format,
     Rect,
     ResourceCreate3D,
     Resp,
     Transfer3D,
     decode_submit,
 )
-from .base import Capset, CommandError, Renderer, ScanoutSource
+from .base import Capset, CommandError, Dmabuf, Renderer, ScanoutSource
 from .twod import CHANNELS, to_argb, to_xrgb
 
 log = logging.getLogger(__name__)
@@ -110,13 +111,24 @@ _probed: dict[tuple[int, str | None], list[Capset]] = {}
 _probe_lock = threading.Lock()
 
 
+#: Linux's DRM character device major.
+DRM_MAJOR = 226
+
+
 def _open_device(path: str | None) -> int:
+    """The render node, checked to be a DRM device: with anything else virglrenderer
+    falls back to surfaceless EGL, where the dma-buf export crashes."""
     if path is None:
         return -1
     try:
-        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
         raise VirglInitError(f"--gpu-device {path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != DRM_MAJOR:
+        os.close(fd)
+        raise VirglInitError(f"--gpu-device {path}: not a DRM render node")
+    return fd
 
 
 def _init(options: VirglOptions) -> int:
@@ -271,6 +283,7 @@ class VirglRenderer(Renderer):
         self._poll_fd = -1
         self._poll_timer: object | None = None
         self._reset_pending = False
+        self._export_failed = False
         self._handlers: dict[int, Callable[[CtrlHeader, bytes], bytes | None]] = {
             Cmd.CTX_CREATE: self._ctx_create,
             Cmd.CTX_DESTROY: self._ctx_destroy,
@@ -294,9 +307,7 @@ class VirglRenderer(Renderer):
         first time, apply a reset the session thread asked for, back to context 0."""
         if self._owner is None:
             if _virgl.initialised():
-                raise CommandError(
-                    Resp.ERR_UNSPEC, "virglrenderer is in use by another connection"
-                )
+                raise CommandError(Resp.ERR_UNSPEC, "virglrenderer is in use by another connection")
             self._device_fd = _init(self.options)
             self._owner = threading.get_ident()
             self._poll_fd = _virgl.poll_fd()
@@ -373,7 +384,8 @@ class VirglRenderer(Renderer):
         for ctx_id, ring_idx, seq in rings:
             key = (ctx_id, ring_idx)
             ring_top[key] = max(ring_top.get(key, -1), seq)
-        done, left = [], []
+        done: list[PendingFence] = []
+        left: list[PendingFence] = []
         for fence in self.pending:
             limit = top if fence.ring is None else ring_top.get(fence.ring, -1)
             (done if fence.seq <= limit else left).append(fence)
@@ -558,9 +570,7 @@ class VirglRenderer(Renderer):
                 f"scanout {rect} of the {res.width}x{res.height} resource",
             )
         if res.format not in CHANNELS:
-            raise CommandError(
-                Resp.ERR_INVALID_PARAMETER, f"format {res.format} cannot be shown"
-            )
+            raise CommandError(Resp.ERR_INVALID_PARAMETER, f"format {res.format} cannot be shown")
 
     def read_pixels(self, source: ScanoutSource, rect: Rect, dst: memoryview) -> None:
         """The rectangle read back from virglrenderer into `dst` (rows top-down: it
@@ -578,6 +588,27 @@ class VirglRenderer(Renderer):
             dst[:] = bytes(len(dst))
             return
         to_xrgb(dst, res.format)
+
+    def export_scanout(self, source: ScanoutSource) -> Dmabuf | None:
+        """A dma-buf of the resource's texture, only with a render node (`--gpu-device`):
+        without one, Mesa's surfaceless EGL crashes inside the export (a NULL call in
+        libEGL_mesa, seen with 0.10.4 and Mesa 22.3), so the pixels are read back. A
+        failed export falls back to reading back too."""
+        if self.options.gpu_device is None or self._export_failed:
+            return None
+        res = self._get(source.resource_id)
+        self._ready()
+        info = _virgl.resource_info(res.resource_id)
+        if info is None or not info[5]:
+            return None
+        _format, width, height, _depth, flags, tex_id, _stride, fourcc = info
+        try:
+            fd, stride, _offset = _virgl.export_texture(tex_id)
+        except OSError as exc:
+            log.warning("no dma-buf export (%s): scanouts are read back from now on", exc)
+            self._export_failed = True
+            return None
+        return Dmabuf(fd, width, height, stride, fourcc, flags & RESOURCE_FLAG_Y_0_TOP)
 
     def cursor_image(self, resource_id: int) -> bytes:
         res = self._get(resource_id)
@@ -681,7 +712,9 @@ class VirglRenderer(Renderer):
                     t.box.astuple(), t.offset,
                 )  # fmt: skip
         except OSError as exc:
-            raise CommandError(_status(exc), f"transfer of resource {t.resource_id}: {exc}") from None
+            raise CommandError(
+                _status(exc), f"transfer of resource {t.resource_id}: {exc}"
+            ) from None
 
     def _transfer_to_host_3d(self, header: CtrlHeader, data: bytes) -> None:
         self._transfer_3d(header, data, write=True)
