@@ -2,11 +2,12 @@
 
 Plays the guest's virtio-gpu driver through the core's Python frontend and QEMU's side
 of the display socket (FakeQemuDisplay, not composing) against `-g virglrenderer`, and
-prints: SUBMIT_3D + fence round trips/s (a 10-dword stream clearing the 1280x800 target,
-each answer waited for, as a guest waits on its fence); TRANSFER_FROM_HOST_3D MB/s of a 1280x800 BGRX texture into
-guest memory; frames/s of a full-screen clear and scanout at 1280x800 (a fenced SUBMIT_3D
-clear, then RESOURCE_FLUSH, the pixels read back and sent to the display: a run ends
-once the display has every frame); the daemon's CPU per unit; its CPU while idle.
+prints: SUBMIT_3D + fence round trips/s (a 10-dword stream clearing the 1280x800
+target, each answer waited for, as a guest waits on its fence); TRANSFER_FROM_HOST_3D
+MB/s of a 1280x800 BGRX texture into guest memory; frames/s of a full-screen clear and
+scanout at 1280x800 (a fenced SUBMIT_3D clear, then RESOURCE_FLUSH, the pixels read
+back and sent to the display: a run ends once the display has every frame); the
+daemon's CPU per unit; its CPU while idle.
 
     .venv/bin/python packages/vhost-device-gpu/bench/bench_virgl.py
 
@@ -85,8 +86,7 @@ def bench(command: str, seconds: float) -> list[str]:
                 backing = g.ram.alloc(size, align=4096)
                 g.ok(hdr(0x200, ctx=1) + struct.pack("<II64s", 5, 0, b"bench"))
                 g.ok(
-                    hdr(0x204)
-                    + struct.pack("<11I4x", 1, 2, BGRX, 2 | 1 << 18, W, H, 1, 1, 0, 0, 0)
+                    hdr(0x204) + struct.pack("<11I4x", 1, 2, BGRX, 2 | 1 << 18, W, H, 1, 1, 0, 0, 0)
                 )
                 g.ok(hdr(0x106) + struct.pack("<II", 1, 1) + struct.pack("<QI4x", backing, size))
                 g.ok(hdr(0x202, ctx=1) + struct.pack("<I4x", 1))
@@ -118,7 +118,9 @@ def bench(command: str, seconds: float) -> list[str]:
                     g.command(submit(clear((i / 64, 0.0, 1 - i / 64, 1.0)), 1000 + i))
                     for i in range(64)
                 ]
-                f = g.command(hdr(0x104) + struct.pack("<IIII", 0, 0, W, H) + struct.pack("<I4x", 1))
+                f = g.command(
+                    hdr(0x104) + struct.pack("<IIII", 0, 0, W, H) + struct.pack("<I4x", 1)
+                )
                 before = display.update_bytes
                 cpu0 = cpu_seconds(daemon.pid)
                 t0 = time.perf_counter()

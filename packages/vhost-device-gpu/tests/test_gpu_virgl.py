@@ -303,7 +303,9 @@ def test_a_killed_context_is_reported_and_the_others_go_on(tmp_path: Path) -> No
         for _ in range(2):
             assert g.status(submit(2, clear_stream(1, (1.0, 1.0, 1.0, 1.0)))) == ERR_UNSPEC
         # context 1 still renders
-        g.ok(submit(1, clear_stream(1, (0.0, 1.0, 0.0, 1.0))))
+        # fences still signal (virgl_renderer_reset would have ended THREAD_SYNC)
+        answer = g.cmd(submit(1, clear_stream(1, (0.0, 1.0, 0.0, 1.0)), flags=FLAG_FENCE, fence=2))
+        assert struct.unpack_from("<IIQ", answer) == (OK_NODATA, FLAG_FENCE, 2)
         assert readback(g, 1, 1, gpa) == bytes([0, 255, 0, 255]) * (W * H)
         g.ok(hdr(CTX_DESTROY, ctx=2))
 
@@ -329,7 +331,9 @@ def test_a_device_reset_drops_every_context_and_resource(tmp_path: Path) -> None
         assert g.status(submit(1, b"")) == ERR_CONTEXT
         assert g.status(transfer_3d(FROM_HOST_3D, 1)) == ERR_RESOURCE
         gpa = render_target(g, 1, 1)  # the same ids are free again
-        g.ok(submit(1, clear_stream(1, (0.0, 1.0, 0.0, 1.0))))
+        # fences still signal (virgl_renderer_reset would have ended THREAD_SYNC)
+        answer = g.cmd(submit(1, clear_stream(1, (0.0, 1.0, 0.0, 1.0)), flags=FLAG_FENCE, fence=2))
+        assert struct.unpack_from("<IIQ", answer) == (OK_NODATA, FLAG_FENCE, 2)
         assert readback(g, 1, 1, gpa) == bytes([0, 255, 0, 255]) * (W * H)
 
 

@@ -63,7 +63,6 @@ cdef extern from *:
     int virgl_renderer_init(void* cookie, int flags, virgl_renderer_callbacks* cb) nogil
     void virgl_renderer_poll() nogil
     void virgl_renderer_cleanup(void* cookie) nogil
-    void virgl_renderer_reset() nogil
     int virgl_renderer_get_poll_fd()
     void virgl_renderer_get_cap_set(uint32_t set, uint32_t* max_ver, uint32_t* max_size)
     void virgl_renderer_fill_caps(uint32_t set, uint32_t version, void* caps) nogil
@@ -196,14 +195,6 @@ def cleanup():
         virgl_renderer_cleanup(<void*>&_callbacks)
     _initialised = False
     _drm_fd = -1
-    del _global_fences[:]
-    del _ring_fences[:]
-
-
-def reset():
-    """Destroy every context and resource (the renderer stays initialised)."""
-    with nogil:
-        virgl_renderer_reset()
     del _global_fences[:]
     del _ring_fences[:]
 

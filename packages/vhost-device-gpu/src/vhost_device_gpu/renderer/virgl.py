@@ -301,6 +301,8 @@ class VirglRenderer(Renderer):
         """The worker that owns the control queue: virglrenderer runs on its thread."""
         self._worker = worker
         worker.at_exit(self._shutdown)
+        if self._poll_fd >= 0:  # already running (a renderer kept across workers)
+            worker.add_reader(self._poll_fd, self.poll)
 
     def _ready(self) -> None:
         """Called at every entry that renders: start virglrenderer on this thread the
@@ -308,39 +310,47 @@ class VirglRenderer(Renderer):
         if self._owner is None:
             if _virgl.initialised():
                 raise CommandError(Resp.ERR_UNSPEC, "virglrenderer is in use by another connection")
-            self._device_fd = _init(self.options)
-            self._owner = threading.get_ident()
-            self._poll_fd = _virgl.poll_fd()
-            if self._poll_fd >= 0 and self._worker is not None:
-                self._worker.add_reader(self._poll_fd, self.poll)
-            log.info(
-                "virglrenderer started (flags %#x, poll fd %d)", self.options.flags, self._poll_fd
-            )
+            self._start()
         elif self._owner != threading.get_ident():
             raise CommandError(Resp.ERR_UNSPEC, "virglrenderer is bound to another thread")
         if self._reset_pending:
+            # virgl_renderer_reset would do, but it ends THREAD_SYNC's thread for good
+            # (fences then signal only when polled): virglrenderer starts afresh instead.
             self._reset_pending = False
-            _virgl.reset()
+            self._stop()
+            self._start()
         _virgl.force_ctx_0()
+
+    def _start(self) -> None:
+        self._device_fd = _init(self.options)
+        self._owner = threading.get_ident()
+        self._poll_fd = _virgl.poll_fd()
+        if self._poll_fd >= 0 and self._worker is not None:
+            self._worker.add_reader(self._poll_fd, self.poll)
+        log.info("virglrenderer started (flags %#x, poll fd %d)", self.options.flags, self._poll_fd)
+
+    def _stop(self) -> None:
+        if self._poll_fd >= 0 and self._worker is not None:
+            self._worker.remove_reader(self._poll_fd)
+        self._poll_fd = -1
+        _virgl.cleanup()
+        if self._device_fd >= 0:
+            os.close(self._device_fd)
+            self._device_fd = -1
+        self._owner = None
 
     def _shutdown(self) -> None:
         """On the worker's thread as its loop ends: virglrenderer is cleaned up where it
         is current, so the next connection can start it on its own worker."""
         if self._owner is None or self._owner != threading.get_ident():
             return
-        if self._poll_fd >= 0 and self._worker is not None:
-            self._worker.remove_reader(self._poll_fd)
         for res in self.resources.values():
             if res.iovecs is not None:
                 _virgl.detach_iov(res.resource_id)
         self.resources.clear()
         self.contexts.clear()
         self.pending.clear()
-        _virgl.cleanup()
-        if self._device_fd >= 0:
-            os.close(self._device_fd)
-            self._device_fd = -1
-        self._owner = None
+        self._stop()
         log.info("virglrenderer cleaned up")
 
     # -- fences --------------------------------------------------------------------
@@ -348,6 +358,7 @@ class VirglRenderer(Renderer):
     def defer_fence(self, header: CtrlHeader, complete: Callable[[], None]) -> bool:
         if self._owner is None:
             return False  # nothing ran in virglrenderer yet: nothing to wait for
+        self._ready()  # a reset asked for is applied first; fences are made in context 0
         self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
         ctx = self.contexts.get(header.ctx_id)
         ring = None
@@ -732,7 +743,7 @@ class VirglRenderer(Renderer):
 
     def reset(self) -> None:
         """Device reset, on the session thread: guest memory is let go of now; the GL
-        side (virgl_renderer_reset) runs on the worker before its next command."""
+        side (virglrenderer started afresh) runs on the worker before its next command."""
         for res in self.resources.values():
             if res.iovecs is not None:
                 _virgl.detach_iov(res.resource_id)
