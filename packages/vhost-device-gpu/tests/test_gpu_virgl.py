@@ -21,10 +21,12 @@ from gpu_rig import (
     OK_CAPSET,
     OK_NODATA,
     UNREF,
+    UPDATE_CURSOR,
     Gpu,
     attach,
     create_2d,
     create_blob,
+    cursor,
     flush,
     gpu,
     hdr,
@@ -373,3 +375,27 @@ def test_a_gpu_device_must_be_a_drm_node(tmp_path: Path) -> None:
 
     with pytest.raises(VirglInitError, match="/dev/null: not a DRM render node"):
         probe(VirglOptions(gpu_device="/dev/null"))
+
+
+def test_the_cursor_image_is_read_back_from_virglrenderer(tmp_path: Path) -> None:
+    bgra = b"".join(bytes([x, y, 0x80, 0x40]) for y in range(64) for x in range(64))
+    with gpu(tmp_path, mode="virglrenderer") as g:
+        assert g.display is not None
+        for rid, fmt, alpha in ((3, 1, 0x40), (4, BGRX, 0xFF)):  # BGRA keeps alpha, BGRX opaque
+            g.ok(create_2d(rid, fmt, 64, 64))
+            gpa = g.guest_buffer(bgra)
+            g.ok(attach(rid, [(gpa, len(bgra))]))
+            g.ok(transfer(rid, 0, 0, 64, 64, 0))
+            g.submit(g.cursorq, cursor(UPDATE_CURSOR, 0, 10, 20, rid, 1, 2), 0)
+            assert g.display.wait(
+                lambda: (
+                    g.display.cursor is not None
+                    and g.display.cursor.image is not None
+                    and g.display.cursor.image[3] == alpha
+                )  # fmt: skip
+            )
+            image = g.display.cursor.image
+            assert image[(5 * 64 + 7) * 4 : (5 * 64 + 7) * 4 + 4] == bytes([7, 5, 0x80, alpha])
+        g.ok(create_2d(5, BGRX, 32, 32))
+        g.submit(g.cursorq, cursor(UPDATE_CURSOR, 0, 0, 0, 5), 0)  # not 64x64: refused
+        assert g.display.cursor.image[3] == 0xFF
