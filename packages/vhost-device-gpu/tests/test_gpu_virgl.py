@@ -41,6 +41,7 @@ from vhost_device_gpu.args import GpuConfig
 from vhost_device_gpu.protocol import Rect
 from vhost_device_gpu.renderer import Dmabuf, Renderer, ScanoutSource
 from vhost_device_gpu.renderer.virgl import VirglRenderer
+from vhost_device_gpu.testing import FakeQemuDisplay
 
 OK_CAPSET_INFO = 0x1102
 CTX_CREATE, CTX_DESTROY, CTX_ATTACH, CTX_DETACH = 0x200, 0x201, 0x202, 0x203
@@ -387,15 +388,35 @@ def test_the_cursor_image_is_read_back_from_virglrenderer(tmp_path: Path) -> Non
             g.ok(attach(rid, [(gpa, len(bgra))]))
             g.ok(transfer(rid, 0, 0, 64, 64, 0))
             g.submit(g.cursorq, cursor(UPDATE_CURSOR, 0, 10, 20, rid, 1, 2), 0)
-            assert g.display.wait(
-                lambda: (
-                    g.display.cursor is not None
-                    and g.display.cursor.image is not None
-                    and g.display.cursor.image[3] == alpha
-                )  # fmt: skip
-            )
-            image = g.display.cursor.image
+            d = g.display
+
+            def shown(d: FakeQemuDisplay = d, alpha: int = alpha) -> bool:
+                return (
+                    d.cursor is not None
+                    and d.cursor.image is not None
+                    and d.cursor.image[3] == alpha
+                )
+
+            assert d.wait(shown)
+            assert d.cursor is not None and d.cursor.image is not None
+            image = d.cursor.image
             assert image[(5 * 64 + 7) * 4 : (5 * 64 + 7) * 4 + 4] == bytes([7, 5, 0x80, alpha])
         g.ok(create_2d(5, BGRX, 32, 32))
         g.submit(g.cursorq, cursor(UPDATE_CURSOR, 0, 0, 0, 5), 0)  # not 64x64: refused
-        assert g.display.cursor.image[3] == 0xFF
+        assert d.cursor.image[3] == 0xFF
+
+
+def test_fences_without_thread_sync_are_polled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """virglrenderer drops THREAD_SYNC (no poll fd) with VIRGL_DISABLE_MT: pending fences
+    are then polled on a timer, and still answered."""
+    monkeypatch.setenv("VIRGL_DISABLE_MT", "1")
+    with gpu(tmp_path, mode="virglrenderer") as g:
+        gpa = render_target(g, 1, 1)
+        for fence in (1, 2):
+            answer = g.cmd(
+                submit(1, clear_stream(1, (1.0, 0.0, 0.0, 1.0)), flags=FLAG_FENCE, fence=fence)
+            )
+            assert struct.unpack_from("<IIQ", answer) == (OK_NODATA, FLAG_FENCE, fence)
+        assert readback(g, 1, 1, gpa)[:4] == bytes([0, 0, 255, 255])
