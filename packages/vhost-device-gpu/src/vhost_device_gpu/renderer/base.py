@@ -49,6 +49,33 @@ class ScanoutSource:
     offset: int = 0
 
 
+class Context(abc.ABC):
+    """A rendering context (CTX_CREATE): what the guest submits to, with resources
+    attached and fences on its rings. A 3D renderer makes one per CTX_CREATE from a
+    table keyed by the capset id in context_init (virgl's: 0, 1, 2)."""
+
+    ctx_id: int
+    context_init: int
+
+    @abc.abstractmethod
+    def submit(self, stream: memoryview) -> None:
+        """SUBMIT_3D's stream; raises CommandError if it is refused."""
+
+    @abc.abstractmethod
+    def attach(self, resource_id: int) -> None: ...
+
+    @abc.abstractmethod
+    def detach(self, resource_id: int) -> None: ...
+
+    @abc.abstractmethod
+    def create_fence(self, ring_idx: int, seq: int) -> None:
+        """A fence on one of its rings, after everything submitted so far (the renderer
+        answers the fenced command once the ring reports `seq` signalled)."""
+
+    @abc.abstractmethod
+    def destroy(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Dmabuf:
     """A resource exported for a scanout: the fd is the caller's to close."""

@@ -53,7 +53,7 @@ from ..protocol import (
     Transfer3D,
     decode_submit,
 )
-from .base import Capset, CommandError, Dmabuf, Renderer, ScanoutSource
+from .base import Capset, CommandError, Context, Dmabuf, Renderer, ScanoutSource
 from .twod import CHANNELS, to_argb, to_xrgb
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class Resource:
     uuid: bytes | None = None
 
 
-class VirglContext:
+class VirglContext(Context):
     """A context of virgl's own (capset 0, VIRGL or VIRGL2): a Gallium command stream
     that virglrenderer decodes and renders."""
 
@@ -248,8 +248,8 @@ class VirglContext:
 
 
 #: What CTX_CREATE builds, by the capset id in context_init's low byte (0: none given,
-#: the classic virgl context).
-ContextFactory = Callable[[int, int, bytes], VirglContext]
+#: the classic virgl context): (ctx_id, context_init, debug name) -> the context.
+ContextFactory = Callable[[int, int, bytes], Context]
 
 
 @dataclass
@@ -270,7 +270,7 @@ class VirglRenderer(Renderer):
         self.hostmem = 0
         self.memory = GuestMemory()
         self.resources: dict[int, Resource] = {}
-        self.contexts: dict[int, VirglContext] = {}
+        self.contexts: dict[int, Context] = {}
         self.context_types: dict[int, ContextFactory] = {
             0: VirglContext,
             **{c.capset_id: VirglContext for c in self._capsets},
@@ -395,21 +395,23 @@ class VirglRenderer(Renderer):
         for ctx_id, ring_idx, seq in rings:
             key = (ctx_id, ring_idx)
             ring_top[key] = max(ring_top.get(key, -1), seq)
-        done: list[PendingFence] = []
-        left: list[PendingFence] = []
-        for fence in self.pending:
-            limit = top if fence.ring is None else ring_top.get(fence.ring, -1)
-            (done if fence.seq <= limit else left).append(fence)
-        self.pending = left
-        for fence in done:
-            fence.complete()
+        self._complete(lambda f: f.seq <= (top if f.ring is None else ring_top.get(f.ring, -1)))
+
+    def ring_signalled(self, ctx_id: int, ring_idx: int, seq: int) -> None:
+        """Fences up to `seq` on a context's ring have signalled: for a context type that
+        signals its own (a cross-domain context answers when its host socket has data)."""
+        self._complete(lambda f: f.ring == (ctx_id, ring_idx) and f.seq <= seq)
+
+    def _complete(self, signalled: Callable[[PendingFence], bool]) -> None:
+        done = [f for f in self.pending if signalled(f)]
+        if done:
+            self.pending = [f for f in self.pending if not signalled(f)]
+            for fence in done:
+                fence.complete()
 
     def _release_ring_fences(self, ctx_id: int) -> None:
         """A destroyed context's ring fences never signal: answer them now."""
-        done = [f for f in self.pending if f.ring is not None and f.ring[0] == ctx_id]
-        self.pending = [f for f in self.pending if f not in done]
-        for fence in done:
-            fence.complete()
+        self._complete(lambda f: f.ring is not None and f.ring[0] == ctx_id)
 
     # -- capsets ---------------------------------------------------------------------
 
@@ -438,7 +440,7 @@ class VirglRenderer(Renderer):
             raise CommandError(Resp.ERR_INVALID_RESOURCE_ID, f"no resource {resource_id}")
         return res
 
-    def _ctx(self, ctx_id: int) -> VirglContext:
+    def _ctx(self, ctx_id: int) -> Context:
         ctx = self.contexts.get(ctx_id)
         if ctx is None:
             raise CommandError(Resp.ERR_INVALID_CONTEXT_ID, f"no context {ctx_id}")
