@@ -420,3 +420,15 @@ def test_fences_without_thread_sync_are_polled(
             )
             assert struct.unpack_from("<IIQ", answer) == (OK_NODATA, FLAG_FENCE, fence)
         assert readback(g, 1, 1, gpa)[:4] == bytes([0, 0, 255, 255])
+
+
+def test_backing_follows_a_new_memory_table(tmp_path: Path) -> None:
+    """SET_MEM_TABLE again (QEMU does on a memory change): every resource's iovecs are
+    attached again over the new mapping, and transfers reach the guest's pages."""
+    with gpu(tmp_path, mode="virglrenderer") as g:
+        gpa = render_target(g, 1, 1)
+        ram = g.frontend.ram
+        assert ram is not None
+        g.frontend.set_mem_table([ram.region()], [ram.fd])
+        g.ok(submit(1, clear_stream(1, (0.0, 0.0, 1.0, 1.0))))
+        assert readback(g, 1, 1, gpa) == bytes([255, 0, 0, 255]) * (W * H)  # BGRX blue
