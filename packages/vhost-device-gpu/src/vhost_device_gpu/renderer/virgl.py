@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 #: Capset names (`-c/--capset`) and ids.
 CAPSET_IDS = {"virgl": CAPSET_VIRGL, "virgl2": CAPSET_VIRGL2}
 #: Gallium's PIPE_TEXTURE_2D and PIPE_BIND_RENDER_TARGET: what a 2D resource is here.
-PIPE_TEXTURE_2D = 2
+PIPE_BUFFER, PIPE_TEXTURE_2D = 0, 2
 PIPE_BIND_RENDER_TARGET = 1 << 1
 #: Host memory the guest's resources may take, estimated from their sizes (textures
 #: live in the host's GL; a guest must not be able to exhaust it).
@@ -183,6 +183,19 @@ def probe(options: VirglOptions) -> list[Capset]:
         found = _probed[key]
     wanted = {CAPSET_IDS[name] for name in options.capsets} or set(CAPSET_IDS.values())
     return [c for c in found if c.capset_id in wanted]
+
+
+def estimate(
+    target: int, width: int, height: int, depth: int, array_size: int, last_level: int,
+    nr_samples: int,
+) -> int:  # fmt: skip
+    """Host bytes a resource may take: a buffer its width; a texture 4 bytes a texel
+    (the common formats; 16-byte ones are rare), every layer and sample, and a third
+    more with mipmaps."""
+    if target == PIPE_BUFFER:
+        return width
+    texels = width * height * max(depth, 1) * max(array_size, 1) * max(nr_samples, 1)
+    return texels * 4 * (4 if last_level else 3) // 3
 
 
 def _status(exc: OSError) -> Resp:
@@ -457,8 +470,8 @@ class VirglRenderer(Renderer):
             )
         if width == 0 or height == 0:
             raise CommandError(Resp.ERR_INVALID_PARAMETER, f"empty resource {width}x{height}")
-        layers = max(depth, 1) * max(array_size, 1) * max(nr_samples, 1)
-        cost = RESOURCE_OVERHEAD + width * height * layers * 16 * (2 if last_level else 1) // 4
+        cost = RESOURCE_OVERHEAD + estimate(target, width, height, depth, array_size,
+                                            last_level, nr_samples)  # fmt: skip
         if self.hostmem + cost > self.max_hostmem:
             raise CommandError(
                 Resp.ERR_OUT_OF_MEMORY,
