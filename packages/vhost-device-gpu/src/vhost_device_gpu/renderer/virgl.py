@@ -335,7 +335,10 @@ class VirglRenderer(Renderer):
         _virgl.force_ctx_0()
 
     def _start(self) -> None:
-        self._device_fd = _init(self.options)
+        try:
+            self._device_fd = _init(self.options)
+        except VirglInitError as exc:  # it started at the probe: the host changed since
+            raise CommandError(Resp.ERR_UNSPEC, str(exc)) from None
         self._owner = threading.get_ident()
         self._poll_fd = _virgl.poll_fd()
         if self._poll_fd >= 0 and self._worker is not None:
