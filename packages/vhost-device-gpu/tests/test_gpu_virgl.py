@@ -432,3 +432,19 @@ def test_backing_follows_a_new_memory_table(tmp_path: Path) -> None:
         g.frontend.set_mem_table([ram.region()], [ram.fd])
         g.ok(submit(1, clear_stream(1, (0.0, 0.0, 1.0, 1.0))))
         assert readback(g, 1, 1, gpa) == bytes([255, 0, 0, 255]) * (W * H)  # BGRX blue
+
+
+def test_a_second_connection_at_once_is_refused_its_3d_work(tmp_path: Path) -> None:
+    """virglrenderer is one per process: while one connection has it, another's 3D
+    commands are answered ERR_UNSPEC (capset queries still are), the first goes on."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with gpu(tmp_path / "a", mode="virglrenderer") as first:
+        gpa = render_target(first, 1, 1)
+        with gpu(tmp_path / "b", mode="virglrenderer") as second:
+            assert second.status(ctx_create(1)) == ERR_UNSPEC
+            assert second.status(create_3d(1)) == ERR_UNSPEC
+            answer = second.cmd(hdr(CAPSET_INFO) + struct.pack("<I4x", 0), 40)
+            assert resp_type(answer) == OK_CAPSET_INFO
+        first.ok(submit(1, clear_stream(1, (1.0, 0.0, 0.0, 1.0))))
+        assert readback(first, 1, 1, gpa)[:4] == bytes([0, 0, 255, 255])
