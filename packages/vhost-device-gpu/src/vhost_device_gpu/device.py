@@ -186,15 +186,20 @@ class GpuBackend(VhostUserBackend):
             return
         for batch in vring.batches():
             answers = [self._control(chain) for chain in batch]
-            if all(fence is None for _, fence in answers):
+            # A fenced answer the renderer holds goes back once its fence signals, the
+            # rest now (the used ring may be out of order: each entry names its head).
+            held = [
+                fence is not None
+                and self.renderer.defer_fence(
+                    fence, functools.partial(vring.complete_one, chain.head, length)
+                )
+                for chain, (length, fence) in zip(batch, answers, strict=True)
+            ]
+            if not any(held):
                 vring.complete(batch, [length for length, _ in answers])
                 continue
-            # Fenced answers the renderer holds go back once their fence signals, the
-            # rest now (the used ring may be out of order: each entry names its head).
-            for chain, (length, fence) in zip(batch, answers, strict=True):
-                if fence is None or not self.renderer.defer_fence(
-                    fence, functools.partial(vring.complete_one, chain.head, length)
-                ):
+            for chain, (length, _), hold in zip(batch, answers, held, strict=True):
+                if not hold:
                     vring.complete_one(chain.head, length)
 
     # -- the control queue -----------------------------------------------------------
