@@ -374,7 +374,11 @@ class VirglRenderer(Renderer):
     def defer_fence(self, header: CtrlHeader, complete: Callable[[], None]) -> bool:
         if self._owner is None:
             return False  # nothing ran in virglrenderer yet: nothing to wait for
-        self._ready()  # a reset asked for is applied first; fences are made in context 0
+        try:
+            self._ready()  # a reset asked for is applied first; fences are made in context 0
+        except CommandError as exc:
+            log.warning("fence %d: %s; answered at once", header.fence_id, exc)
+            return False
         self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
         ctx = self.contexts.get(header.ctx_id)
         ring = None
