@@ -1,5 +1,6 @@
 """Worker.call_now: another thread's work for a worker runs at once when the worker is
-idle, after its current callback when it is busy, and never once it has stopped."""
+idle, after its current callback when it is busy, and never once it has stopped; and
+Worker.at_exit, run on the worker's own thread as it stops."""
 
 from __future__ import annotations
 
@@ -78,3 +79,18 @@ def test_watches_change_after_stop_without_error() -> None:
     finally:
         os.close(a)
         os.close(b)
+
+
+def test_exit_handlers_run_on_the_workers_thread_before_stop_returns() -> None:
+    """`at_exit`: state bound to the worker's thread (a GL context) is torn down there;
+    a failing handler is logged and the next still runs."""
+    worker, _ = started_worker()
+    ran: list[str] = []
+
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    worker.at_exit(fails)
+    worker.at_exit(lambda: ran.append(threading.current_thread().name))
+    worker.stop()
+    assert ran == ["call-now-test"]

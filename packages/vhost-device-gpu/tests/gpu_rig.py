@@ -5,7 +5,7 @@ display on the socket the device gets with GPU_SET_SOCKET."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ from pathlib import Path
 from vhost_device_gpu.args import GpuConfig
 from vhost_device_gpu.device import GpuBackend
 from vhost_device_gpu.protocol import DisplayMode
+from vhost_device_gpu.renderer import Renderer
 from vhost_device_gpu.testing import FakeQemuDisplay
 from vhost_user_core.frontend import Frontend, FrontendQueue
 from vhost_user_core.testing.harness import connected_frontend
@@ -138,11 +139,14 @@ def gpu(
     features: int | None = None,
     modes: list[DisplayMode] | None = None,
     edid: bytes = b"",
+    capsets: tuple[str, ...] = (),
+    renderer: Callable[[GpuConfig], Renderer] | None = None,
 ) -> Iterator[Gpu]:
-    config = GpuConfig(mode, headless=headless)
+    config = GpuConfig(mode, capsets, headless=headless)
     fake = FakeQemuDisplay(modes, edid) if display else None
     try:
-        with connected_frontend(lambda: GpuBackend(config), tmp_path / "gpu.sock") as frontend:
+        factory = (lambda: GpuBackend(config, renderer)) if renderer else lambda: GpuBackend(config)
+        with connected_frontend(factory, tmp_path / "gpu.sock") as frontend:
             if fake is not None:
                 frontend.negotiate()  # QEMU: features first, the socket at DRIVER_OK
                 frontend.gpu_set_socket(fake.backend_end.fileno())

@@ -40,10 +40,25 @@ def test_the_mode_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--gpu-mode" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("mode", ["virglrenderer", "virgl-renderer", "gfxstream"])
-def test_3d_modes_are_refused_until_their_stage(mode: str) -> None:
-    with pytest.raises(ConfigError, match=f"--gpu-mode {mode} is not available"):
-        _config("-g", mode)
+def test_gfxstream_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--gpu-mode gfxstream is not available"):
+        _config("-g", "gfxstream")
+
+
+@pytest.mark.parametrize("mode", ["virglrenderer", "virgl-renderer"])
+def test_virgl_mode_and_upstreams_alias(mode: str) -> None:
+    config = _config("-g", mode, "-c", "virgl2", "--use-gles", "false")
+    assert (config.mode, config.capsets) == ("virglrenderer", ("virgl2",))
+    options = config.virgl
+    assert (options.use_egl, options.use_gles, options.use_surfaceless) == (True, False, True)
+    assert options.flags == 0x1 | 0x2 | 0x8  # EGL | THREAD_SYNC | SURFACELESS
+
+
+def test_virgl_refuses_glx_and_no_egl() -> None:
+    with pytest.raises(ConfigError, match="--use-glx true"):
+        _config("-g", "virglrenderer", "--use-glx", "true")
+    with pytest.raises(ConfigError, match="--use-egl false"):
+        _config("-g", "virglrenderer", "--use-egl", "false")
 
 
 def test_a_capset_needs_its_mode() -> None:
@@ -74,14 +89,38 @@ def test_version_flag() -> None:
 
 
 def test_a_refused_mode_is_one_line_and_status_1(tmp_path: Path) -> None:
-    argv = [*DAEMON, "-s", str(tmp_path / "g.sock"), "-g", "virglrenderer"]
+    argv = [*DAEMON, "-s", str(tmp_path / "g.sock"), "-g", "gfxstream"]
     run = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert run.returncode == 1
     assert run.stderr == (
-        "error: --gpu-mode virglrenderer is not available in this version (2D only): "
-        "use -g 2d or -g null\n"
+        "error: --gpu-mode gfxstream is not available in this version: "
+        "use -g virglrenderer, 2d or null\n"
     )
     assert not (tmp_path / "g.sock").exists()  # checked before any socket
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        # no render node here: EGL without the surfaceless platform has no display
+        (
+            ["--use-surfaceless", "false"],
+            "error: virglrenderer cannot start with flags 0x13 (without a render node, "
+            "--use-surfaceless): [Errno 1] virgl_renderer_init(flags 0x13) = -1\n",
+        ),
+        (["--gpu-device", "/nonexistent/renderD128"], None),
+    ],
+)
+def test_virgl_that_cannot_start_is_one_line_before_the_socket(
+    tmp_path: Path, flags: list[str], message: str | None
+) -> None:
+    argv = [*DAEMON, "-s", str(tmp_path / "g.sock"), "-g", "virglrenderer", *flags]
+    run = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert run.returncode == 1
+    if message is None:
+        message = "error: --gpu-device /nonexistent/renderD128: No such file or directory\n"
+    assert run.stderr.splitlines()[-1] + "\n" == message, run.stderr
+    assert not (tmp_path / "g.sock").exists()
 
 
 def test_the_daemon_listens_on_the_exact_path_and_again_after_a_disconnect(

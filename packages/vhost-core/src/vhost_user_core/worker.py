@@ -76,6 +76,7 @@ class Worker:
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
         self._soon: deque[Callback] = deque()
+        self._at_exit: list[Callback] = []
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -92,6 +93,13 @@ class Worker:
             self._thread.join()
         self._epoll.close()
         os.close(self._wake)
+
+    def at_exit(self, callback: Callback) -> None:
+        """Run `callback` on this worker's thread when its loop ends (`stop()` returns
+        after it): for state bound to the thread, such as a GL context that only the
+        thread that made it current can release. The session is closing then, so it
+        runs without the lock."""
+        self._at_exit.append(callback)
 
     def add_reader(self, fd: int, callback: Callback) -> None:
         """Call `callback` whenever `fd` is readable (level-triggered)."""
@@ -208,7 +216,14 @@ class Worker:
     def _run(self) -> None:
         # The loop is C (`_loop`): epoll_wait without the GIL and without a Python
         # object per event, kicks fired through their C fast path.
-        _loop.run(self)
+        try:
+            _loop.run(self)
+        finally:
+            for callback in self._at_exit:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("%s: exit handler failed", self.name)
 
     def _run_due(self) -> None:
         while self._soon:

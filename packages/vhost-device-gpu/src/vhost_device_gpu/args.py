@@ -1,29 +1,37 @@
 """Flags and the checked config they give; apart so `xtask manpages` can render them.
 
 Upstream's spelling throughout (`-s`, `-g/--gpu-mode`, `-c/--capset`, `--use-egl BOOL`
-...). This stage renders 2D: the `2d` mode (host pixel buffers) and upstream's `null`;
-`virglrenderer` and `gfxstream` are refused with one line until their stage, and so
-are the flags only they use. `--wayland-socket` adds the cross-domain context (capset
-5) to either 2D mode.
+...). Modes: `2d` (host pixel buffers), upstream's `null`, and `virglrenderer` (alias
+`virgl-renderer`: 3D through libvirglrenderer); `gfxstream` is refused with one line,
+and so are the flags of a mode not chosen. `--wayland-socket` adds the cross-domain
+context (capset 5) to either 2D mode.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vhost_user_core import add_logging_args, add_socket_args, add_version_arg
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .renderer.virgl import VirglOptions
+
 DESCRIPTION = (
-    "vhost-user virtio-gpu (device ID 16) backend: 2D resources, guest blobs and the "
-    "cursor, shown through QEMU's vhost-user-gpu display socket, and the Wayland "
-    "cross-domain context with host blobs in vhost-user shared memory"
+    "vhost-user virtio-gpu (device ID 16) backend: 2D resources, guest blobs, the "
+    "cursor and virgl 3D (virglrenderer), shown through QEMU's vhost-user-gpu display "
+    "socket, and the Wayland cross-domain context with host blobs in vhost-user shared "
+    "memory"
 )
-#: Modes this build serves, and the ones that are upstream's but not here yet.
-MODES = ("2d", "null")
-LATER_MODES = ("virglrenderer", "virgl-renderer", "gfxstream")
+#: Modes this build serves (upstream's alias spelling included), and upstream's that
+#: are not here.
+MODES = ("2d", "null", "virglrenderer", "virgl-renderer")
+LATER_MODES = ("gfxstream",)
+#: Upstream's alias for virglrenderer.
+ALIASES = {"virgl-renderer": "virglrenderer"}
 #: Upstream's capset names and the mode each belongs to.
 CAPSETS = {
     "virgl": "virglrenderer",
@@ -60,30 +68,34 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=MODES + LATER_MODES,
         metavar="MODE",
-        help="renderer: 2d (host pixel buffers) or null (every command checked, no "
-        "pixels kept); virglrenderer and gfxstream are upstream's 3D modes, not in this "
-        "version",
+        help="renderer: 2d (host pixel buffers), null (every command checked, no "
+        "pixels kept) or virglrenderer (alias virgl-renderer: virgl 3D through "
+        "libvirglrenderer); upstream's gfxstream is not in this version",
     )
     parser.add_argument(
         "-c",
         "--capset",
         type=_capsets,
         metavar="LIST",
-        help="comma-separated capsets to offer: virgl, virgl2 (virglrenderer), "
-        "gfxstream-vulkan, gfxstream-gles (gfxstream); the 2D modes have none",
+        help="comma-separated capsets to offer: virgl, virgl2 (virglrenderer; default "
+        "both), gfxstream-vulkan, gfxstream-gles (gfxstream); the 2D modes have none",
     )
     for flag, default, what in (
         ("--use-egl", True, "the renderer uses EGL"),
         ("--use-glx", False, "the renderer uses GLX"),
         ("--use-gles", True, "the renderer uses GLES"),
-        ("--use-surfaceless", True, "the renderer may run without a window surface"),
+        (
+            "--use-surfaceless",
+            True,
+            "the renderer may run without a window surface (needed without a render node)",
+        ),
     ):
         parser.add_argument(
             flag,
             type=_bool,
             default=default,
             metavar="BOOL",
-            help=f"{what} (3D modes; accepted and unused in 2D) (default: %(default)s)",
+            help=f"{what} (virglrenderer; accepted and unused in 2D) (default: %(default)s)",
         )
     parser.add_argument(
         "--headless",
@@ -94,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gpu-device",
         metavar="PATH",
-        help="DRM render node for the 3D renderer (/dev/dri/renderDN); virglrenderer only",
+        help="DRM render node for virglrenderer (/dev/dri/renderDN); with one, scanouts "
+        "are handed to QEMU as dma-bufs where export works; without, pixels are read back",
     )
     parser.add_argument(
         "--wayland-socket",
@@ -130,19 +143,42 @@ class GpuConfig:
     wayland_socket: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", ALIASES.get(self.mode, self.mode))
         if self.mode in LATER_MODES:
             raise ConfigError(
-                f"--gpu-mode {self.mode} is not available in this version (2D only): "
-                "use -g 2d or -g null"
+                f"--gpu-mode {self.mode} is not available in this version: "
+                "use -g virglrenderer, 2d or null"
             )
         if self.mode not in MODES:
             raise ConfigError(f"unknown --gpu-mode {self.mode!r}")
         for name in self.capsets:
-            raise ConfigError(f"capset {name} needs --gpu-mode {CAPSETS[name]}, not {self.mode}")
-        if self.gpu_device is not None:
+            if CAPSETS[name] != self.mode:
+                raise ConfigError(
+                    f"capset {name} needs --gpu-mode {CAPSETS[name]}, not {self.mode}"
+                )
+        if self.gpu_device is not None and self.mode != "virglrenderer":
             raise ConfigError(f"--gpu-device needs --gpu-mode virglrenderer, not {self.mode}")
         if self.wayland_socket is not None and not self.wayland_socket:
             raise ConfigError("--wayland-socket needs a path")
+        if self.wayland_socket is not None and self.mode == "virglrenderer":
+            raise ConfigError(
+                "--wayland-socket is served with -g 2d or null in this version: the virgl "
+                "renderer offers no blobs, which the cross-domain context needs"
+            )
+        if self.mode == "virglrenderer" and self.flags.use_glx:
+            raise ConfigError("--use-glx true: there is no X server here; use EGL")
+        if self.mode == "virglrenderer" and not self.flags.use_egl:
+            raise ConfigError("--use-egl false: virglrenderer needs EGL (GLX is not served)")
+
+    @property
+    def virgl(self) -> VirglOptions:
+        """The virgl renderer's options."""
+        from .renderer.virgl import VirglOptions
+
+        f = self.flags
+        return VirglOptions(
+            f.use_egl, f.use_gles, f.use_surfaceless, f.use_glx, self.gpu_device, self.capsets
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GpuConfig:

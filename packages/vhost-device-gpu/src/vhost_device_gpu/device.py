@@ -4,19 +4,23 @@ each command to the renderer (resources, pixels) or the display (what QEMU shows
 Every command is answered: a short or unknown one with ERR_UNSPEC, a refused one with
 the status its `CommandError` carries; nothing the guest sends ends the daemon. All 2D
 work is synchronous, so a fenced command is answered at once with its fence echoed
-(QEMU's rule for 2D); a 3D renderer will hold fenced answers until its fence signals.
-With `--wayland-socket`, capset 5's contexts (CTX_CREATE with that capset, then every
-command on their ids) and the mapping of host blobs go to `crossdomain` and `blob`; a
-cross-domain POLL is held (`_control` returns None) until its context answers it.
+(QEMU's rule for 2D); the virgl renderer holds a fenced answer (written, not yet
+returned to the guest) until its fence signals. With `--wayland-socket`, capset 5's
+contexts (CTX_CREATE with that capset, then every command on their ids) and the mapping
+of host blobs go to `crossdomain` and `blob`; a cross-domain POLL is held (`_control`
+gives no length) until its context answers it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from vhost_user_core import (
     STANDARD_FEATURES,
@@ -84,13 +88,21 @@ CONTROLQ, CURSORQ = 0, 1
 NUM_SCANOUTS = 1
 #: The most readable bytes a command needs: a blob with the most backing entries.
 MAX_COMMAND = HDR_SIZE + 32 + 16 * MAX_BACKING_ENTRIES
+#: The largest SUBMIT_3D read: Mesa's virgl batches are at most 256 KiB; a bigger one
+#: is cut here and refused as short.
+MAX_SUBMIT = 8 << 20
 CURSOR_COMMAND = HDR_SIZE + 32
 _3D_COMMANDS = range(Cmd.CTX_CREATE, Cmd.RESOURCE_UNMAP_BLOB + 1)
+CROSS_DOMAIN_FEATURES = VIRTIO_GPU_F_RESOURCE_BLOB | VIRTIO_GPU_F_VIRGL | VIRTIO_GPU_F_CONTEXT_INIT
 #: Answers a held command later (a cross-domain POLL): its response bytes.
 Later = Callable[[bytes], None]
 
 
 def make_renderer(config: GpuConfig) -> Renderer:
+    if config.mode == "virglrenderer":
+        from .renderer.virgl import VirglRenderer  # links libvirglrenderer: only when used
+
+        return VirglRenderer(config.virgl)
     return NullRenderer() if config.mode == "null" else Renderer2D()
 
 
@@ -98,6 +110,7 @@ def make_renderer(config: GpuConfig) -> Renderer:
 class Scanout:
     source: ScanoutSource
     rect: Rect  # the part of the source shown, in the source's coordinates
+    dmabuf: bool = False  # handed to QEMU as a dma-buf: updates are DMABUF_UPDATEs
 
 
 class GpuBackend(VhostUserBackend):
@@ -121,11 +134,10 @@ class GpuBackend(VhostUserBackend):
             STANDARD_FEATURES
             | VIRTIO_F_RING_RESET  # upstream's; QEMU's vhost-user-gpu acks it regardless
             | VIRTIO_GPU_F_RESOURCE_UUID
-            | VIRTIO_GPU_F_RESOURCE_BLOB
             | (0 if config.headless else VIRTIO_GPU_F_EDID)
             | self.renderer.features
             # Linux takes CONTEXT_INIT and HOST3D blobs only from a device with VIRGL.
-            | (VIRTIO_GPU_F_VIRGL | VIRTIO_GPU_F_CONTEXT_INIT if self.crossdomain else 0)
+            | (CROSS_DOMAIN_FEATURES if self.crossdomain else 0)
         )
         self._controlq: Vring | None = None
         self.acked = 0
@@ -162,6 +174,7 @@ class GpuBackend(VhostUserBackend):
 
     def attach(self, workers: Sequence[Worker], vrings: Sequence[Vring]) -> None:
         self._controlq = vrings[CONTROLQ]
+        self.renderer.attach(vrings[CONTROLQ].worker)
         if self.crossdomain is not None:
             self.crossdomain.worker = vrings[CONTROLQ].worker
 
@@ -225,14 +238,26 @@ class GpuBackend(VhostUserBackend):
                 vring.complete(batch, [self._cursor(chain) for chain in batch])
             return
         for batch in vring.batches():
-            lengths = [self._control(chain) for chain in batch]
-            if None not in lengths:
-                vring.complete(batch, lengths)  # type: ignore[arg-type]
+            answers = [self._control(chain) for chain in batch]
+            # Held answers go back later: a cross-domain POLL once its context answers it
+            # (no length yet), a fenced answer the renderer holds once its fence signals;
+            # the rest now (the used ring may be out of order: each entry names its head).
+            held = [
+                length is None
+                or (
+                    fence is not None
+                    and self.renderer.defer_fence(
+                        fence, functools.partial(vring.complete_one, chain.head, length)
+                    )
+                )
+                for chain, (length, fence) in zip(batch, answers, strict=True)
+            ]
+            if not any(held):
+                vring.complete(batch, [cast(int, length) for length, _ in answers])
                 continue
-            # Some are held (a cross-domain POLL): the rest are answered one by one.
-            for chain, length in zip(batch, lengths, strict=True):
-                if length is not None:
-                    vring.complete_one(chain.head, length)
+            for chain, (length, _), hold in zip(batch, answers, held, strict=True):
+                if not hold:
+                    vring.complete_one(chain.head, cast(int, length))
 
     def _later(self, chain: DescriptorChain) -> Later:
         """How a held command is answered: write, then return the chain."""
@@ -247,34 +272,42 @@ class GpuBackend(VhostUserBackend):
 
     # -- the control queue -----------------------------------------------------------
 
-    def _control(self, chain: DescriptorChain) -> int | None:
-        """One command; its answer's length, or None if the answer is held."""
+    def _control(self, chain: DescriptorChain) -> tuple[int | None, CtrlHeader | None]:
+        """Serve one command: the bytes written (None: the answer is held by its
+        cross-domain context), and its header if the renderer served it with a fence
+        (for the renderer to hold)."""
         data = chain.read(MAX_COMMAND)
         try:
             header = CtrlHeader.decode(data)
         except ShortCommand:
             log.warning("a control request of %d bytes has no header", len(data))
-            return chain.write(CtrlHeader(Resp.ERR_UNSPEC).encode())
+            return chain.write(CtrlHeader(Resp.ERR_UNSPEC).encode()), None
+        if header.type == Cmd.SUBMIT_3D and len(data) == MAX_COMMAND:
+            data = chain.read(MAX_SUBMIT)
+        fence: CtrlHeader | None = None
         try:
-            answer = self._dispatch(header, data, self._later(chain))
-            if answer is None:
-                return None
+            if self._cross_domain_command(header, data):
+                answer = self._cross_domain(header, data, self._later(chain))
+                if answer is None:
+                    return None, None
+            else:
+                answer = self._dispatch(header, data)
+                if header.fenced:
+                    fence = header
         except ShortCommand as exc:
             log.warning("command %#x is short: %s", header.type, exc)
             answer = header.response(Resp.ERR_UNSPEC).encode()
         except CommandError as exc:
             log.warning("command %#x refused (%s): %s", header.type, exc.status.name, exc)
             answer = header.response(exc.status).encode()
-        return chain.write(answer)
+        return chain.write(answer), fence
 
-    def _dispatch(self, header: CtrlHeader, data: bytes, later: Later) -> bytes | None:
+    def _dispatch(self, header: CtrlHeader, data: bytes) -> bytes:
         handler = self._handlers.get(header.type)
         if handler is not None:
             answer = handler(header, data)
             return answer if answer is not None else header.response(Resp.OK_NODATA).encode()
         if header.type in _3D_COMMANDS:
-            if self.crossdomain is not None and self._cross_domain_command(header, data):
-                return self._cross_domain(header, data, later)
             return self.renderer.handle_3d(header, data)
         raise CommandError(Resp.ERR_UNSPEC, f"unknown command {header.type:#x}")
 
@@ -283,7 +316,8 @@ class GpuBackend(VhostUserBackend):
     def _cross_domain_command(self, header: CtrlHeader, data: bytes) -> bool:
         """Whether a 3D command is cross-domain's: a CTX_CREATE for capset 5, a
         command on one of its contexts, the mapping of a host blob."""
-        assert self.crossdomain is not None
+        if self.crossdomain is None or header.type not in _3D_COMMANDS:
+            return False
         if header.type == Cmd.CTX_CREATE:
             return CtxCreate.decode(data).capset_id == CAPSET_CROSS_DOMAIN
         if header.type in (Cmd.RESOURCE_MAP_BLOB, Cmd.RESOURCE_UNMAP_BLOB):
@@ -296,7 +330,8 @@ class GpuBackend(VhostUserBackend):
         kind = header.type
         if kind == Cmd.CTX_CREATE:
             self._negotiated(VIRTIO_GPU_F_CONTEXT_INIT, "CTX_CREATE with a capset")
-            self.crossdomain.create(header.ctx_id, CtxCreate.decode(data).debug_name)
+            name = CtxCreate.decode(data).debug_name.decode("utf-8", "replace")
+            self.crossdomain.create(header.ctx_id, name)
         elif kind == Cmd.CTX_DESTROY:
             self.crossdomain.destroy(header.ctx_id)
         elif kind == Cmd.CTX_ATTACH_RESOURCE:
@@ -382,7 +417,21 @@ class GpuBackend(VhostUserBackend):
     def _show(self, scanout_id: int, source: ScanoutSource, rect: Rect) -> None:
         """The scanout shows `rect` of `source` from now on: a surface of its size,
         then all of its pixels (QEMU shows a new surface at its first update)."""
-        self._pixels_of(source.resource_id).check_scanout(source, rect)
+        pixels = self._pixels_of(source.resource_id)
+        pixels.check_scanout(source, rect)
+        exportable = pixels is self.renderer and self.display.takes_dmabufs
+        dmabuf = self.renderer.export_scanout(source) if exportable else None
+        if dmabuf is not None:
+            try:
+                self.display.dmabuf_scanout(
+                    scanout_id, rect, (dmabuf.width, dmabuf.height), dmabuf.stride,
+                    dmabuf.flags, dmabuf.fourcc, dmabuf.fd, dmabuf.modifier,
+                )  # fmt: skip
+            finally:
+                os.close(dmabuf.fd)
+            self.scanouts[scanout_id] = Scanout(source, rect, dmabuf=True)
+            self.display.dmabuf_update(scanout_id, rect)
+            return
         self.scanouts[scanout_id] = Scanout(source, rect)
         self.display.scanout(scanout_id, rect.width, rect.height)
         self._update(scanout_id, rect)
@@ -394,6 +443,9 @@ class GpuBackend(VhostUserBackend):
         if part is None or not self.display.wants_pixels:
             return
         where = Rect(part.x - s.rect.x, part.y - s.rect.y, part.width, part.height)
+        if s.dmabuf:
+            self.display.dmabuf_update(scanout_id, where)
+            return
         pixels = self._pixels_of(s.source.resource_id)
         self.display.update(scanout_id, where, lambda dst: pixels.read_pixels(s.source, part, dst))
 

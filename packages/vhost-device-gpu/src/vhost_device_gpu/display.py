@@ -119,6 +119,20 @@ class Display(Protocol):
     def wants_pixels(self) -> bool:
         """False when updates go nowhere, so nothing is copied for them."""
 
+    @property
+    def takes_dmabufs(self) -> bool:
+        """True when scanouts may be handed over as dma-bufs (QEMU's socket)."""
+
+    def dmabuf_scanout(
+        self, scanout: int, rect: Rect, fd_size: tuple[int, int], stride: int, flags: int,
+        fourcc: int, fd: int, modifier: int | None = None,
+    ) -> None:  # fmt: skip
+        """The scanout shows `rect` of the dma-buf `fd` (duplicated; the caller keeps its
+        own) from now on."""
+
+    def dmabuf_update(self, scanout: int, rect: Rect) -> None:
+        """`rect` of the scanout's dma-buf changed; returns once the display has it."""
+
     def close(self) -> None: ...
 
 
@@ -126,6 +140,7 @@ class HeadlessDisplay:
     """No display: one 1280x800 scanout announced, no EDID, every update dropped."""
 
     wants_pixels = False
+    takes_dmabufs = False
 
     def __init__(self, modes: list[DisplayMode] | None = None) -> None:
         self.modes = modes or [DEFAULT_MODE]
@@ -151,6 +166,15 @@ class HeadlessDisplay:
         pass
 
     def cursor_hide(self, scanout: int, x: int, y: int) -> None:
+        pass
+
+    def dmabuf_scanout(
+        self, scanout: int, rect: Rect, fd_size: tuple[int, int], stride: int, flags: int,
+        fourcc: int, fd: int, modifier: int | None = None,
+    ) -> None:  # fmt: skip
+        pass
+
+    def dmabuf_update(self, scanout: int, rect: Rect) -> None:
         pass
 
     def close(self) -> None:
@@ -261,6 +285,7 @@ class QemuDisplay:
     """The backend end of QEMU's vhost-user-gpu display socket."""
 
     wants_pixels = True
+    takes_dmabufs = True
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -405,10 +430,14 @@ class QemuDisplay:
         fd: int,
         modifier: int | None = None,
     ) -> None:
-        """DMABUF_SCANOUT (or SCANOUT2 with a modifier, if QEMU offers DMABUF2): for the
-        3D stage, whose renderer exports dma-bufs; the 2D renderer has none. `fd` is
+        """DMABUF_SCANOUT (or SCANOUT2 with a modifier): for a renderer that exports
+        dma-bufs (virgl with a render node); the 2D renderer has none. `fd` is
         duplicated; the caller keeps its own."""
         import os
+
+        # the surface QEMU had for SCANOUT is replaced: a later SCANOUT of the same size
+        # must be sent again
+        self._surfaces.pop(scanout, None)
 
         body = struct.pack(
             "<IIIIIIIIIi", scanout, rect.x, rect.y, rect.width, rect.height, fd_size[0],
@@ -420,6 +449,19 @@ class QemuDisplay:
             body += struct.pack("<Q", modifier)
         if not self.gone:
             self._writer.put(message(request, body), [os.dup(fd)])
+
+    def dmabuf_update(self, scanout: int, rect: Rect) -> None:
+        """DMABUF_UPDATE: QEMU answers once its GL console has drawn the dma-buf (at
+        once, drawing nothing, on a console without GL)."""
+        if self.gone:
+            return
+        try:
+            self._ask(
+                GpuRequest.DMABUF_UPDATE,
+                struct.pack("<IIIII", scanout, rect.x, rect.y, rect.width, rect.height),
+            )
+        except DisplayError as exc:
+            log.warning("DMABUF_UPDATE of scanout %d: %s", scanout, exc)
 
     def close(self) -> None:
         try:

@@ -4,6 +4,8 @@ VhostUserError              vhost_user_core: caught by main_guard (one line, exi
 └── GpuError                anything vhost_device_gpu raises on purpose
     ├── ConfigError         flags that do not fit together (before any socket opens;
     │                       also a ValueError)
+    ├── VirglInitError      renderer.virgl: virglrenderer cannot start with the flags
+    │                       given (probed before any socket opens)
     └── CommandError        renderer.base: a guest command refused with the spec's
                             `status` (the device answers it; the daemon goes on)
 """

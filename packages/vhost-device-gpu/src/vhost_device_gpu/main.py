@@ -15,6 +15,10 @@ def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     config = GpuConfig.from_args(args)
+    if config.mode == "virglrenderer":
+        from .renderer.virgl import probe
+
+        probe(config.virgl)  # flags the host cannot serve fail here, in one line
     return run_daemon(lambda: GpuBackend(config), open_listeners(args, suffix=False))
 
 

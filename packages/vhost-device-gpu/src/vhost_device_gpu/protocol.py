@@ -363,6 +363,113 @@ class UpdateCursor:
         return cls(*_unpack(cls._S, data, HDR_SIZE))
 
 
+# -- 3D (context) commands ----------------------------------------------------------
+
+#: Capset ids (GET_CAPSET_INFO / GET_CAPSET, CTX_CREATE's context_init low byte).
+CAPSET_VIRGL = 1
+CAPSET_VIRGL2 = 2
+CAPSET_CROSS_DOMAIN = 5
+#: CTX_CREATE's context_init: the capset id is its low byte.
+CONTEXT_INIT_CAPSET_ID_MASK = 0xFF
+#: A resource flag (RESOURCE_CREATE_3D): row 0 is the top of the image.
+RESOURCE_FLAG_Y_0_TOP = 1
+
+
+@dataclass(frozen=True)
+class CtxCreate:
+    context_init: int
+    debug_name: bytes
+
+    _S = struct.Struct("<II64s")
+
+    @property
+    def capset_id(self) -> int:
+        return self.context_init & CONTEXT_INIT_CAPSET_ID_MASK
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> CtxCreate:
+        nlen, context_init, name = _unpack(cls._S, data, HDR_SIZE)
+        return cls(int(context_init), bytes(name)[: min(int(nlen), 64)])
+
+
+@dataclass(frozen=True)
+class CtxResource:
+    """CTX_ATTACH_RESOURCE / CTX_DETACH_RESOURCE."""
+
+    resource_id: int
+
+    _S = struct.Struct("<I4x")
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> CtxResource:
+        return cls(*_unpack(cls._S, data, HDR_SIZE))
+
+
+@dataclass(frozen=True)
+class ResourceCreate3D:
+    resource_id: int
+    target: int
+    format: int
+    bind: int
+    width: int
+    height: int
+    depth: int
+    array_size: int
+    last_level: int
+    nr_samples: int
+    flags: int
+
+    _S = struct.Struct("<11I4x")
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> ResourceCreate3D:
+        return cls(*_unpack(cls._S, data, HDR_SIZE))
+
+
+@dataclass(frozen=True)
+class Box:
+    x: int
+    y: int
+    z: int
+    w: int
+    h: int
+    d: int
+
+    def astuple(self) -> tuple[int, int, int, int, int, int]:
+        return (self.x, self.y, self.z, self.w, self.h, self.d)
+
+
+@dataclass(frozen=True)
+class Transfer3D:
+    """TRANSFER_TO_HOST_3D / TRANSFER_FROM_HOST_3D."""
+
+    box: Box
+    offset: int
+    resource_id: int
+    level: int
+    stride: int
+    layer_stride: int
+
+    _S = struct.Struct("<6IQIIII")
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> Transfer3D:
+        v = _unpack(cls._S, data, HDR_SIZE)
+        return cls(Box(*v[:6]), v[6], v[7], v[8], v[9], v[10])
+
+
+SUBMIT_HEAD = struct.Struct("<I4x")
+
+
+def decode_submit(data: bytes | memoryview) -> memoryview:
+    """SUBMIT_3D's command stream (its `size` bytes after the 32-byte head)."""
+    (size,) = _unpack(SUBMIT_HEAD, data, HDR_SIZE)
+    start = HDR_SIZE + SUBMIT_HEAD.size
+    if len(data) < start + size:
+        raise ShortCommand(f"a {size}-byte stream in {len(data) - start} bytes")
+    return memoryview(data)[start : start + size]
+
+
 # -- responses -----------------------------------------------------------------------
 
 _PMODE = struct.Struct("<IIIIII")
@@ -434,29 +541,8 @@ CONFIG = struct.Struct("<IIII")
 
 # -- context and blob-mapping commands (the 3D range the cross-domain context uses) ----
 
-#: CTX_CREATE's context_init: the capset id is its low 8 bits (CONTEXT_INIT).
-CONTEXT_INIT_CAPSET_ID_MASK = 0xFF
 #: VIRTIO_GPU_SHM_ID_HOST_VISIBLE: the shared-memory region mapped blobs appear in.
 SHM_ID_HOST_VISIBLE = 1
-
-
-@dataclass(frozen=True)
-class CtxCreate:
-    context_init: int
-    debug_name: str
-
-    _S = struct.Struct("<II64s")
-
-    @property
-    def capset_id(self) -> int:
-        return self.context_init & CONTEXT_INIT_CAPSET_ID_MASK
-
-    @classmethod
-    def decode(cls, data: bytes | memoryview) -> CtxCreate:
-        nlen, context_init, _ = _unpack(cls._S, data, HDR_SIZE)
-        start = HDR_SIZE + 8
-        name = bytes(data[start : start + min(nlen, 64)])
-        return cls(context_init, name.decode("utf-8", "replace"))
 
 
 @dataclass(frozen=True)

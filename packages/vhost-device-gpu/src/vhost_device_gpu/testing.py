@@ -67,6 +67,10 @@ class FakeQemuDisplay:
         self.log: list[tuple[int, bytes]] = []  # (request, payload head) of every message
         self.update_bytes = 0
         self.updates = 0
+        #: DMABUF_SCANOUT fields by scanout (x, y, w, h, fd_w, fd_h, stride, flags,
+        #: fourcc); the fds are in `fds`. And the DMABUF_UPDATE rectangles.
+        self.dmabufs: dict[int, tuple[int, ...]] = {}
+        self.dmabuf_updates: list[tuple[int, ...]] = []
         self.cond = threading.Condition()
         self.fds: list[int] = []
         self.thread = threading.Thread(target=self._run, name="fake-qemu-display", daemon=True)
@@ -126,6 +130,13 @@ class FakeQemuDisplay:
                     self.surfaces[scanout] = Surface(width, height, pixels)
             elif request == GpuRequest.UPDATE:
                 self._update(body)
+            elif request in (GpuRequest.DMABUF_SCANOUT, GpuRequest.DMABUF_SCANOUT2):
+                fields = struct.unpack_from("<IIIIIIIIIi", body)
+                self.dmabufs[fields[0]] = fields[1:]
+                self.surfaces.pop(fields[0], None)
+            elif request == GpuRequest.DMABUF_UPDATE:
+                self.dmabuf_updates.append(struct.unpack_from("<IIIII", body))
+                self._reply(request, b"")  # QEMU: once its GL console has drawn it
             elif request in (GpuRequest.CURSOR_POS, GpuRequest.CURSOR_POS_HIDE):
                 scanout, x, y = struct.unpack_from("<III", body)
                 old = self.cursor

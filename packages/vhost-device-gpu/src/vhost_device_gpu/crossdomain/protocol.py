@@ -14,8 +14,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-#: The capset id, and what GET_CAPSET_INFO reports for it.
-CAPSET_CROSS_DOMAIN = 5
+# The capset id is virtio-gpu's; re-exported for the context's users.
+from ..protocol import CAPSET_CROSS_DOMAIN as CAPSET_CROSS_DOMAIN
+
+#: What GET_CAPSET_INFO reports for the capset.
 CAPSET_VERSION = 1
 
 # Commands (version 1: up to WRITE).

@@ -1,11 +1,21 @@
 """Renderers: what owns resources and their pixels, behind one interface (`base`).
 
 `twod` is the 2D renderer (host pixel buffers, copies in C) and, without its pixel
-store, the `null` mode's; virglrenderer and the cross-domain context come as further
-modules beside it.
+store, the `null` mode's; `virgl` is virglrenderer's (imported only in that mode: it
+links libvirglrenderer), its contexts from a per-capset table of `Context` factories
+where a further context type (cross-domain) goes.
 """
 
-from .base import Capset, CommandError, Renderer, ScanoutSource
+from .base import Capset, CommandError, Context, Dmabuf, Renderer, ScanoutSource
 from .twod import NullRenderer, Renderer2D
 
-__all__ = ["Capset", "CommandError", "Renderer", "NullRenderer", "Renderer2D", "ScanoutSource"]
+__all__ = [
+    "Capset",
+    "CommandError",
+    "Context",
+    "Dmabuf",
+    "Renderer",
+    "NullRenderer",
+    "Renderer2D",
+    "ScanoutSource",
+]

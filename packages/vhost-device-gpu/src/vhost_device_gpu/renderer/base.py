@@ -9,10 +9,11 @@ adds capsets, feature bits and `handle_3d` for the context commands.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from vhost_user_core import GuestMemory
+from vhost_user_core import GuestMemory, Worker
 
 from ..errors import GpuError
 from ..protocol import CtrlHeader, Rect, Resp
@@ -48,6 +49,46 @@ class ScanoutSource:
     offset: int = 0
 
 
+class Context(abc.ABC):
+    """A rendering context (CTX_CREATE): what the guest submits to, with resources
+    attached and fences on its rings. A 3D renderer makes one per CTX_CREATE from a
+    table keyed by the capset id in context_init (virgl's: 0, 1, 2)."""
+
+    ctx_id: int
+    context_init: int
+
+    @abc.abstractmethod
+    def submit(self, stream: memoryview) -> None:
+        """SUBMIT_3D's stream; raises CommandError if it is refused."""
+
+    @abc.abstractmethod
+    def attach(self, resource_id: int) -> None: ...
+
+    @abc.abstractmethod
+    def detach(self, resource_id: int) -> None: ...
+
+    @abc.abstractmethod
+    def create_fence(self, ring_idx: int, seq: int) -> None:
+        """A fence on one of its rings, after everything submitted so far (the renderer
+        answers the fenced command once the ring reports `seq` signalled)."""
+
+    @abc.abstractmethod
+    def destroy(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Dmabuf:
+    """A resource exported for a scanout: the fd is the caller's to close."""
+
+    fd: int
+    width: int
+    height: int
+    stride: int
+    fourcc: int
+    flags: int  # RESOURCE_FLAG_Y_0_TOP when row 0 is the top
+    modifier: int | None = None
+
+
 class Renderer(abc.ABC):
     """One connection's resources. Runs on the worker that owns the control queue."""
 
@@ -67,6 +108,22 @@ class Renderer(abc.ABC):
         """Whether the id names one of this renderer's resources (the device keeps
         host blobs of its own and must not hand out the same id twice)."""
         return False
+
+    def attach(self, worker: Worker) -> None:
+        """The worker that owns the control queue (where every command but the session
+        thread's reset and memory changes runs): a renderer watches its fds there."""
+        return None
+
+    def defer_fence(self, header: CtrlHeader, complete: Callable[[], None]) -> bool:
+        """A fenced command succeeded: True if the renderer holds its answer until the
+        fence signals (then it calls `complete`); False to answer now (2D: all work is
+        done by the time the command returns)."""
+        return False
+
+    def export_scanout(self, source: ScanoutSource) -> Dmabuf | None:
+        """The resource as a dma-buf for QEMU to show, or None: its pixels are read back
+        (`read_pixels`) instead. Only where export is known to work."""
+        return None
 
     def handle_3d(self, header: CtrlHeader, data: bytes) -> bytes:
         """A context (3D) command; the 2D renderer has no contexts."""

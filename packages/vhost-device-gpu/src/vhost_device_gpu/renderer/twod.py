@@ -21,6 +21,7 @@ from ..protocol import (
     BLOB_MEM_GUEST,
     BYTES_PER_PIXEL,
     CURSOR_SIZE,
+    VIRTIO_GPU_F_RESOURCE_BLOB,
     Format,
     Rect,
     Resp,
@@ -92,6 +93,8 @@ def backing_of(memory: GuestMemory, entries: tuple[tuple[int, int], ...]) -> _pi
 
 class Renderer2D(Renderer):
     name = "2d"
+    #: Guest blobs: the guest's pages shown as they are.
+    features = VIRTIO_GPU_F_RESOURCE_BLOB
 
     def __init__(self, *, keep_pixels: bool = True, max_hostmem: int = MAX_HOSTMEM) -> None:
         self.keep_pixels = keep_pixels
