@@ -5,9 +5,13 @@ does: 48 kHz stereo S16 in 10 ms periods, keeping a buffer of periods queued, po
 the next period as soon as one comes back. Prints, per backend:
 
 - the daemon's CPU time per second of audio (all its threads, from /proc);
-- the pace: seconds of wall time per second of audio (1.00 is real time);
-- the latency the device reports in each buffer's status (audio queued inside the
-  device, ahead of the host), p50 and p99;
+- the pace: seconds of wall time per second of audio (1.00 is real time), and how
+  much of the wall time the frontend itself kept the device waiting ("dry"): the time a
+  device playing continuously would have had nothing to play, because the frontend
+  (a Python process on the same CPUs) posted a period after its predecessor's last
+  frame had played. No device can hide that; pace minus dry is the device's own;
+- the latency the device reports in each buffer's status (what of that buffer is
+  still to be heard when it comes back), p50 and p99;
 - wake-ups: how many buffers come back together, and the jitter of the intervals
   between those wake-ups;
 - with PipeWire, the round trip of a click: the guest plays it, PipeWire's sink
@@ -70,6 +74,7 @@ class Result:
     cpu: float
     latencies_ms: list[float]
     stamps: list[float]
+    dry: float
 
     def cpu_share(self) -> float:
         """The daemon's CPU per second of audio."""
@@ -86,7 +91,8 @@ class Result:
         return (
             f"| {self.daemon} | {self.backend:<8} | {audio:>6.1f} s "
             f"| {100 * self.cpu / audio:>6.2f} % | {times} "
-            f"| {self.wall / audio:>5.3f} | {statistics.median(lat):>6.1f} | {p99:>6.1f} "
+            f"| {self.wall / audio:>5.3f} | {1000 * self.dry:>5.0f} "
+            f"| {statistics.median(lat):>6.1f} | {p99:>6.1f} "
             f"| {per_wakeup:>4.2f} | {statistics.median(intervals):>6.2f} "
             f"| {statistics.pstdev(intervals):>5.2f} |"
         )
@@ -101,21 +107,38 @@ def wakeup_times(stamps: list[float]) -> list[float]:
     return merged
 
 
+def dry_time(start: float, posts: list[float], seconds: float) -> float:
+    """How long a device playing each buffer (`seconds` long) right after the one before
+    it, or as soon as it is posted if that one is over, waits for posts in all."""
+    end = start
+    for at in posts:
+        end = max(end, at) + seconds
+    return end - start - len(posts) * seconds
+
+
 def play(
     driver: SoundDriver, seconds: float, queued: int
-) -> tuple[int, float, list[float], list[float]]:
+) -> tuple[int, float, list[float], list[float], float]:
     """Keep `queued` periods in flight for `seconds`; returns (periods played, wall
-    time, reported latencies in ms, completion times in the steady state)."""
+    time, reported latencies in ms, completion times in the steady state, the time
+    the frontend kept a continuous device dry)."""
     pcm = tone(440, 1.0)
     count = int(seconds * 100)
     periods = [pcm[i % 100 * PERIOD : (i % 100 + 1) * PERIOD] for i in range(count)]
+    posts: list[float] = []
+
+    def post(i: int) -> None:
+        posts.append(time.monotonic())
+        driver.post_playback(periods[i], publish=False)
+
     driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * queued)
     t0 = time.monotonic()
-    done = driver.play(periods, queued)
+    done = driver.stream(driver.tx, count, queued, post)
     wall = time.monotonic() - t0
     latencies = [c.latency / BYTES_PER_SECOND * 1000 for c in done]
     stamps = [c.at for c in done[queued:]]  # the first fill the ring
-    return len(done), wall, latencies, stamps
+    dry = dry_time(t0, posts, PERIOD / BYTES_PER_SECOND)
+    return len(done), wall, latencies, stamps, dry
 
 
 @contextmanager
@@ -149,9 +172,9 @@ def measure(
             with Frontend.connect(daemon.socket) as frontend:
                 driver = SoundDriver(frontend)
                 cpu0 = cpu_seconds(daemon.process.pid)
-                periods, wall, latencies, stamps = play(driver, seconds, queued)
+                periods, wall, latencies, stamps, dry = play(driver, seconds, queued)
                 cpu = cpu_seconds(daemon.process.pid) - cpu0
-    return Result(command.label, backend, seconds, periods, wall, cpu, latencies, stamps)
+    return Result(command.label, backend, seconds, periods, wall, cpu, latencies, stamps, dry)
 
 
 CLICK_EVERY = 50  # periods: a click every 0.5 s
@@ -258,10 +281,10 @@ def main() -> int:
     )
     print()
     print(
-        "| daemon | backend | audio | daemon CPU | × ours | pace | latency p50 ms | p99 ms "
-        "| periods per wake-up | wake-up interval ms | jitter ms |"
+        "| daemon | backend | audio | daemon CPU | × ours | pace | dry ms | latency p50 ms "
+        "| p99 ms | periods per wake-up | wake-up interval ms | jitter ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     ratio = Ratios()
     for result in results:
         print(result.row(ratio))
