@@ -5,11 +5,13 @@ does: 48 kHz stereo S16 in 10 ms periods, keeping a buffer of periods queued, po
 the next period as soon as one comes back. Prints, per backend:
 
 - the daemon's CPU time per second of audio (all its threads, from /proc);
-- the pace: seconds of wall time per second of audio (1.00 is real time), and how
-  much of the wall time the frontend itself kept the device waiting ("dry"): the time a
-  device playing continuously would have had nothing to play, because the frontend
-  (a Python process on the same CPUs) posted a period after its predecessor's last
-  frame had played. No device can hide that; pace minus dry is the device's own;
+- the pace: seconds of wall time per second of audio (1.00 is real time), and "dry":
+  how long a device playing each period right after the one before it (or once it is
+  posted, if that one is over) would have had nothing to play, given when the frontend
+  posted each period. The frontend is a Python process on the same CPUs; it runs under
+  SCHED_FIFO where allowed (its daemons do not), else it stalls now and then on a
+  loaded machine and the pace measures that. A device that loses no time of its own
+  loses at most the dry time;
 - the latency the device reports in each buffer's status (what of that buffer is
   still to be heard when it comes back), p50 and p99;
 - wake-ups: how many buffers come back together, and the jitter of the intervals
@@ -91,7 +93,7 @@ class Result:
         return (
             f"| {self.daemon} | {self.backend:<8} | {audio:>6.1f} s "
             f"| {100 * self.cpu / audio:>6.2f} % | {times} "
-            f"| {self.wall / audio:>5.3f} | {1000 * self.dry:>5.0f} "
+            f"| {self.wall / audio:>6.4f} | {1000 * self.dry:>5.0f} "
             f"| {statistics.median(lat):>6.1f} | {p99:>6.1f} "
             f"| {per_wakeup:>4.2f} | {statistics.median(intervals):>6.2f} "
             f"| {statistics.pstdev(intervals):>5.2f} |"
@@ -152,6 +154,19 @@ def environment(backend: str) -> Iterator[dict[str, str]]:
 
     with tempfile.TemporaryDirectory() as tmp, PipeWireSession(Path(tmp)) as session:
         yield session.env
+
+
+def realtime_frontend() -> str:
+    """Run this process (the frontend, the guest driver's part) under SCHED_FIFO, as a
+    guest kernel's driver answers at interrupt priority; the daemons it starts are not
+    (SCHED_RESET_ON_FORK), so they compete as they would on a host. Without that, on a
+    loaded machine the frontend itself stalls for up to 200 ms and the pace measures
+    it, not the device. Returns the policy it runs under."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(10))
+    except (OSError, AttributeError):
+        return "SCHED_OTHER (no permission for SCHED_FIFO)"
+    return "SCHED_FIFO"
 
 
 OURS_COMMAND = python_daemon("vhost_device_sound.main", "--socket {sock} --backend {backend}")
@@ -270,24 +285,24 @@ def main() -> int:
     add_daemon_arg(parser)
     opts = parser.parse_args()
     daemons = chosen_daemons(opts.daemon, OURS_COMMAND)
-    results = []
-    for backend in opts.backend or ["null", "pipewire"]:
-        with environment(backend) as env:
-            for _, daemon in rounds([backend], daemons):
-                results.append(measure(daemon, backend, opts.seconds, opts.queued, env))
+    policy = realtime_frontend()
     print(
         f"vhost-device-sound, 48 kHz stereo S16, 10 ms periods, {opts.queued} in flight, "
-        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, frontend {policy}, "
+        f"load {os.getloadavg()[0]:.1f}"
     )
     print()
     print(
         "| daemon | backend | audio | daemon CPU | × ours | pace | dry ms | latency p50 ms "
         "| p99 ms | periods per wake-up | wake-up interval ms | jitter ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     ratio = Ratios()
-    for result in results:
-        print(result.row(ratio))
+    for backend in opts.backend or ["null", "pipewire"]:
+        with environment(backend) as env:
+            for _, daemon in rounds([backend], daemons):
+                result = measure(daemon, backend, opts.seconds, opts.queued, env)
+                print(result.row(ratio), flush=True)  # as it comes: a later failure keeps it
     if "pipewire" in (opts.backend or ["null", "pipewire"]):
         print()
         for daemon in daemons:
