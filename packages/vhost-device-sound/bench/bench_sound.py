@@ -27,7 +27,9 @@ the next period as soon as one comes back. Prints, per backend:
 
 The pipewire run starts its own headless PipeWire (the tests' harness: pipewire,
 wireplumber and a null sink in a temporary directory), so it measures the daemon and
-PipeWire's graph, not a desktop's.
+PipeWire's graph, not a desktop's; its data threads run realtime (module-rt), as a
+desktop's do (the tests' sessions do not), or a loaded machine delays the graph's
+cycles and the pace measures PipeWire.
 
 `--daemon LABEL='CMD {sock} {backend}'` (repeatable) adds another implementation, e.g.
 `--daemon rust='/path/vhost-device-sound-pw --socket {sock} --backend {backend}'`:
@@ -152,7 +154,10 @@ def environment(backend: str) -> Iterator[dict[str, str]]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from pipewire_harness import PipeWireSession
 
-    with tempfile.TemporaryDirectory() as tmp, PipeWireSession(Path(tmp)) as session:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        PipeWireSession(Path(tmp), realtime=True) as session,
+    ):
         yield session.env
 
 
@@ -249,7 +254,10 @@ def latency(command: DaemonCommand, seconds: float, queued: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from pipewire_harness import PipeWireSession
 
-    with tempfile.TemporaryDirectory() as tmp, PipeWireSession(Path(tmp)) as session:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        PipeWireSession(Path(tmp), realtime=True) as session,
+    ):
         session.loop_sink_into_source()
         with started(
             command,
