@@ -334,10 +334,11 @@ cdef inline void _to_timespec(double t, timespec* ts) noexcept nogil:
 cdef double _next_tick(double* due, double interval, double now) noexcept nogil:
     """When a period clock whose next tick is `due` wakes next, at `now`. On time, at
     `due`. Behind its grid (its thread was descheduled on a loaded host), it catches
-    up by ticking twice as often, one tick's worth each: no time is lost, and the
-    guest is never handed back more than a tick at once nor left less than half a
-    tick to refill. More than MAX_CLOCK_DEBT behind (the host was suspended), the
-    grid starts afresh from `now`."""
+    up by ticking twice as often, one tick's worth each: the audio it was late for
+    loses no time, and the guest is never handed back more than a tick at once nor
+    left less than half a tick to refill (a tick that finds the ring dry ends the
+    catching up, see _clock_loop). More than MAX_CLOCK_DEBT behind (the host was
+    suspended), the grid starts afresh from `now`."""
     if due[0] >= now:
         return due[0]
     if due[0] < now - _MAX_CLOCK_DEBT:
@@ -394,6 +395,7 @@ cdef class PlaybackBuffers:
     cdef size_t clock_bytes
     cdef readonly uint64_t clock_behind   # wake-ups that found the clock behind its grid
     cdef readonly uint64_t clock_starved  # bytes the clock played with none in the ring
+    cdef bint clock_short                 # the last tick found less than its bytes
 
     def __cinit__(self, uint32_t stream_id):
         self.items = NULL
@@ -681,6 +683,11 @@ cdef class PlaybackBuffers:
             pthread_mutex_unlock(&self.clock_mutex)
             if self._tick():
                 self.clock_next += self.clock_interval
+                if self.clock_short and self.clock_next < now:
+                    # Behind, and the ring ran dry: what comes next arrived late and
+                    # plays from now, not at twice the pace (it cannot play before
+                    # it came). Only audio the clock itself was late for is caught up.
+                    self.clock_next = now + self.clock_interval
                 wake = _next_tick(&self.clock_next, self.clock_interval, now)
                 if wake != self.clock_next:
                     self.clock_behind += 1
@@ -703,7 +710,9 @@ cdef class PlaybackBuffers:
             if self._armed and not self.rt_wake:
                 self._rt_take()
                 self._feed(r)
-            self.clock_starved += n - ring_discard(r, n)
+            n -= ring_discard(r, n)
+            self.clock_starved += n
+            self.clock_short = n != 0
             if self._armed and not self.rt_wake:
                 self._rt_complete(r, _UNTIMED)  # what the clock played, as its timer did
                 self._feed(r)
@@ -992,6 +1001,7 @@ cdef class PlaybackBuffers:
         self.clock_interval = interval
         self.clock_bytes = nbytes
         self.clock_behind = self.clock_starved = 0
+        self.clock_short = False
         self.clock_quit = False
         Py_INCREF(self)  # the thread's
         rc = pthread_create(&self.clock_thread, NULL, _clock_main, <void*>self)
