@@ -5,9 +5,15 @@ does: 48 kHz stereo S16 in 10 ms periods, keeping a buffer of periods queued, po
 the next period as soon as one comes back. Prints, per backend:
 
 - the daemon's CPU time per second of audio (all its threads, from /proc);
-- the pace: seconds of wall time per second of audio (1.00 is real time);
-- the latency the device reports in each buffer's status (audio queued inside the
-  device, ahead of the host), p50 and p99;
+- the pace: seconds of wall time per second of audio (1.00 is real time), and "dry":
+  how long a device playing each period right after the one before it (or once it is
+  posted, if that one is over) would have had nothing to play, given when the frontend
+  posted each period. The frontend is a Python process on the same CPUs; it runs under
+  SCHED_FIFO where allowed (its daemons do not), else it stalls now and then on a
+  loaded machine and the pace measures that. A device that loses no time of its own
+  loses at most the dry time;
+- the latency the device reports in each buffer's status (what of that buffer is
+  still to be heard when it comes back), p50 and p99;
 - wake-ups: how many buffers come back together, and the jitter of the intervals
   between those wake-ups;
 - with PipeWire, the round trip of a click: the guest plays it, PipeWire's sink
@@ -21,7 +27,9 @@ the next period as soon as one comes back. Prints, per backend:
 
 The pipewire run starts its own headless PipeWire (the tests' harness: pipewire,
 wireplumber and a null sink in a temporary directory), so it measures the daemon and
-PipeWire's graph, not a desktop's.
+PipeWire's graph, not a desktop's; its data threads run realtime (module-rt), as a
+desktop's do (the tests' sessions do not), or a loaded machine delays the graph's
+cycles and the pace measures PipeWire.
 
 `--daemon LABEL='CMD {sock} {backend}'` (repeatable) adds another implementation, e.g.
 `--daemon rust='/path/vhost-device-sound-pw --socket {sock} --backend {backend}'`:
@@ -70,6 +78,7 @@ class Result:
     cpu: float
     latencies_ms: list[float]
     stamps: list[float]
+    dry: float
 
     def cpu_share(self) -> float:
         """The daemon's CPU per second of audio."""
@@ -86,7 +95,8 @@ class Result:
         return (
             f"| {self.daemon} | {self.backend:<8} | {audio:>6.1f} s "
             f"| {100 * self.cpu / audio:>6.2f} % | {times} "
-            f"| {self.wall / audio:>5.3f} | {statistics.median(lat):>6.1f} | {p99:>6.1f} "
+            f"| {self.wall / audio:>6.4f} | {1000 * self.dry:>5.0f} "
+            f"| {statistics.median(lat):>6.1f} | {p99:>6.1f} "
             f"| {per_wakeup:>4.2f} | {statistics.median(intervals):>6.2f} "
             f"| {statistics.pstdev(intervals):>5.2f} |"
         )
@@ -101,21 +111,38 @@ def wakeup_times(stamps: list[float]) -> list[float]:
     return merged
 
 
+def dry_time(start: float, posts: list[float], seconds: float) -> float:
+    """How long a device playing each buffer (`seconds` long) right after the one before
+    it, or as soon as it is posted if that one is over, waits for posts in all."""
+    end = start
+    for at in posts:
+        end = max(end, at) + seconds
+    return end - start - len(posts) * seconds
+
+
 def play(
     driver: SoundDriver, seconds: float, queued: int
-) -> tuple[int, float, list[float], list[float]]:
+) -> tuple[int, float, list[float], list[float], float]:
     """Keep `queued` periods in flight for `seconds`; returns (periods played, wall
-    time, reported latencies in ms, completion times in the steady state)."""
+    time, reported latencies in ms, completion times in the steady state, the time
+    the frontend kept a continuous device dry)."""
     pcm = tone(440, 1.0)
     count = int(seconds * 100)
     periods = [pcm[i % 100 * PERIOD : (i % 100 + 1) * PERIOD] for i in range(count)]
+    posts: list[float] = []
+
+    def post(i: int) -> None:
+        posts.append(time.monotonic())
+        driver.post_playback(periods[i], publish=False)
+
     driver.start_stream(0, period_bytes=PERIOD, buffer_bytes=PERIOD * queued)
     t0 = time.monotonic()
-    done = driver.play(periods, queued)
+    done = driver.stream(driver.tx, count, queued, post)
     wall = time.monotonic() - t0
     latencies = [c.latency / BYTES_PER_SECOND * 1000 for c in done]
     stamps = [c.at for c in done[queued:]]  # the first fill the ring
-    return len(done), wall, latencies, stamps
+    dry = dry_time(t0, posts, PERIOD / BYTES_PER_SECOND)
+    return len(done), wall, latencies, stamps, dry
 
 
 @contextmanager
@@ -127,8 +154,24 @@ def environment(backend: str) -> Iterator[dict[str, str]]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from pipewire_harness import PipeWireSession
 
-    with tempfile.TemporaryDirectory() as tmp, PipeWireSession(Path(tmp)) as session:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        PipeWireSession(Path(tmp), realtime=True) as session,
+    ):
         yield session.env
+
+
+def realtime_frontend() -> str:
+    """Run this process (the frontend, the guest driver's part) under SCHED_FIFO, as a
+    guest kernel's driver answers at interrupt priority; the daemons it starts are not
+    (SCHED_RESET_ON_FORK), so they compete as they would on a host. Without that, on a
+    loaded machine the frontend itself stalls for up to 200 ms and the pace measures
+    it, not the device. Returns the policy it runs under."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(10))
+    except (OSError, AttributeError):
+        return "SCHED_OTHER (no permission for SCHED_FIFO)"
+    return "SCHED_FIFO"
 
 
 OURS_COMMAND = python_daemon("vhost_device_sound.main", "--socket {sock} --backend {backend}")
@@ -149,9 +192,9 @@ def measure(
             with Frontend.connect(daemon.socket) as frontend:
                 driver = SoundDriver(frontend)
                 cpu0 = cpu_seconds(daemon.process.pid)
-                periods, wall, latencies, stamps = play(driver, seconds, queued)
+                periods, wall, latencies, stamps, dry = play(driver, seconds, queued)
                 cpu = cpu_seconds(daemon.process.pid) - cpu0
-    return Result(command.label, backend, seconds, periods, wall, cpu, latencies, stamps)
+    return Result(command.label, backend, seconds, periods, wall, cpu, latencies, stamps, dry)
 
 
 CLICK_EVERY = 50  # periods: a click every 0.5 s
@@ -211,7 +254,10 @@ def latency(command: DaemonCommand, seconds: float, queued: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from pipewire_harness import PipeWireSession
 
-    with tempfile.TemporaryDirectory() as tmp, PipeWireSession(Path(tmp)) as session:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        PipeWireSession(Path(tmp), realtime=True) as session,
+    ):
         session.loop_sink_into_source()
         with started(
             command,
@@ -247,24 +293,24 @@ def main() -> int:
     add_daemon_arg(parser)
     opts = parser.parse_args()
     daemons = chosen_daemons(opts.daemon, OURS_COMMAND)
-    results = []
-    for backend in opts.backend or ["null", "pipewire"]:
-        with environment(backend) as env:
-            for _, daemon in rounds([backend], daemons):
-                results.append(measure(daemon, backend, opts.seconds, opts.queued, env))
+    policy = realtime_frontend()
     print(
         f"vhost-device-sound, 48 kHz stereo S16, 10 ms periods, {opts.queued} in flight, "
-        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, frontend {policy}, "
+        f"load {os.getloadavg()[0]:.1f}"
     )
     print()
     print(
-        "| daemon | backend | audio | daemon CPU | × ours | pace | latency p50 ms | p99 ms "
-        "| periods per wake-up | wake-up interval ms | jitter ms |"
+        "| daemon | backend | audio | daemon CPU | × ours | pace | dry ms | latency p50 ms "
+        "| p99 ms | periods per wake-up | wake-up interval ms | jitter ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     ratio = Ratios()
-    for result in results:
-        print(result.row(ratio))
+    for backend in opts.backend or ["null", "pipewire"]:
+        with environment(backend) as env:
+            for _, daemon in rounds([backend], daemons):
+                result = measure(daemon, backend, opts.seconds, opts.queued, env)
+                print(result.row(ratio), flush=True)  # as it comes: a later failure keeps it
     if "pipewire" in (opts.backend or ["null", "pipewire"]):
         print()
         for daemon in daemons:

@@ -13,8 +13,11 @@
  *                    buffer_frames start_threshold), then frames, xruns,
  *                    expected (frames / rate), elapsed (CLOCK_MONOTONIC seconds
  *                    from the start of the stream to the end of the drain),
- *                    drain_at (when DRAIN was called, on the same clock) and
- *                    drain (how long it took). The stream starts when the
+ *                    drain_at (when DRAIN was called, on the same clock),
+ *                    drain (how long it took) and extra_delay (the most, in
+ *                    frames, that the delay ALSA reported after a write
+ *                    exceeded the frames not yet played by the hardware
+ *                    pointer: the device's latency_bytes). The stream starts when the
  *                    start threshold is reached, or at DRAIN if it never is.
  *   capture SECONDS  from /dev/snd/pcmC0D0c, raw interleaved samples to --out
  *                    (default stdout: the report then goes to stderr), read a
@@ -539,6 +542,22 @@ static int pcm_running(int fd)
 	return st.state == SNDRV_PCM_STATE_RUNNING || st.state == SNDRV_PCM_STATE_DRAINING;
 }
 
+/*
+ * What the device adds to the delay ALSA reports (the pcm_status latency the
+ * driver last got, runtime->delay): STATUS's delay less the frames written but
+ * not yet played by the hardware pointer (the buffer less avail). -1 if the
+ * stream is not running.
+ */
+static long pcm_extra_delay(int fd, unsigned long buffer_frames)
+{
+	struct snd_pcm_status st;
+
+	memset(&st, 0, sizeof(st));
+	if (ioctl(fd, SNDRV_PCM_IOCTL_STATUS, &st) < 0 || st.state != SNDRV_PCM_STATE_RUNNING)
+		return -1;
+	return (long)st.delay - (long)(buffer_frames - st.avail);
+}
+
 /* --stall: pause once, halfway through, to provoke exactly one xrun. */
 static void maybe_stall(const struct options *o, unsigned long done, unsigned long total,
 			int *stalled)
@@ -559,6 +578,7 @@ static int cmd_play(const struct options *o)
 	struct pcm pcm;
 	unsigned char *buf;
 	unsigned long total, written = 0, xruns = 0;
+	long extra, extra_delay = 0;
 	double phase = 0.0, start = 0.0, drain_at, end;
 	int rc = pcm_open(&pcm, o, 0), stalled = 0, drain_err = 0;
 
@@ -616,6 +636,9 @@ static int cmd_play(const struct options *o)
 			 * buffer: the clock runs from the stream's start. */
 			if (!start && pcm_running(pcm.fd))
 				start = now();
+			extra = pcm_extra_delay(pcm.fd, pcm.buffer_frames);
+			if (extra > extra_delay)
+				extra_delay = extra;
 		}
 		written += chunk;
 	}
@@ -656,6 +679,7 @@ static int cmd_play(const struct options *o)
 	field("elapsed", "%.3f", end - start);
 	field("drain_at", "%.3f", drain_at - start);
 	field("drain", "%.3f", end - drain_at);
+	field("extra_delay", "%ld", extra_delay);
 	free(buf);
 	close(pcm.fd);
 	return drain_err ? fail("drain", drain_err) : 0;

@@ -58,7 +58,7 @@ FOREIGN_VARIABLES = (
 PIPEWIRE_DROPIN = f"""
 context.properties = {{
     module.x11.bell = false
-    module.rt = false
+    module.rt = {{realtime}}
 }}
 context.objects = [
     {{ factory = adapter
@@ -141,10 +141,14 @@ class PcmFormat:
 
 
 class PipeWireSession:
-    """pipewire + wireplumber + a session bus under `root` (see module doc)."""
+    """pipewire + wireplumber + a session bus under `root` (see module doc). With
+    `realtime`, PipeWire's data thread asks for realtime scheduling (its module-rt), as
+    a desktop's does; tests leave it off, so a loaded machine slows the graph rather
+    than the tests' own processes (the bench turns it on)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, realtime: bool = False) -> None:
         self.root = root
+        self.realtime = realtime
         self.runtime_dir = root / "run"
         self.config_home = root / "config"
         self.state_home = root / "state"
@@ -228,7 +232,8 @@ class PipeWireSession:
         wp_dir = self.config_home / "wireplumber" / "wireplumber.conf.d"
         pw_dir.mkdir(parents=True, exist_ok=True)
         wp_dir.mkdir(parents=True, exist_ok=True)
-        (pw_dir / "90-vhost-test.conf").write_text(PIPEWIRE_DROPIN)
+        rt = "true" if self.realtime else "false"
+        (pw_dir / "90-vhost-test.conf").write_text(PIPEWIRE_DROPIN.replace("{realtime}", rt))
         (wp_dir / "90-vhost-test.conf").write_text(WIREPLUMBER_DROPIN)
 
     def _spawn(self, name: str, argv: list[str]) -> None:

@@ -28,6 +28,7 @@ from guest_snd import GUEST_PATH, SndReport, guest_files, parse_reports
 from pipewire_harness import PipeWireSession
 from sound_daemon import running_daemon
 
+from vhost_device_sound._playback import MAX_LEAD
 from vhost_user_core.testing.qemu import Guest
 
 pytestmark = pytest.mark.guest
@@ -97,6 +98,10 @@ class Run:
             left = self.seconds - report.as_float("drain_at")
             if abs(report.as_float("drain") - left) > TOLERANCE:
                 return f"drain took {report['drain']} s for {left:.3f} s left"
+            # The delay ALSA reports is the frames the pointer has not passed, plus
+            # only what of a completed buffer is still to be heard (a host cycle).
+            if report.as_int("extra_delay") > MAX_LEAD * self.rate:
+                return f"the device's latency added {report['extra_delay']} frames of delay"
         return None
 
     def _check_partial(self, report: SndReport) -> str | None:

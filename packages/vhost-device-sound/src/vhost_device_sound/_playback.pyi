@@ -17,6 +17,8 @@ STATUS_SIZE: int
 DUE_SLACK: float
 #: The most a host's cycle returns a buffer before its deadline, in seconds.
 MAX_LEAD: float
+#: How far behind its grid a period clock may fall and still catch up, in seconds.
+MAX_CLOCK_DEBT: float
 
 class DeviceLock:
     """The session lock of a device with a realtime path: reentrant like
@@ -57,7 +59,7 @@ class PlaybackBuffers:
         """STOP: nothing is due until the next START."""
     def complete_played(self, vring: Vring | None, ring: PcmRing) -> float:
         """Return the buffers in the ring whose deadline has passed (status OK, latency
-        the ring's fill); one interrupt, if the guest asked for it. A ring that
+        0: their deadlines have passed); one interrupt, if the guest asked for it. A ring that
         is not ready (stopped) takes nothing back: those buffers are dropped. Returns
         the next deadline (time.monotonic()) to wake up for, 0 if none."""
     def step(
@@ -97,6 +99,12 @@ class PlaybackBuffers:
     @property
     def rt_busy(self) -> int:
         """Cycles that found the lock taken and left their work to the worker."""
+    @property
+    def clock_behind(self) -> int:
+        """Period clock wake-ups that found it behind its grid (since its start)."""
+    @property
+    def clock_starved(self) -> int:
+        """Bytes the period clock played with none in the ring (since its start)."""
     def clock_start(self, anchor: float, interval: float, nbytes: int) -> None:
         """Run the period clock's thread: every `interval` s from `anchor`, play
         `nbytes` of the ring into nothing and return the buffers they held."""

@@ -31,7 +31,7 @@ A held buffer is its chain in the ChainBatch it was popped in (the batch's pins 
 guest memory it points into mapped), its sample byte count, how many of them are in the
 ring, and the ring position of its last byte once all are. Samples are copied straight
 from guest memory into the ring. Completion writes the pcm_status into the buffer's
-last bytes and adds it to the used ring; the guest is interrupted once per call, if it
+last bytes (its latency: what of the buffer is still to be heard, see `_latency`) and adds it to the used ring; the guest is interrupted once per call, if it
 asked to be (EVENT_IDX). A ring that was stopped takes nothing back (the buffer is
 dropped with it), as `stream_io.complete` does.
 
@@ -71,7 +71,7 @@ from vhost_user_core.virtqueue cimport (
 from vhost_device_sound._pcmring cimport (
     PcmRing, drain_fd, notify, pcm_ring, pthread_mutex_destroy, pthread_mutex_init,
     pthread_mutex_lock, pthread_mutex_t, pthread_mutex_trylock, pthread_mutex_unlock,
-    ring_discard, ring_fill, ring_produce, ring_read_pos, ring_write_pos,
+    ring_discard, ring_produce, ring_read_pos, ring_write_pos,
 )
 
 cdef extern from "<pthread.h>" nogil:
@@ -120,9 +120,9 @@ cdef double _DUE_SLACK = DUE_SLACK
 #: further ahead of real time.
 MAX_LEAD = 0.025
 cdef double _MAX_LEAD = MAX_LEAD
-#: A clock this many ticks late starts afresh instead of catching up in a burst (as
-#: stream_io's MAX_CLOCK_LAG).
-cdef double _MAX_CLOCK_LAG = 4.0
+#: A period clock this far behind its grid starts afresh rather than catching up.
+MAX_CLOCK_DEBT = 1.0
+cdef double _MAX_CLOCK_DEBT = MAX_CLOCK_DEBT
 
 
 cdef double _monotonic() noexcept nogil:
@@ -331,6 +331,22 @@ cdef inline void _to_timespec(double t, timespec* ts) noexcept nogil:
         ts.tv_nsec -= 1000000000
 
 
+cdef double _next_tick(double* due, double interval, double now) noexcept nogil:
+    """When a period clock whose next tick is `due` wakes next, at `now`. On time, at
+    `due`. Behind its grid (its thread was descheduled on a loaded host), it catches
+    up by ticking twice as often, one tick's worth each: the audio it was late for
+    loses no time, and the guest is never handed back more than a tick at once nor
+    left less than half a tick to refill (a tick that finds the ring dry ends the
+    catching up, see _clock_loop). More than MAX_CLOCK_DEBT behind (the host was
+    suspended), the grid starts afresh from `now`."""
+    if due[0] >= now:
+        return due[0]
+    if due[0] < now - _MAX_CLOCK_DEBT:
+        due[0] = now + interval
+        return due[0]
+    return now + interval / 2
+
+
 cdef void* _clock_main(void* ctx) noexcept nogil:
     (<PlaybackBuffers>ctx)._clock_loop()
     return NULL
@@ -377,6 +393,9 @@ cdef class PlaybackBuffers:
     cdef double clock_next
     cdef double clock_interval
     cdef size_t clock_bytes
+    cdef readonly uint64_t clock_behind   # wake-ups that found the clock behind its grid
+    cdef readonly uint64_t clock_starved  # bytes the clock played with none in the ring
+    cdef bint clock_short                 # the last tick found less than its bytes
 
     def __cinit__(self, uint32_t stream_id):
         self.items = NULL
@@ -508,6 +527,16 @@ cdef class PlaybackBuffers:
             self.n_grave -= 1
             Py_XDECREF(self.grave[self.n_grave])
 
+    cdef uint32_t _latency(self, Held* h, int mode, double now) noexcept nogil:
+        """The pcm_status latency of a buffer completing at `now`: the bytes of it still
+        to be heard (its deadline is ahead by at most a host's cycle), 0 for what the
+        period clock played. Not the audio queued behind it: the guest's pointer still
+        counts that as not played, and Linux adds this figure to it for
+        snd_pcm_delay()."""
+        if mode == _UNTIMED or not h.timed or h.due <= now:
+            return 0
+        return <uint32_t>((h.due - now) * self.bytes_per_second)
+
     cdef void _complete_front(self, _Used used, uint32_t latency) noexcept:
         cdef Held* h = &self.items[self.first]
         _write_status(h.segs, h.info, _S_OK, latency)
@@ -559,7 +588,8 @@ cdef class PlaybackBuffers:
         one still to come if only its deadline holds it back and `mode` is _TIMED (0:
         none, or the host's next notification or cycle decides)."""
         cdef uint64_t read_pos = ring_read_pos(ring)
-        cdef double now = _monotonic() + DUE_SLACK
+        cdef double real = _monotonic()
+        cdef double now = real + DUE_SLACK
         cdef Held* h
         if mode == _HOST:
             now += self.rt_lead
@@ -569,7 +599,7 @@ cdef class PlaybackBuffers:
                 if mode == _TIMED and h.queued and h.timed:
                     return h.due
                 return 0.0
-            self._complete_front(used, <uint32_t>ring_fill(ring))
+            self._complete_front(used, self._latency(h, mode, real))
         return 0.0
 
     cdef int _take(self, object vring, uint64_t limit, object route) except -1:
@@ -647,15 +677,20 @@ cdef class PlaybackBuffers:
             pthread_cond_timedwait(&self.clock_cond, &self.clock_mutex, &ts)
             if self.clock_quit:
                 break
-            if _monotonic() < wake:
+            now = _monotonic()
+            if now < wake:
                 continue  # woken early (spuriously)
             pthread_mutex_unlock(&self.clock_mutex)
             if self._tick():
-                now = _monotonic()
                 self.clock_next += self.clock_interval
-                if self.clock_next < now - _MAX_CLOCK_LAG * self.clock_interval:
-                    self.clock_next = now + self.clock_interval  # far behind: afresh
-                wake = self.clock_next
+                if self.clock_short and self.clock_next < now:
+                    # Behind, and the ring ran dry: what comes next arrived late and
+                    # plays from now, not at twice the pace (it cannot play before
+                    # it came). Only audio the clock itself was late for is caught up.
+                    self.clock_next = now + self.clock_interval
+                wake = _next_tick(&self.clock_next, self.clock_interval, now)
+                if wake != self.clock_next:
+                    self.clock_behind += 1
             else:
                 wake = _monotonic() + 0.0005  # the lock is busy: again in a moment
             pthread_mutex_lock(&self.clock_mutex)
@@ -663,8 +698,8 @@ cdef class PlaybackBuffers:
 
     cdef bint _tick(self) noexcept nogil:
         """One period clock tick: like a host cycle of `clock_bytes`, with those bytes
-        discarded (played into nothing) from the ring in between. False if the lock was
-        busy (nothing done)."""
+        discarded (played into nothing) from the ring in between (what the ring lacks
+        counts as `clock_starved`). False if the lock was busy (nothing done)."""
         cdef pcm_ring* r = self.rt_ring
         cdef size_t n = self.clock_bytes
         if self.guard == NULL or pthread_mutex_trylock(self.guard) != 0:
@@ -675,7 +710,9 @@ cdef class PlaybackBuffers:
             if self._armed and not self.rt_wake:
                 self._rt_take()
                 self._feed(r)
-            ring_discard(r, n)
+            n -= ring_discard(r, n)
+            self.clock_starved += n
+            self.clock_short = n != 0
             if self._armed and not self.rt_wake:
                 self._rt_complete(r, _UNTIMED)  # what the clock played, as its timer did
                 self._feed(r)
@@ -743,13 +780,14 @@ cdef class PlaybackBuffers:
 
     cdef void _rt_complete(self, pcm_ring* r, int mode) noexcept nogil:
         cdef uint64_t read_pos = ring_read_pos(r)
-        cdef double now = _monotonic() + _DUE_SLACK + self.rt_lead
+        cdef double real = _monotonic()
+        cdef double now = real + _DUE_SLACK + self.rt_lead
         cdef Held* h
         while self.count:
             h = &self.items[self.first]
             if not self._played(h, mode, read_pos, now):
                 return
-            _write_status(h.segs, h.info, _S_OK, <uint32_t>ring_fill(r))
+            _write_status(h.segs, h.info, _S_OK, self._latency(h, mode, real))
             if self.rt_q.push_used(h.info.head, _STATUS_SIZE) < 0:
                 self.rt_wake = True  # lost with a broken ring; the worker reports it
             else:
@@ -803,8 +841,8 @@ cdef class PlaybackBuffers:
             self._at(i).timed = False
 
     def complete_played(self, vring, PcmRing ring not None):
-        """Return the buffers in the ring whose deadline has passed (latency: the
-        ring's fill at that moment); interrupt the guest once if it asked for it.
+        """Return the buffers in the ring whose deadline has passed (latency 0:
+        nothing of them is still to be heard); interrupt the guest once if it asked for it.
         Returns the next deadline to wake up for (0: none)."""
         cdef _Used used = _used_of(vring)
         cdef double due
@@ -962,6 +1000,8 @@ cdef class PlaybackBuffers:
         self.clock_next = anchor + interval
         self.clock_interval = interval
         self.clock_bytes = nbytes
+        self.clock_behind = self.clock_starved = 0
+        self.clock_short = False
         self.clock_quit = False
         Py_INCREF(self)  # the thread's
         rc = pthread_create(&self.clock_thread, NULL, _clock_main, <void*>self)

@@ -16,8 +16,10 @@ frame, once its deadline falls within that cycle, by PipeWire's realtime thread 
 (the ring's host cycle hook): no worker wake-up at all while it plays. While the output
 is disabled (or the backend has no clock) a period clock discards the ring's samples at
 the clock's pace and completes what it played: the output's own C thread when the
-device's lock is a DeviceLock (the worker's timer otherwise). Completions carry the
-ring fill as latency. The buffers are held, fed and returned in C
+device's lock is a DeviceLock (the worker's timer otherwise). A completion's latency
+is what of that buffer is still to be heard (at most the host's cycle ahead of its
+deadline; 0 from the period clock), not the audio queued behind it, which the guest's
+pointer already counts as unplayed. The buffers are held, fed and returned in C
 (`_playback.PlaybackBuffers`): each of those wake-ups is one call, and what a host or
 clock cycle cannot take as plainly the stream's own it leaves to the worker.
 
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 from vhost_user_core import DescriptorChain, QueueError, TimerHandle, Vring, Worker
 
 from ._pcmring import PcmRing, Switch
-from ._playback import DeviceLock, PlaybackBuffers
+from ._playback import MAX_CLOCK_DEBT, DeviceLock, PlaybackBuffers
 from .backends.base import AudioBackend, StreamSetup
 from .params import DEFAULT_PARAMS, PcmParams
 from .pcm_state import INITIAL_STATE, PcmState
@@ -58,8 +60,6 @@ XFER_SIZE = PcmXfer.FORMAT.size
 #: guest cannot make us allocate much whatever period it asks for.
 RING_PERIODS = 3
 RING_MIN, RING_MAX = 16 * 1024, 1024 * 1024
-#: A timer this many periods late starts afresh instead of catching up in a burst.
-MAX_CLOCK_LAG = 4
 
 
 class IoMessage:
@@ -269,7 +269,7 @@ class StreamIO:
         """Give back every held buffer now (played or not)."""
         latency = self.ring.fill if self.ring is not None else 0
         if self.direction is Direction.OUTPUT:
-            self.played.flush(self.vring, latency)
+            self.played.flush(self.vring, 0)  # not played: nothing of them to be heard
         while self.pending:
             finish(self.pending.popleft(), latency)
 
@@ -413,12 +413,18 @@ class StreamIO:
             self._stop_clock()
 
     def _schedule(self) -> None:
-        period = self.params.period_seconds * self._ticks
-        self._deadline += period
+        """The next tick, on the grid; behind it (a loaded host), catching up at twice
+        the pace, as the output's period clock does (`_playback._next_tick`)."""
+        interval = self.params.period_seconds * self._ticks
+        self._deadline += interval
         now = time.monotonic()
-        if self._deadline < now - MAX_CLOCK_LAG * period:
-            self._deadline = now + period
-        self._clock = self.worker.call_later(self._deadline - now, self._tick)
+        if self._deadline >= now:
+            at = self._deadline
+        elif self._deadline < now - MAX_CLOCK_DEBT:
+            at = self._deadline = now + interval
+        else:
+            at = now + interval / 2
+        self._clock = self.worker.call_later(at - now, self._tick)
 
     def _tick(self) -> None:
         """One period tick: plays (discards) or records (silence) `_ticks` periods, on a
@@ -459,10 +465,14 @@ class StreamIO:
     def _report_cycles(self) -> None:
         if self.direction is Direction.OUTPUT and self.played.rt_cycles:
             log.debug(
-                "stream %d: %d host or clock cycles moved its buffers, %d left it to the worker",
+                "stream %d: %d host or clock cycles moved its buffers, %d left it to the "
+                "worker; the period clock woke behind its grid %d times, and played %d "
+                "bytes the guest had not posted in time",
                 self.stream_id,
                 self.played.rt_cycles,
                 self.played.rt_busy,
+                self.played.clock_behind,
+                self.played.clock_starved,
             )
 
     def _host_cycles_possible(self) -> bool:
