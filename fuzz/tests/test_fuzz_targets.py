@@ -8,6 +8,7 @@ input it wrote to the temporary directory.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,4 +45,7 @@ def test_fuzz_target(target: str, tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     tail = "\n".join(proc.stderr.splitlines()[-30:])
     assert proc.returncode == 0, f"{target} failed:\n{tail}"
-    assert f"Done {RUNS} runs" in proc.stderr, tail
+    # libFuzzer may count one input past -runs (seen as "Done 3001 runs" in CI): the gate
+    # is that the whole budget ran, not the exact count.
+    done = re.search(r"^Done (\d+) runs", proc.stderr, re.MULTILINE)
+    assert done and int(done.group(1)) >= RUNS, tail
