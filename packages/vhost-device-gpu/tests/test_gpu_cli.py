@@ -147,6 +147,9 @@ def test_wayland_socket_into_the_config() -> None:
     assert _config("-g", "2d").wayland_socket is None
     with pytest.raises(ConfigError, match="--wayland-socket needs a path"):
         _config("-g", "2d", "--wayland-socket", "")
+    # one daemon with both context kinds: virgl's capsets and capset 5
+    both = _config("-g", "virglrenderer", "--wayland-socket", "/run/user/1000/wayland-vm1")
+    assert (both.mode, both.wayland_socket) == ("virglrenderer", "/run/user/1000/wayland-vm1")
 
 
 def test_the_daemon_offers_cross_domain_with_a_wayland_socket(tmp_path: Path) -> None:
