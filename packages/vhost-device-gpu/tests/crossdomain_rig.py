@@ -290,10 +290,12 @@ def cross_domain_gpu(
     wayland_socket: str | None,
     display: FakeQemuDisplay | None = None,
     features: int | None = None,
+    mode: str = "2d",
 ) -> Iterator[Guest]:
-    """The device with `--wayland-socket`, started as a VMM with shared memory would
-    (SHMEM negotiated, a backend channel served); with `display`, QEMU's display end."""
-    config = GpuConfig("2d", headless=display is None, wayland_socket=wayland_socket)
+    """The device with `--wayland-socket` beside the `mode` renderer, started as a VMM
+    with shared memory would (SHMEM negotiated, a backend channel served); with
+    `display`, QEMU's display end."""
+    config = GpuConfig(mode, headless=display is None, wayland_socket=wayland_socket)
     with connected_frontend(lambda: GpuBackend(config), tmp_path / "gpu.sock") as frontend:
         if display is not None:
             frontend.negotiate()

@@ -147,15 +147,23 @@ def test_wayland_socket_into_the_config() -> None:
     assert _config("-g", "2d").wayland_socket is None
     with pytest.raises(ConfigError, match="--wayland-socket needs a path"):
         _config("-g", "2d", "--wayland-socket", "")
+    # one daemon with both context kinds: virgl's capsets and capset 5
+    both = _config("-g", "virglrenderer", "--wayland-socket", "/run/user/1000/wayland-vm1")
+    assert (both.mode, both.wayland_socket) == ("virglrenderer", "/run/user/1000/wayland-vm1")
 
 
-def test_the_daemon_offers_cross_domain_with_a_wayland_socket(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["2d", "virglrenderer"])
+def test_the_daemon_offers_cross_domain_with_a_wayland_socket(tmp_path: Path, mode: str) -> None:
     """As a process: capset 5's features and the SHMEM protocol bit, before the
-    compositor even exists (the socket is connected to at a context's INIT only)."""
+    compositor even exists (the socket is connected to at a context's INIT only);
+    with virglrenderer, its capsets too (one daemon, both kinds of context)."""
     socket = tmp_path / "g.sock"
-    argv = [*DAEMON, "-s", str(socket), "-g", "2d", "--headless", "--wayland-socket",
+    argv = [*DAEMON, "-s", str(socket), "-g", mode, "--headless", "--wayland-socket",
             str(tmp_path / "no-compositor-yet")]  # fmt: skip
     with daemon_process(argv, log=tmp_path / "log", sockets=[socket]):
         with Frontend.connect(socket) as frontend:
             assert frontend.get_features() & 0b11001 == 0b11001  # VIRGL, BLOB, CONTEXT_INIT
             assert frontend.get_protocol_features() & (1 << 21)
+            frontend.negotiate()
+            num_capsets = int.from_bytes(frontend.get_config(12, 4), "little")
+            assert num_capsets == (3 if mode == "virglrenderer" else 1)

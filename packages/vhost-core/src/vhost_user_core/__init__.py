@@ -18,6 +18,7 @@ from .cli import (
     served_sockets,
     setup_logging,
 )
+from .connection import recv_with_fds, send_with_fds
 from .daemon import Daemon, Listener, run_all
 from .errors import (
     BackendContractError,
@@ -79,8 +80,10 @@ __all__ = [
     "main_guard",
     "open_listeners",
     "positive_int",
+    "recv_with_fds",
     "run_all",
     "run_daemon",
+    "send_with_fds",
     "served_sockets",
     "setup_logging",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .errors import Disconnected, ProtocolError
@@ -64,16 +65,13 @@ class Connection:
         stream cannot be resynchronised after that, so the caller must hang up).
         """
         try:
-            data, ancdata, msg_flags, _ = self.sock.recvmsg(
-                HEADER_SIZE, socket.CMSG_SPACE(MAX_FDS * _FD_SIZE)
-            )
+            data, fds, truncated = recv_with_fds(self.sock, HEADER_SIZE, MAX_FDS)
         except ConnectionResetError as exc:
             raise Disconnected("connection reset by peer") from exc
-        fds = _fds_from(ancdata)
         try:
             if not data:
                 raise Disconnected("peer closed the connection")
-            if msg_flags & socket.MSG_CTRUNC:
+            if truncated:
                 raise ProtocolError(f"more than {MAX_FDS} fds attached to one message")
             if len(data) < HEADER_SIZE:
                 data += self._recv_exact(HEADER_SIZE - len(data))
@@ -94,13 +92,8 @@ class Connection:
     ) -> None:
         """Send one message; header and payload go out in a single sendmsg."""
         data = Header(request, flags, len(payload)).encode() + payload
-        ancillary = []
-        if fds:
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
         try:
-            sent = self.sock.sendmsg([data], ancillary)
-            if sent < len(data):
-                self.sock.sendall(data[sent:])
+            send_with_fds(self.sock, data, fds)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise Disconnected("peer closed the connection") from exc
 
@@ -112,10 +105,29 @@ class Connection:
         self.reply(request, U64(0 if ok else 1).encode())
 
 
-def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+def send_with_fds(sock: socket.socket, data: bytes | bytearray, fds: Sequence[int] = ()) -> None:
+    """All of `data` on a stream socket, the fds (SCM_RIGHTS) with its first bytes: one
+    sendmsg, then sendall for what it did not take. Raises OSError."""
+    ancillary = []
+    if fds:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+    sent = sock.sendmsg([data], ancillary)
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
+def recv_with_fds(
+    sock: socket.socket, size: int, max_fds: int, flags: int = 0
+) -> tuple[bytes, list[int], bool]:
+    """One recvmsg of up to `size` bytes: the bytes, the fds that came with them (the
+    caller owns them, also when it refuses them), and whether the sender attached more
+    than `max_fds` (MSG_CTRUNC: the rest were dropped). Raises OSError."""
+    data, ancdata, msg_flags, _ = sock.recvmsg(
+        size, socket.CMSG_SPACE(max_fds * _FD_SIZE), flags | socket.MSG_CMSG_CLOEXEC
+    )
     fds: list[int] = []
-    for level, kind, data in ancdata:
+    for level, kind, blob in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(data) - len(data) % _FD_SIZE
-            fds.extend(array.array("i", data[:usable]))
-    return fds
+            usable = len(blob) - len(blob) % _FD_SIZE
+            fds.extend(array.array("i", blob[:usable]))
+    return data, fds, bool(msg_flags & socket.MSG_CTRUNC)

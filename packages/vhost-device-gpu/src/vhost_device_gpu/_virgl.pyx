@@ -53,6 +53,12 @@ cdef extern from *:
         uint32_t handle, target, format, bind, width, height, depth
         uint32_t array_size, last_level, nr_samples, flags
 
+    struct virgl_renderer_resource_create_blob_args:
+        uint32_t res_handle, ctx_id, blob_mem, blob_flags
+        uint64_t blob_id, size
+        const iovec* iovecs
+        uint32_t num_iovs
+
     struct virgl_renderer_resource_info:
         uint32_t handle, virgl_format, width, height, depth, flags, tex_id, stride
         int drm_fourcc
@@ -73,6 +79,8 @@ cdef extern from *:
     int virgl_renderer_resource_create(
         virgl_renderer_resource_create_args* args, iovec* iov, uint32_t num_iovs) nogil
     void virgl_renderer_resource_unref(uint32_t res_handle) nogil
+    int virgl_renderer_resource_create_blob(
+        const virgl_renderer_resource_create_blob_args* args) nogil
     int virgl_renderer_resource_attach_iov(int res_handle, iovec* iov, int num_iovs) nogil
     void virgl_renderer_resource_detach_iov(int res_handle, iovec** iov, int* num_iovs) nogil
     void virgl_renderer_ctx_attach_resource(int ctx_id, int res_handle) nogil
@@ -317,6 +325,27 @@ def resource_create(
         rc = virgl_renderer_resource_create(&args, NULL, 0)
     if rc != 0:
         raise VirglError(rc if rc > 0 else -rc, f"resource_create({handle}) = {rc}")
+
+
+def resource_create_guest_blob(
+    uint32_t handle, uint32_t blob_flags, uint64_t size, Iovecs iovecs
+):
+    """A guest-memory blob (BLOB_MEM_GUEST, no context) over `iovecs`, which the caller
+    keeps until detach like an attached backing."""
+    cdef virgl_renderer_resource_create_blob_args args
+    args.res_handle = handle
+    args.ctx_id = 0
+    args.blob_mem = 1  # VIRGL_RENDERER_BLOB_MEM_GUEST
+    args.blob_flags = blob_flags
+    args.blob_id = 0
+    args.size = size
+    args.iovecs = iovecs.iov
+    args.num_iovs = iovecs.count
+    cdef int rc
+    with nogil:
+        rc = virgl_renderer_resource_create_blob(&args)
+    if rc != 0:
+        raise VirglError(rc if rc > 0 else -rc, f"resource_create_blob({handle}) = {rc}")
 
 
 def resource_unref(uint32_t handle):

@@ -4,7 +4,7 @@ Upstream's spelling throughout (`-s`, `-g/--gpu-mode`, `-c/--capset`, `--use-egl
 ...). Modes: `2d` (host pixel buffers), upstream's `null`, and `virglrenderer` (alias
 `virgl-renderer`: 3D through libvirglrenderer); `gfxstream` is refused with one line,
 and so are the flags of a mode not chosen. `--wayland-socket` adds the cross-domain
-context (capset 5) to either 2D mode.
+context (capset 5) to any mode, virglrenderer's capsets included.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the host compositor's Wayland socket for the cross-domain context "
         "(capset 5): offers it with VIRGL, CONTEXT_INIT and host-visible blobs mapped "
-        "through vhost-user shared memory; the only path the daemon ever connects to "
+        "through vhost-user shared memory; with any mode, beside virglrenderer's "
+        "capsets with -g virglrenderer; the only path the daemon ever connects to "
         "(crosvm's --wayland-sock)",
     )
     add_logging_args(parser)
@@ -160,11 +161,6 @@ class GpuConfig:
             raise ConfigError(f"--gpu-device needs --gpu-mode virglrenderer, not {self.mode}")
         if self.wayland_socket is not None and not self.wayland_socket:
             raise ConfigError("--wayland-socket needs a path")
-        if self.wayland_socket is not None and self.mode == "virglrenderer":
-            raise ConfigError(
-                "--wayland-socket is served with -g 2d or null in this version: the virgl "
-                "renderer offers no blobs, which the cross-domain context needs"
-            )
         if self.mode == "virglrenderer" and self.flags.use_glx:
             raise ConfigError("--use-glx true: there is no X server here; use EGL")
         if self.mode == "virglrenderer" and not self.flags.use_egl:

@@ -7,8 +7,9 @@ work is synchronous, so a fenced command is answered at once with its fence echo
 (QEMU's rule for 2D); the virgl renderer holds a fenced answer (written, not yet
 returned to the guest) until its fence signals. With `--wayland-socket`, capset 5's
 contexts (CTX_CREATE with that capset, then every command on their ids) and the mapping
-of host blobs go to `crossdomain` and `blob`; a cross-domain POLL is held (`_control`
-gives no length) until its context answers it.
+of host blobs go to `crossdomain` and `blob`, beside any renderer (`routing` says which
+side a command is for); a cross-domain POLL is held (`_control` gives no length) until
+its context answers it, and only the renderer's commands go through its fences.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from .crossdomain import CAPSET_CROSS_DOMAIN, CrossDomain
 from .display import Display, DisplayError, HeadlessDisplay, QemuDisplay
 from .protocol import (
     BLOB_MEM_GUEST,
-    BLOB_MEM_HOST3D,
     CONFIG,
     HDR_SIZE,
     MAX_BACKING_ENTRIES,
@@ -78,6 +78,7 @@ from .protocol import (
     encode_uuid,
 )
 from .renderer import Capset, CommandError, NullRenderer, Renderer, Renderer2D, ScanoutSource
+from .routing import CONTEXT_COMMANDS, Router, Side
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,6 @@ MAX_COMMAND = HDR_SIZE + 32 + 16 * MAX_BACKING_ENTRIES
 #: is cut here and refused as short.
 MAX_SUBMIT = 8 << 20
 CURSOR_COMMAND = HDR_SIZE + 32
-_3D_COMMANDS = range(Cmd.CTX_CREATE, Cmd.RESOURCE_UNMAP_BLOB + 1)
 CROSS_DOMAIN_FEATURES = VIRTIO_GPU_F_RESOURCE_BLOB | VIRTIO_GPU_F_VIRGL | VIRTIO_GPU_F_CONTEXT_INIT
 #: Answers a held command later (a cross-domain POLL): its response bytes.
 Later = Callable[[bytes], None]
@@ -130,6 +130,7 @@ class GpuBackend(VhostUserBackend):
         self.crossdomain = (
             CrossDomain(config.wayland_socket, self.blobs) if config.wayland_socket else None
         )
+        self.router = Router(self.renderer, self.crossdomain, self.blobs)
         self.features = (
             STANDARD_FEATURES
             | VIRTIO_F_RING_RESET  # upstream's; QEMU's vhost-user-gpu acks it regardless
@@ -286,7 +287,7 @@ class GpuBackend(VhostUserBackend):
             data = chain.read(MAX_SUBMIT)
         fence: CtrlHeader | None = None
         try:
-            if self._cross_domain_command(header, data):
+            if self.router.route(header, data) is Side.CROSS_DOMAIN:
                 answer = self._cross_domain(header, data, self._later(chain))
                 if answer is None:
                     return None, None
@@ -307,22 +308,11 @@ class GpuBackend(VhostUserBackend):
         if handler is not None:
             answer = handler(header, data)
             return answer if answer is not None else header.response(Resp.OK_NODATA).encode()
-        if header.type in _3D_COMMANDS:
+        if header.type in CONTEXT_COMMANDS:
             return self.renderer.handle_3d(header, data)
         raise CommandError(Resp.ERR_UNSPEC, f"unknown command {header.type:#x}")
 
     # -- the cross-domain context and host blobs (capset 5) ----------------------------
-
-    def _cross_domain_command(self, header: CtrlHeader, data: bytes) -> bool:
-        """Whether a 3D command is cross-domain's: a CTX_CREATE for capset 5, a
-        command on one of its contexts, the mapping of a host blob."""
-        if self.crossdomain is None or header.type not in _3D_COMMANDS:
-            return False
-        if header.type == Cmd.CTX_CREATE:
-            return CtxCreate.decode(data).capset_id == CAPSET_CROSS_DOMAIN
-        if header.type in (Cmd.RESOURCE_MAP_BLOB, Cmd.RESOURCE_UNMAP_BLOB):
-            return ResourceId.decode(data).resource_id in self.blobs.host
-        return self.crossdomain.owns(header.ctx_id)
 
     def _cross_domain(self, header: CtrlHeader, data: bytes, later: Later) -> bytes | None:
         assert self.crossdomain is not None
@@ -337,7 +327,10 @@ class GpuBackend(VhostUserBackend):
         elif kind == Cmd.CTX_ATTACH_RESOURCE:
             rid = ResourceId.decode(data).resource_id
             if rid not in self.blobs.host and rid not in self.blobs.guest:
-                raise CommandError(Resp.ERR_INVALID_RESOURCE_ID, f"no blob {rid}")
+                raise CommandError(
+                    Resp.ERR_INVALID_RESOURCE_ID,
+                    f"no blob {rid}: a cross-domain context takes only blobs",
+                )
             self.crossdomain.context(header.ctx_id).attach(rid)
         elif kind == Cmd.CTX_DETACH_RESOURCE:
             self.crossdomain.context(header.ctx_id).detach(ResourceId.decode(data).resource_id)
@@ -361,10 +354,6 @@ class GpuBackend(VhostUserBackend):
     def _pixels_of(self, resource_id: int) -> Renderer | Blobs:
         """Who holds a resource's pixels: the blob store for a host blob, else the renderer."""
         return self.blobs if resource_id in self.blobs.host else self.renderer
-
-    def _new_resource_id(self, resource_id: int) -> None:
-        if resource_id in self.blobs.host:
-            raise CommandError(Resp.ERR_INVALID_RESOURCE_ID, f"resource id {resource_id} is in use")
 
     def _negotiated(self, feature: int, what: str) -> None:
         if not self.acked & feature:
@@ -396,7 +385,7 @@ class GpuBackend(VhostUserBackend):
 
     def _create_2d(self, _header: CtrlHeader, data: bytes) -> None:
         cmd = ResourceCreate2D.decode(data)
-        self._new_resource_id(cmd.resource_id)
+        self.router.new_resource(cmd.resource_id, Side.RENDERER)
         self.renderer.create_2d(cmd.resource_id, cmd.format, cmd.width, cmd.height)
 
     def _unref(self, _header: CtrlHeader, data: bytes) -> None:
@@ -514,14 +503,11 @@ class GpuBackend(VhostUserBackend):
     def _create_blob(self, header: CtrlHeader, data: bytes) -> None:
         self._negotiated(VIRTIO_GPU_F_RESOURCE_BLOB, "RESOURCE_CREATE_BLOB")
         cmd = ResourceCreateBlob.decode(data)
-        self._new_resource_id(cmd.resource_id)
-        cd = self.crossdomain
-        if cmd.blob_mem == BLOB_MEM_HOST3D and cd is not None and cd.owns(header.ctx_id):
-            if cmd.resource_id == 0 or self.renderer.has_resource(cmd.resource_id):
-                raise CommandError(
-                    Resp.ERR_INVALID_RESOURCE_ID, f"resource id {cmd.resource_id} is taken"
-                )
-            cd.context(header.ctx_id).create_blob(
+        side = self.router.blob_side(header.ctx_id, cmd.blob_mem)
+        self.router.new_resource(cmd.resource_id, side)
+        if side is Side.CROSS_DOMAIN:
+            assert self.crossdomain is not None
+            self.crossdomain.context(header.ctx_id).create_blob(
                 cmd.resource_id, cmd.blob_mem, cmd.blob_flags, cmd.blob_id, cmd.size
             )
             return

@@ -16,7 +16,6 @@ reply that needs the worker's session lock would otherwise hang both.
 
 from __future__ import annotations
 
-import array
 import collections
 import enum
 import logging
@@ -25,6 +24,8 @@ import struct
 import threading
 from collections.abc import Callable
 from typing import Protocol
+
+from vhost_user_core import send_with_fds
 
 from .protocol import (
     CURSOR_SIZE,
@@ -240,12 +241,7 @@ class _Writer:
                     return
                 data, fds = self.queue[0]
             try:
-                if fds:
-                    self.sock.sendmsg(
-                        [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                    )
-                else:
-                    self.sock.sendall(data)
+                send_with_fds(self.sock, data, fds)
             except OSError as exc:
                 _close_all(fds)
                 with self.cond:

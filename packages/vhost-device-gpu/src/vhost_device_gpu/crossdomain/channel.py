@@ -8,16 +8,16 @@ relays bytes and swaps fds for ids (the context's business).
 
 from __future__ import annotations
 
-import array
 import enum
 import fcntl
 import os
 import socket
 import stat
 
+from vhost_user_core import recv_with_fds, send_with_fds
+
 from .protocol import MAX_IDENTIFIERS, MAX_RECEIVE_DATA
 
-_FD_SIZE = array.array("i").itemsize
 #: How long a send may wait for a compositor that reads slowly before the context fails.
 SEND_TIMEOUT = 2.0
 
@@ -62,13 +62,8 @@ class WaylandChannel:
 
     def send(self, data: bytes, fds: list[int]) -> None:
         """All of `data`, the fds with its first byte."""
-        ancillary = []
-        if fds:
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
         try:
-            sent = self.sock.sendmsg([data], ancillary)
-            if sent < len(data):
-                self.sock.sendall(data[sent:])
+            send_with_fds(self.sock, data, fds)
         except OSError as exc:
             raise ChannelClosed(f"sending to {self.path}: {exc}") from exc
 
@@ -76,21 +71,14 @@ class WaylandChannel:
         """What the compositor has sent (at most one RECEIVE's worth), without
         waiting; the caller owns the fds. Raises ChannelClosed at EOF."""
         try:
-            data, ancdata, msg_flags, _ = self.sock.recvmsg(
-                MAX_RECEIVE_DATA,
-                socket.CMSG_SPACE(MAX_IDENTIFIERS * _FD_SIZE),
-                socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC,
+            data, fds, truncated = recv_with_fds(
+                self.sock, MAX_RECEIVE_DATA, MAX_IDENTIFIERS, socket.MSG_DONTWAIT
             )
         except (BlockingIOError, InterruptedError):
             return b"", []
         except OSError as exc:
             raise ChannelClosed(f"receiving from {self.path}: {exc}") from exc
-        fds: list[int] = []
-        for level, kind, blob in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(blob) - len(blob) % _FD_SIZE
-                fds.extend(array.array("i", blob[:usable]))
-        if msg_flags & socket.MSG_CTRUNC:
+        if truncated:
             for fd in fds:
                 os.close(fd)
             raise ChannelClosed(f"{self.path} sent more than {MAX_IDENTIFIERS} fds at once")

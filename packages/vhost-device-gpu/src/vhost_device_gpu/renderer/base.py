@@ -109,6 +109,11 @@ class Renderer(abc.ABC):
         host blobs of its own and must not hand out the same id twice)."""
         return False
 
+    def has_context(self, ctx_id: int) -> bool:
+        """Whether the id names one of this renderer's contexts (the device's router
+        keeps cross-domain contexts apart and must not let one id name two)."""
+        return False
+
     def attach(self, worker: Worker) -> None:
         """The worker that owns the control queue (where every command but the session
         thread's reset and memory changes runs): a renderer watches its fds there."""

@@ -15,7 +15,11 @@ after the command and keep the answer until the callback reports that number or 
 one. The poll eventfd (THREAD_SYNC) is in the worker's epoll, so an idle daemon sleeps.
 
 Contexts come from a per-capset table (`context_types`): capsets 0, 1 and 2 are virgl's
-own; another context type (cross-domain, capset 5) is one more entry.
+own. The cross-domain context type (capset 5) is not here: the device's router sends
+its contexts to `crossdomain` before the renderer sees them.
+
+Blobs: only guest blobs (BLOB_MEM_GUEST), guest pages virglrenderer keeps as the
+resource's storage for a context to attach; a virgl context's host3d blob is refused.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from vhost_user_core import GuestMemory, GuestMemoryError, Worker
 from .. import _virgl
 from ..errors import GpuError
 from ..protocol import (
+    BLOB_MEM_GUEST,
     BYTES_PER_PIXEL,
     CAPSET_VIRGL,
     CAPSET_VIRGL2,
@@ -215,6 +220,7 @@ class Resource:
     iovecs: _virgl.Iovecs | None = None
     contexts: set[int] = field(default_factory=set)
     uuid: bytes | None = None
+    blob: bool = False  # a guest blob: no texture, its storage is the guest's pages
 
 
 class VirglContext(Context):
@@ -417,11 +423,6 @@ class VirglRenderer(Renderer):
             ring_top[key] = max(ring_top.get(key, -1), seq)
         self._complete(lambda f: f.seq <= (top if f.ring is None else ring_top.get(f.ring, -1)))
 
-    def ring_signalled(self, ctx_id: int, ring_idx: int, seq: int) -> None:
-        """Fences up to `seq` on a context's ring have signalled: for a context type that
-        signals its own (a cross-domain context answers when its host socket has data)."""
-        self._complete(lambda f: f.ring == (ctx_id, ring_idx) and f.seq <= seq)
-
     def _complete(self, signalled: Callable[[PendingFence], bool]) -> None:
         done = [f for f in self.pending if signalled(f)]
         if done:
@@ -457,6 +458,9 @@ class VirglRenderer(Renderer):
     def has_resource(self, resource_id: int) -> bool:
         return resource_id in self.resources
 
+    def has_context(self, ctx_id: int) -> bool:
+        return ctx_id in self.contexts
+
     def _get(self, resource_id: int) -> Resource:
         res = self.resources.get(resource_id)
         if res is None:
@@ -473,20 +477,12 @@ class VirglRenderer(Renderer):
         self, resource_id: int, target: int, format: int, bind: int, width: int, height: int,
         depth: int, array_size: int, last_level: int, nr_samples: int, flags: int,
     ) -> None:  # fmt: skip
-        if resource_id == 0 or resource_id in self.resources:
-            raise CommandError(
-                Resp.ERR_INVALID_RESOURCE_ID,
-                f"resource id {resource_id} is {'reserved' if resource_id == 0 else 'in use'}",
-            )
+        self._new_id(resource_id)
         if width == 0 or height == 0:
             raise CommandError(Resp.ERR_INVALID_PARAMETER, f"empty resource {width}x{height}")
         cost = RESOURCE_OVERHEAD + estimate(target, width, height, depth, array_size,
                                             last_level, nr_samples)  # fmt: skip
-        if self.hostmem + cost > self.max_hostmem:
-            raise CommandError(
-                Resp.ERR_OUT_OF_MEMORY,
-                f"resource {resource_id} would pass the {self.max_hostmem}-byte host limit",
-            )
+        self._charge(resource_id, cost)
         self._ready()
         try:
             _virgl.resource_create(
@@ -497,6 +493,20 @@ class VirglRenderer(Renderer):
             raise CommandError(_status(exc), f"resource {resource_id}: {exc}") from None
         self.hostmem += cost
         self.resources[resource_id] = Resource(resource_id, format, width, height, depth, cost)
+
+    def _new_id(self, resource_id: int) -> None:
+        if resource_id == 0 or resource_id in self.resources:
+            raise CommandError(
+                Resp.ERR_INVALID_RESOURCE_ID,
+                f"resource id {resource_id} is {'reserved' if resource_id == 0 else 'in use'}",
+            )
+
+    def _charge(self, resource_id: int, cost: int) -> None:
+        if self.hostmem + cost > self.max_hostmem:
+            raise CommandError(
+                Resp.ERR_OUT_OF_MEMORY,
+                f"resource {resource_id} would pass the {self.max_hostmem}-byte host limit",
+            )
 
     # -- the 2D commands on virglrenderer's resources ----------------------------------
 
@@ -535,7 +545,30 @@ class VirglRenderer(Renderer):
         self, resource_id: int, blob_mem: int, blob_flags: int, size: int,
         entries: tuple[tuple[int, int], ...],
     ) -> None:  # fmt: skip
-        raise CommandError(Resp.ERR_UNSPEC, "blobs are not offered with virglrenderer")
+        """A guest blob over its guest pages (kept mapped like an attached backing, and
+        looked up again on a memory change); no context is needed to make one."""
+        if blob_mem != BLOB_MEM_GUEST:
+            raise CommandError(
+                Resp.ERR_INVALID_PARAMETER,
+                f"blob_mem {blob_mem}: a virgl context's host blobs are not served, "
+                "only guest blobs",
+            )
+        self._new_id(resource_id)
+        if size == 0 or sum(n for _, n in entries) < size:
+            raise CommandError(
+                Resp.ERR_INVALID_PARAMETER, f"a {size}-byte blob needs entries of that size"
+            )
+        self._charge(resource_id, RESOURCE_OVERHEAD)
+        iovecs = self._iovecs(entries)
+        self._ready()
+        try:
+            _virgl.resource_create_guest_blob(resource_id, blob_flags, size, iovecs)
+        except OSError as exc:
+            raise CommandError(_status(exc), f"blob {resource_id}: {exc}") from None
+        self.hostmem += RESOURCE_OVERHEAD
+        self.resources[resource_id] = Resource(
+            resource_id, 0, 0, 0, 0, RESOURCE_OVERHEAD, entries, iovecs, blob=True
+        )
 
     def unref(self, resource_id: int) -> None:
         res = self._get(resource_id)
@@ -563,11 +596,19 @@ class VirglRenderer(Renderer):
 
     def detach_backing(self, resource_id: int) -> None:
         res = self._get(resource_id)
+        self._not_blob(res, "detach backing")
         if res.entries is None:
             raise CommandError(Resp.ERR_UNSPEC, f"resource {resource_id} has no backing")
         if res.iovecs is not None:
             _virgl.detach_iov(resource_id)
         res.entries = res.iovecs = None
+
+    def _not_blob(self, res: Resource, what: str) -> None:
+        if res.blob:
+            raise CommandError(
+                Resp.ERR_INVALID_PARAMETER,
+                f"{what}: resource {res.resource_id} is a guest blob (its pages are its storage)",
+            )
 
     def _backed(self, res: Resource) -> None:
         if res.entries is None:
@@ -577,6 +618,7 @@ class VirglRenderer(Renderer):
 
     def transfer_to_host_2d(self, resource_id: int, rect: Rect, offset: int) -> None:
         res = self._get(resource_id)
+        self._not_blob(res, "transfer")
         self._backed(res)
         if not rect.inside(res.width, res.height):
             raise CommandError(
@@ -598,8 +640,9 @@ class VirglRenderer(Renderer):
 
     def check_scanout(self, source: ScanoutSource, rect: Rect) -> None:
         res = self._get(source.resource_id)
+        self._not_blob(res, "scanout")
         if source.format is not None:
-            raise CommandError(Resp.ERR_UNSPEC, "SET_SCANOUT_BLOB without blobs")
+            raise CommandError(Resp.ERR_UNSPEC, "SET_SCANOUT_BLOB of a virgl resource")
         if rect.empty or not rect.inside(res.width, res.height):
             raise CommandError(
                 Resp.ERR_INVALID_PARAMETER,
@@ -674,7 +717,9 @@ class VirglRenderer(Renderer):
     def handle_3d(self, header: CtrlHeader, data: bytes) -> bytes:
         handler = self._handlers.get(header.type)
         if handler is None:
-            raise CommandError(Resp.ERR_UNSPEC, f"command {header.type:#x}: blobs are not offered")
+            raise CommandError(
+                Resp.ERR_UNSPEC, f"command {header.type:#x} is not served by virglrenderer"
+            )
         answer = handler(header, data)
         return answer if answer is not None else header.response(Resp.OK_NODATA).encode()
 
@@ -732,6 +777,7 @@ class VirglRenderer(Renderer):
     def _transfer_3d(self, header: CtrlHeader, data: bytes, write: bool) -> None:
         t = Transfer3D.decode(data)
         res = self._get(t.resource_id)
+        self._not_blob(res, "transfer")
         if header.ctx_id:
             self._ctx(header.ctx_id)
         self._backed(res)
