@@ -25,6 +25,40 @@ cdef inline bint enable_kicks(Virtqueue q) noexcept nogil:
     return vq_load_acquire16(&q.avail[1]) != q.next_avail
 
 
+cdef inline uint16_t avail_head(Virtqueue q, uint16_t i) noexcept nogil:
+    """The head of the i-th chain past next_avail (unchecked)."""
+    return vq_load16(&q.avail[2 + <uint16_t>(q.next_avail + i) % q._size])
+
+
+cdef inline int avail_count(Virtqueue q) noexcept nogil:
+    """How many chains a fast path may take, kicks off while it looks: n > 0 (every
+    head in range), 0 (none, kicks back on and nothing came meanwhile), or -1 (a ring
+    the guest broke: the Python path reports it)."""
+    cdef uint16_t n, i
+    while True:
+        disable_kicks(q)
+        n = <uint16_t>(vq_load_acquire16(&q.avail[1]) - q.next_avail)
+        if n > q._size:
+            return -1
+        if n == 0:
+            if enable_kicks(q):
+                continue
+            return 0
+        for i in range(n):
+            if avail_head(q, i) >= q._size:
+                return -1
+        return n
+
+
+cdef inline int walk_avail(Virtqueue q, ChainBatch batch, uint16_t n) noexcept nogil:
+    """Walk the n chains avail_count found into `batch`; -1 when out of memory."""
+    cdef uint16_t i
+    for i in range(n):
+        if q._walk(batch, avail_head(q, i)) < 0:
+            return -1
+    return 0
+
+
 cdef class InflightLog:
     # One queue's inflight records (the core's `inflight.QueueInflight`) kept in C, for a
     # fast path that pops and completes chains itself.

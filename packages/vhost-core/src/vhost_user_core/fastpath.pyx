@@ -18,7 +18,7 @@ from posix.uio cimport iovec, readv
 from posix.unistd cimport write
 
 from .memory cimport Segment
-from .ring cimport vq_load16, vq_load_acquire16, vq_store_release16, vring_used_elem
+from .ring cimport vq_store_release16, vring_used_elem
 from .virtqueue cimport ChainBatch, ChainInfo, Virtqueue
 
 cdef enum:
@@ -154,7 +154,8 @@ cdef class FillFromFd(QueueFastPath):
         self._cap = 0
 
     cdef int serve(self, object vring, Virtqueue q, InflightLog log) except -1:
-        cdef uint16_t n, i, head, avail_idx
+        cdef uint16_t n, i
+        cdef int count
         cdef ChainBatch batch
         cdef ChainInfo* info
         cdef iovec iov[IOV_CHUNK]
@@ -167,24 +168,16 @@ cdef class FillFromFd(QueueFastPath):
         if not self.enabled or q.desc == NULL or q._broken:
             return 1
         while True:
-            disable_kicks(q)
-            avail_idx = vq_load_acquire16(&q.avail[1])
-            n = <uint16_t>(avail_idx - q.next_avail)
-            if n > q._size:
+            count = avail_count(q)
+            if count < 0:
                 return 1  # broken by the guest: the Python path reports it
-            if n == 0:
-                if enable_kicks(q):
-                    continue
+            if count == 0:
                 return 0
-            for i in range(n):
-                head = vq_load16(&q.avail[2 + <uint16_t>(q.next_avail + i) % q._size])
-                if head >= q._size:
-                    return 1
+            n = <uint16_t>count
             batch = self._fresh_batch(n)
+            if walk_avail(q, batch, n) < 0:
+                raise MemoryError()
             for i in range(n):
-                head = vq_load16(&q.avail[2 + <uint16_t>(q.next_avail + i) % q._size])
-                if q._walk(batch, head) < 0:
-                    raise MemoryError()
                 if batch.chains[i].error:
                     return 1  # the Python path logs it and completes it empty
             # Read straight into the writable buffers, IOV_CHUNK segments at a time.

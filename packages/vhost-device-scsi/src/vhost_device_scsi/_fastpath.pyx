@@ -30,10 +30,10 @@ from posix.uio cimport iovec
 from posix.unistd cimport write
 
 from vhost_user_core.fastpath cimport (
-    InflightLog, QueueFastPath, complete_batch, disable_kicks, enable_kicks,
+    InflightLog, QueueFastPath, avail_count, complete_batch, walk_avail,
 )
 from vhost_user_core.memory cimport Segment
-from vhost_user_core.ring cimport vq_load16, vq_load_acquire16, vring_used_elem
+from vhost_user_core.ring cimport vring_used_elem
 from vhost_user_core.virtqueue cimport ChainBatch, ChainInfo, Virtqueue, chain_read
 
 cdef extern from "<sys/uio.h>" nogil:
@@ -307,7 +307,8 @@ cdef class RequestFastPath(QueueFastPath):
         return True
 
     cdef int serve(self, object vring, Virtqueue q, InflightLog log) except -1:
-        cdef uint16_t n, i, head, taken, done
+        cdef uint16_t n, i, taken, done
+        cdef int count
         cdef ChainBatch batch
         cdef uint32_t req_size, resp_size, iov_used
         cdef uint64_t one = 1
@@ -321,23 +322,15 @@ cdef class RequestFastPath(QueueFastPath):
             log.resume()
         try:
             while True:
-                disable_kicks(q)
-                n = <uint16_t>(vq_load_acquire16(&q.avail[1]) - q.next_avail)
-                if n > q._size:
+                count = avail_count(q)
+                if count < 0:
                     return 1  # broken by the guest: the Python path reports it
-                if n == 0:
-                    if enable_kicks(q):
-                        continue
+                if count == 0:
                     return 0
-                for i in range(n):
-                    head = vq_load16(&q.avail[2 + <uint16_t>(q.next_avail + i) % q._size])
-                    if head >= q._size:
-                        return 1
+                n = <uint16_t>count
                 batch = self._fresh_batch(n)
-                for i in range(n):
-                    head = vq_load16(&q.avail[2 + <uint16_t>(q.next_avail + i) % q._size])
-                    if q._walk(batch, head) < 0:
-                        raise MemoryError()
+                if walk_avail(q, batch, n) < 0:
+                    raise MemoryError()
                 self._reserve_iov(batch.seg_count)
                 iov_used = 0
                 taken = 0
