@@ -11,8 +11,10 @@ Invariants:
   is broken (avail index too far ahead, head outside the ring); then the queue stays
   broken;
 - every chain has the error the model predicts or, if none, exactly the model's
-  readable and writable lengths, and `read()` returns exactly the guest bytes of the
-  model's readable buffers: nothing outside guest regions is read;
+  readable and writable lengths and pieces, and `read()` and the views return exactly
+  the guest bytes of the model's buffers: nothing outside guest regions is read; the
+  entry pointing at an indirect table is no buffer of the chain, so a table of Queue
+  Size entries is a whole chain;
 - `write()` changes guest memory only inside the model's writable buffers (the whole
   memory is compared), and views of a batch stay usable after the memory table
   changed (the batch pins its mappings);
@@ -155,6 +157,9 @@ def model_walk(regions: list[int], image: list[bytearray], size: int, head: int)
             if error:
                 break
             table, table_len, indirect, idx = addr, length // 16, True, 0
+            # The entry pointing at the table is no buffer of the chain: a table of
+            # Queue Size entries is a whole chain, as the Cython walk has it.
+            seen -= 1
             continue
         if length:
             if not flags & F_WRITE and writes:
@@ -217,8 +222,15 @@ def one_input(data: bytes) -> None:
     image = [bytearray(m[:]) for m in _maps]
     for i in range(size):
         _write(DESC_GPA + 16 * i, _descriptor(fdp, size), image)
-    for i in range(fdp.ConsumeIntInRange(0, 24)):
-        _write(INDIRECT_GPA + 16 * i, _descriptor(fdp, size), image)
+    n_indirect = fdp.ConsumeIntInRange(0, 24)
+    linked = fdp.ConsumeIntInRange(0, 3) == 0  # a whole table as one chain, to its end
+    for i in range(n_indirect):
+        desc = _descriptor(fdp, size)
+        if linked:
+            addr, length, flags, _ = DESC.unpack(desc)
+            flags &= ~(F_NEXT | F_INDIRECT)
+            desc = DESC.pack(addr, length, flags | (F_NEXT if i + 1 < n_indirect else 0), i + 1)
+        _write(INDIRECT_GPA + 16 * i, desc, image)
     next_avail = fdp.ConsumeIntInRange(0, 0xFFFF) if fdp.ConsumeBool() else 0
     pending = fdp.ConsumeIntInRange(0, size + 1)
     if fdp.ConsumeIntInRange(0, 31) == 0:
@@ -259,7 +271,13 @@ def one_input(data: bytes) -> None:
         check(chain.writable_len == sum(n for _, n in writes), "writable length differs")
         want = b"".join(_read(g, n, image) for g, n in reads)
         check(chain.read() == want, f"chain {chain.head}: read() is not the guest's bytes")
-        check(b"".join(bytes(v) for v in chain.readable_views()) == want, "readable views")
+        views = chain.readable_views()
+        check(len(views) == len(reads), f"{len(views)} readable views, model {len(reads)}")
+        check(b"".join(bytes(v) for v in views) == want, "readable views")
+        views = chain.writable_views()
+        check(len(views) == len(writes), f"{len(views)} writable views, model {len(writes)}")
+        want = b"".join(_read(g, n, image) for g, n in writes)
+        check(b"".join(bytes(v) for v in views) == want, "writable views")
     # Writes, some after the memory table changed under the batch.
     if fdp.ConsumeBool():
         memory.remove_region(*REGIONS[fdp.ConsumeIntInRange(0, 2)][:2])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,3 +185,81 @@ def test_a_line_many_times_the_limit_is_refused_once(tmp_path: Path, keyboard: S
             assert read_events(fe, eventq, 2) == KEY
             time.sleep(0.1)
             assert client.recv(4096).decode().count("error:") == 1
+
+
+LED = (e.EV_LED, e.LED_CAPSL, 1)
+LED_LINE = b"EV_LED LED_CAPSL 1\n"
+NL = b"\n"
+
+
+def _flood(keyboard: SimDevice, lines: int) -> None:
+    """The guest's LED writes, `lines` of them, as the worker hands them over; the
+    worker must never wait on a client, so this returns at once whoever reads."""
+    flood = threading.Thread(target=lambda: [keyboard.write(LED) for _ in range(lines)])
+    flood.start()
+    flood.join(timeout=10)
+    assert not flood.is_alive(), "the device's write blocked on a client"
+
+
+def _recv_lines(client: socket.socket, lines: int) -> bytes:
+    client.settimeout(10)
+    got = b""
+    while got.count(b"\n") < lines:
+        chunk = client.recv(65536)
+        assert chunk, f"hung up after {got.count(NL)} lines"
+        got += chunk
+    return got
+
+
+def _connect_both(path: Path) -> tuple[socket.socket, socket.socket]:
+    """A client that never reads, then one that does; both registered on return (the
+    second's answer comes after the first was accepted)."""
+    slow, fast = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+    slow.connect(str(path))
+    fast.connect(str(path))
+    fast.sendall(b"nonsense\n")
+    assert _recv_lines(fast, 1).startswith(b"error: ")
+    return slow, fast
+
+
+def test_a_client_that_never_reads_stalls_neither_the_device_nor_others(
+    tmp_path: Path, keyboard: SimDevice
+) -> None:
+    # The events socket's lines were sent with a blocking sendall from the worker: a
+    # client that stopped reading stalled the device once its socket buffer filled
+    # (a few hundred lines), and every other client with it.
+    with connected_frontend(lambda: InputBackend(keyboard), tmp_path / "t.sock") as fe:
+        eventq, statusq = fe.start_device(2, 64)
+        slow, fast = _connect_both(tmp_path / "k.events")
+        with slow, fast:
+            _flood(keyboard, 3000)  # ~56 KiB: past the socket's buffer, under the cap
+            assert _recv_lines(fast, 3000) == LED_LINE * 3000
+            send_status(fe, statusq, LED)  # the guest's write reaches the reader at once
+            assert _recv_lines(fast, 1) == LED_LINE
+            _still_serves(fe, keyboard)
+            slow.setblocking(False)  # kept, not dropped: its lines wait for it
+            assert slow.recv(65536).startswith(LED_LINE)
+
+
+def test_a_client_too_far_behind_is_dropped_and_logged(
+    tmp_path: Path, keyboard: SimDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    slow, fast = _connect_both(tmp_path / "k.events")
+    with slow, fast:
+        _flood(keyboard, 20000)  # 380 KiB: the kernel's buffer and the 64 KiB cap overrun
+        slow.settimeout(10)
+        got = b""
+        while chunk := slow.recv(65536):  # what was sent before the drop, then EOF
+            got += chunk
+        assert 0 < got.count(b"\n") < 20000 and got == LED_LINE * got.count(b"\n")
+        assert "a client over 65536 bytes behind is dropped" in caplog.text
+        fast.shutdown(socket.SHUT_WR)  # also far behind: dropped too, not waited for
+        fast.settimeout(10)
+        while fast.recv(65536):
+            pass
+    with socket.socket(socket.AF_UNIX) as late:  # the socket still serves
+        late.connect(str(tmp_path / "k.events"))
+        late.sendall(b"nonsense\n")
+        assert _recv_lines(late, 1).startswith(b"error: ")
+        keyboard.write(LED)
+        assert _recv_lines(late, 1) == LED_LINE

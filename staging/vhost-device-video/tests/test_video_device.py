@@ -281,3 +281,17 @@ def test_upstream_s_params_ext_commands(driver: Driver) -> None:
     assert parse_params(driver.command(queue_command(Cmd.GET_PARAMS, 1, OUT))).format == (
         Format.NV12
     )
+
+
+def test_set_params_with_a_frame_too_big_to_describe_is_refused(driver: Driver) -> None:
+    # Found by fuzzing (fuzz/targets/video.py): 0xFFFFFFFF x 0xFFFFFFFF was taken, and
+    # the next GET_PARAMS's plane sizes overflowed their u32 fields (struct.error out of
+    # handle_queue) instead of the guest being told its values were out of range.
+    _stream(driver)
+    params = parse_params(driver.command(queue_command(Cmd.GET_PARAMS, 1, IN)))
+    for width, height in [(0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 1), (70000, 70000)]:
+        huge = type(params)(**{**params.__dict__, "frame_width": width, "frame_height": height})
+        assert driver.status(set_params(1, huge)) == Resp.ERR_INVALID_PARAMETER
+    for queue in (IN, OUT):  # both queues as they were, and still described
+        got = parse_params(driver.command(queue_command(Cmd.GET_PARAMS, 1, queue)))
+        assert (got.frame_width, got.frame_height) == (640, 480)

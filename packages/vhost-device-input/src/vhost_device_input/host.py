@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import selectors
 import socket
 import threading
 from collections import deque
@@ -211,11 +212,30 @@ def format_event(event: Event) -> str:
     return f"{tname} {cname} {value}\n"
 
 
+#: Bytes of answers and LED lines a sim events client may have waiting: one that reads
+#: no further behind is dropped (logged), so a stalled client costs neither the device
+#: nor the other clients anything.
+SIM_CLIENT_BUFFER = 64 * 1024
+
+
+class _SimClient:
+    """One events-socket client: its non-blocking socket, the unsent lines bound for
+    it, and its half-read input line."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.out = bytearray()
+        self.partial = b""
+        self.overlong = False  # in the middle of a refused line
+        self.dropped = False  # fell too far behind: closed by the server thread
+
+
 class SimDevice:
     """The double: a keyboard, mouse or tablet whose events arrive as lines on the Unix
     socket `<events_path>`; the guest's LED and sound writes go back to every client of
-    that socket as lines too. The socket has its own small thread; the device fd the
-    worker watches is an eventfd."""
+    that socket as lines too. The socket has its own small thread, which alone touches
+    the clients' sockets; the device fd the worker watches is an eventfd."""
 
     def __init__(self, kind: str, events_path: str) -> None:
         self.kind = kind
@@ -224,8 +244,10 @@ class SimDevice:
         self.written: list[Event] = []  # what the guest sent back, for tests
         self._queue: deque[Event] = deque(maxlen=SIM_BACKLOG)
         self._lock = threading.Lock()
-        self._clients: list[socket.socket] = []
+        self._clients: list[_SimClient] = []
         self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # Output queued by the worker's thread wakes the server thread to send it.
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         try:
             if self.events_path.is_socket():
@@ -257,68 +279,107 @@ class SimDevice:
         return events
 
     def write(self, event: Event) -> None:
+        """Queue the guest's event for every client; never blocks the worker."""
+        line = format_event(event).encode()
         with self._lock:
             self.written.append(event)
-            clients = list(self._clients)
-        line = format_event(event).encode()
-        for client in clients:
-            try:
-                client.sendall(line)
-            except OSError:
-                pass
+            for client in self._clients:
+                self._queue_out(client, line)
+        os.eventfd_write(self._wake, 1)
+
+    def _queue_out(self, client: _SimClient, data: bytes) -> None:
+        """Add `data` to the client's output (the lock held); past the cap, drop it."""
+        if client.dropped:
+            return
+        if len(client.out) + len(data) > SIM_CLIENT_BUFFER:
+            client.dropped = True
+            client.out.clear()
+            log.warning(
+                "%s: a client over %d bytes behind is dropped", self.events_path, SIM_CLIENT_BUFFER
+            )
+            return
+        client.out += data
 
     def _serve(self) -> None:
-        import selectors
-
         sel = selectors.DefaultSelector()
         sel.register(self._server, selectors.EVENT_READ)
         sel.register(self._stop_r, selectors.EVENT_READ)
-        partial: dict[socket.socket, bytes] = {}
-        overlong: set[socket.socket] = set()  # clients in the middle of a refused line
+        sel.register(self._wake, selectors.EVENT_READ)
         while True:
-            for key, _ in sel.select():
+            for key, mask in sel.select():
                 if key.fileobj == self._stop_r:
                     sel.close()
                     return
-                if key.fileobj is self._server:
-                    client, _addr = self._server.accept()
+                if key.fileobj == self._wake:
+                    try:
+                        os.eventfd_read(self._wake)
+                    except BlockingIOError:
+                        pass
+                elif key.fileobj is self._server:
+                    sock, _addr = self._server.accept()
+                    client = _SimClient(sock)
                     with self._lock:
                         self._clients.append(client)
-                    sel.register(client, selectors.EVENT_READ)
-                    partial[client] = b""
-                    continue
-                conn = key.fileobj
-                if not isinstance(conn, socket.socket):
-                    continue
-                client = conn
-                try:
-                    data = client.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    sel.unregister(client)
-                    with self._lock:
-                        self._clients.remove(client)
-                    client.close()
-                    del partial[client]
-                    overlong.discard(client)
-                    continue
-                buffered = partial[client] + data
-                if client in overlong:  # the rest of a line already refused: skipped
-                    end = buffered.find(b"\n")
-                    if end < 0:
-                        partial[client] = b""  # kept nowhere, so never refused again
-                        continue
-                    overlong.discard(client)
-                    buffered = buffered[end + 1 :]
-                *lines, partial[client] = buffered.split(b"\n")
-                if len(partial[client]) > MAX_LINE:  # however its bytes arrive
-                    lines.append(partial[client])
-                    partial[client] = b""
-                    overlong.add(client)
-                self._take(client, lines)
+                    sel.register(sock, selectors.EVENT_READ, client)
+                else:
+                    client = key.data
+                    if mask & selectors.EVENT_READ and not self._receive(client):
+                        with self._lock:
+                            client.dropped = True
+            with self._lock:
+                clients = list(self._clients)
+            for client in clients:
+                self._flush(sel, client)
 
-    def _take(self, client: socket.socket, lines: list[bytes]) -> None:
+    def _receive(self, client: _SimClient) -> bool:
+        """Take what the client sent; False once it hung up."""
+        try:
+            data = client.sock.recv(65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        buffered = client.partial + data
+        if client.overlong:  # the rest of a line already refused: skipped
+            end = buffered.find(b"\n")
+            if end < 0:
+                client.partial = b""  # kept nowhere, so never refused again
+                return True
+            client.overlong = False
+            buffered = buffered[end + 1 :]
+        *lines, client.partial = buffered.split(b"\n")
+        if len(client.partial) > MAX_LINE:  # however its bytes arrive
+            lines.append(client.partial)
+            client.partial = b""
+            client.overlong = True
+        self._take(client, lines)
+        return True
+
+    def _flush(self, sel: selectors.BaseSelector, client: _SimClient) -> None:
+        """Send what the socket takes now; wait for writability for the rest. A client
+        that hung up, failed or fell too far behind is closed here."""
+        with self._lock:
+            if not client.dropped and client.out:
+                try:
+                    del client.out[: client.sock.send(client.out)]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    client.dropped = True
+            if client.dropped:
+                self._clients.remove(client)
+            pending = bool(client.out)
+        if client.dropped:
+            sel.unregister(client.sock)
+            client.sock.close()
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
+        if sel.get_key(client.sock).events != events:
+            sel.modify(client.sock, events, client)
+
+    def _take(self, client: _SimClient, lines: list[bytes]) -> None:
         events: list[Event] = []
         for raw in lines:
             if len(raw) > MAX_LINE:
@@ -334,12 +395,17 @@ class SimDevice:
         if events:
             self.inject(events)
 
-    def _refuse(self, client: socket.socket, why: str) -> None:
+    def _refuse(self, client: _SimClient, why: str) -> None:
         log.warning("%s: %s", self.events_path, why)
-        try:
-            client.sendall(f"error: {why}\n".encode())
-        except OSError:
-            pass
+        with self._lock:
+            self._queue_out(client, f"error: {why}\n".encode())
+            if client.out and not client.dropped:
+                # Sent before the line's batch is injected: a client that reads its
+                # answers after the next event sees them all.
+                try:
+                    del client.out[: client.sock.send(client.out)]
+                except OSError:
+                    pass
 
     def close(self) -> None:
         os.write(self._stop_w, b"x")
@@ -347,9 +413,9 @@ class SimDevice:
         self._server.close()
         with self._lock:
             for client in self._clients:
-                client.close()
+                client.sock.close()
             self._clients.clear()
-        for fd in (self._eventfd, self._stop_r, self._stop_w):
+        for fd in (self._eventfd, self._wake, self._stop_r, self._stop_w):
             os.close(fd)
         try:
             self.events_path.unlink()

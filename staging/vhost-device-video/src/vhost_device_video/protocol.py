@@ -30,6 +30,10 @@ F_RESOURCE_NON_CONTIG = 1 << 1
 F_RESOURCE_VIRTIO_OBJECT = 1 << 2
 
 MAX_PLANES = 8
+#: The largest frame width or height SET_PARAMS may ask for (no backend offers more than
+#: 4096): within it every plane of a raw frame fits the draft's u32 plane_size, beyond
+#: it the next GET_PARAMS could not even describe the frame.
+MAX_FRAME_DIMENSION = 16384
 MAX_FORMAT_DESCS = 64  # "The value MUST not exceed 64": also the width of `mask`
 TAG_SIZE = 64
 
@@ -264,6 +268,8 @@ class Params:
         v = PARAMS.unpack(data)
         queue_type = _enum(QueueType, v[0], "queue_type")
         fmt = _enum(Format, v[1], "format")
+        if max(v[2], v[3]) > MAX_FRAME_DIMENSION:
+            raise _invalid(f"frame {v[2]}x{v[3]} is over {MAX_FRAME_DIMENSION} a side")
         num_planes = v[11]
         if num_planes > MAX_PLANES:
             raise _invalid(f"num_planes {num_planes} is over {MAX_PLANES}")
