@@ -51,6 +51,7 @@ def test_a_crash_between_used_index_and_region_update_is_repaired() -> None:
     queue.completing([5, 7])  # ... the used index moves to 2, then the backend dies
     assert queue.recover(used_idx=2, ring_size=8) == [4]
     assert queue.used_idx == 2
+    assert queue.settled == 2  # 5 and 7 were answered: cleared, not resubmitted
     region.close()
 
 

@@ -43,6 +43,9 @@ class QueueInflight:
         self._buf = buf
         self.desc_num = desc_num
         self.counter = 0
+        #: Entries the last `recover` found completed but not yet cleared (a crash
+        #: between moving the used index and clearing them): nothing to resubmit.
+        self.settled = 0
 
     def _u16(self, at: int) -> int:
         return int.from_bytes(self._buf[at : at + 2], "little")
@@ -97,12 +100,14 @@ class QueueInflight:
         if self.version != VERSION:
             raise ProtocolError(f"inflight region version {self.version}, not {VERSION}")
         done = (used_idx - self.used_idx) & 0xFFFF
+        self.settled = 0
         if done:
             # Crashed between moving the used index and clearing the batch's entries.
             head = self._u16(_LAST_BATCH_AT)
             for _ in range(min(done, self.desc_num)):
                 if head >= self.desc_num:
                     break
+                self.settled += self._buf[self._entry(head)]
                 self._buf[self._entry(head)] = 0
                 head = self._u16(self._entry(head) + 6)
             self._set16(_USED_IDX_AT, used_idx)

@@ -250,6 +250,12 @@ class Vring:
             return
         used = self._queue.next_used
         self._resubmit = inflight.recover(used, self._queue.size)
+        if inflight.settled:
+            log.info(
+                "queue %d: %d inflight requests had completed before the restart",
+                self._index,
+                inflight.settled,
+            )
         self._queue.next_avail = (used + len(self._resubmit)) & 0xFFFF
 
     def _set_enabled(self, enabled: bool) -> None:
