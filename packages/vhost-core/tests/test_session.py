@@ -51,6 +51,22 @@ def test_echo_round_trip(echo: Frontend) -> None:
     assert echo_round_trip(echo, queues[1], b"second queue") == b"second queue"
 
 
+def test_a_kick_fd_that_cannot_be_polled_is_refused_and_the_next_start_works(
+    echo: Frontend,
+) -> None:
+    """/dev/null as the kick fd (found by the session fuzz target), or a memfd: epoll
+    would refuse it (EPERM) when the ring starts, and every later SET_VRING_ADDR failed."""
+    echo.negotiate()
+    for fd in (os.memfd_create("not-a-kick"), os.open(os.devnull, os.O_RDONLY)):
+        try:
+            with pytest.raises(ProtocolError, match="rejected"):
+                echo.request(Request.SET_VRING_KICK, U64(0).encode(), [fd], need_reply=True)
+        finally:
+            os.close(fd)
+    queues = echo.start_device(2, 64)
+    assert echo_round_trip(echo, queues[0], b"still served") == b"still served"
+
+
 def test_protocol_features_offered(echo: Frontend) -> None:
     assert echo.get_features() & VHOST_USER_F_PROTOCOL_FEATURES
     offered = echo.get_protocol_features()

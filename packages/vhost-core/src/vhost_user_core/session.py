@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 from collections.abc import Callable
 
 from .backend import FRAMEWORK_PROTOCOL_FEATURES, VhostUserBackend
@@ -338,9 +339,15 @@ class Session:
         vring, has_fd = self._vring_fd_target(p, msg)
         if not has_fd:
             raise ProtocolError("polling mode (kick without an fd) is not supported")
+        fd = msg.take_fd()
+        if not _pollable(fd):
+            # A file or /dev/null: epoll would refuse it (EPERM) once the ring starts,
+            # and every later start with it (found by fuzzing). Refused here instead.
+            os.close(fd)
+            raise ProtocolError(f"queue {vring.index}: the kick fd cannot be polled")
         if vring.kick_fd is not None:
             vring.worker.remove_reader(vring.kick_fd)
-        vring._set_kick_fd(msg.take_fd())
+        vring._set_kick_fd(fd)
         if self.inflight is not None:
             vring._track_inflight(self.inflight.queue(vring.index))
         self._update_registration(vring)
@@ -555,3 +562,15 @@ def _failure_reply(request: Request, payload: bytes) -> bytes:
     if request is Request.GET_SHMEM_CONFIG:
         return ShmemConfig(()).encode()
     return U64(1).encode()
+
+
+def _pollable(fd: int) -> bool:
+    """Whether epoll can watch `fd` (files and /dev/null it cannot)."""
+    probe = select.epoll()
+    try:
+        probe.register(fd, select.EPOLLIN)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
