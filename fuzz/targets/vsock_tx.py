@@ -3,8 +3,12 @@ split across descriptors) on the tx queue, rx buffers, and host programs that co
 the hybrid socket with fuzzed CONNECT lines, send data and hang up, on a real VM with its
 host side in a temporary directory and a host listener for guest connections.
 
+Kicks are served as the daemon serves them (`Kick`): the C fast paths
+(`_datapath.TxFastPath`, `RxFastPath`, and `HostReader` for host data) first, then
+`handle_queue` for the rest.
+
 Invariants:
-- nothing but VhostUserError escapes `handle_queue`, the worker's callbacks or timers;
+- nothing but VhostUserError escapes a kick, the worker's callbacks or timers;
 - tx buffers come back with length 0; every rx buffer's used length fits it and holds a
   well-formed packet to this guest (CID 3) from the host (CID 2), a sibling, or (an RST)
   the CID a guest packet named, with a
@@ -25,6 +29,7 @@ import atheris
 from harness import Rig, check, chunks
 
 from vhost_device_vsock.config import VmConfig
+from vhost_device_vsock.device import VsockBackend
 from vhost_device_vsock.packet import (
     HEADER,
     HEADER_SIZE,
@@ -32,7 +37,9 @@ from vhost_device_vsock.packet import (
     Op,
 )
 from vhost_device_vsock.vm import SiblingMap, VirtualMachine
+from vhost_user_core.fastpath import Kick
 from vhost_user_core.protocol import STANDARD_FEATURES
+from vhost_user_core.vring import Vring
 
 RX, TX, EVENT = 0, 1, 2
 GUEST, HOST = 3, 2
@@ -58,6 +65,12 @@ def _vm(tx_buffer_size: int) -> tuple[VirtualMachine, Host]:
         # Each in a process of its own, as far as CIDs go (all are guest 3).
         _vms[tx_buffer_size] = (VirtualMachine(config, SiblingMap()), Host(uds))
     return _vms[tx_buffer_size]
+
+
+def _kick(backend: VsockBackend, vring: Vring) -> None:
+    """A kick as the daemon's worker serves it: the fast path, then handle_queue."""
+    assert vring.kick_fd is not None
+    Kick(vring.kick_fd, vring, backend.handle_queue, backend.fast_path(vring)).serve()
 
 
 def _drain(vm: VirtualMachine) -> None:
@@ -174,7 +187,7 @@ def one_input(data: bytes) -> None:
                 if head is not None:
                     tx_posted.add(head)
                 rig.publish(TX)
-                backend.handle_queue(rig.vrings[TX])
+                _kick(backend, rig.vrings[TX])
             elif op == 2:
                 for _ in range(fdp.ConsumeIntInRange(1, 4)):
                     size = fdp.PickValueInList([4096, 4096, 44, 100, 20, 65536])
@@ -182,7 +195,7 @@ def one_input(data: bytes) -> None:
                     if head is not None:
                         rx_sizes[head] = size
                 rig.publish(RX)
-                backend.handle_queue(rig.vrings[RX])
+                _kick(backend, rig.vrings[RX])
             elif op == 3:
                 port = fdp.PickValueInList([b"5000", b"5001", b"0", b"4294967295", b"4294967296"])
                 line = fdp.PickValueInList(
@@ -205,7 +218,7 @@ def one_input(data: bytes) -> None:
         assert head is not None
         tx_posted.add(head)
         rig.publish(TX)
-        backend.handle_queue(rig.vrings[TX])
+        _kick(backend, rig.vrings[TX])
         answers: list[tuple[int, int, int]] = []
         for _ in range(12):
             for _ in range(4):
@@ -215,7 +228,7 @@ def one_input(data: bytes) -> None:
             rig.publish(RX)
             host.accept()
             rig.worker.step(timers=0)
-            backend.handle_queue(rig.vrings[RX])
+            _kick(backend, rig.vrings[RX])
             answers += _reap(rig, rx_sizes, tx_posted)
             if any(a[:2] == (PORT, 7777) for a in answers):
                 break

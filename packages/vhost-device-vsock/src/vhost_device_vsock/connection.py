@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._datapath import recv_into
+from ._datapath import ESTABLISHED, ConnectionState, recv_into
 from .credit import Credit
 from .errors import GuestOverrun
 from .packet import Shutdown, SocketType
@@ -38,33 +38,16 @@ class State(enum.Enum):
     REQUESTED = 1
     #: The guest asked; our connect to the host is still in progress.
     CONNECTING = 2
-    ESTABLISHED = 3
+    ESTABLISHED = ESTABLISHED  # the one state the C data path moves data in
     #: The guest shut both directions down; flushing its last bytes before the RST.
     CLOSING = 4
 
 
-class VsockConnection:
-    __slots__ = (
-        "local_port",
-        "peer_port",
-        "sock_type",
-        "key",
-        "seqpacket",
-        "sock",
-        "fd",
-        "state",
-        "credit",
-        "held",
-        "held_bytes",
-        "message",
-        "from_host",
-        "from_host_offset",
-        "guest_shut",
-        "host_eof",
-        "watching_read",
-        "watching_write",
-        "ready",
-    )
+class VsockConnection(ConnectionState):
+    """One connection. The attributes the C data path reads and changes per packet are
+    `ConnectionState`'s (C fields, the same names from Python)."""
+
+    __slots__ = ("sock_type", "sock", "from_host_offset")
 
     def __init__(
         self,
@@ -79,8 +62,7 @@ class VsockConnection:
         self.local_port = local_port
         self.peer_port = peer_port
         self.sock_type = sock_type
-        #: Fixed for the connection's life, so plain attributes: the data path reads
-        #: them several times per packet.
+        #: Fixed for the connection's life.
         self.key = (local_port, peer_port)
         self.seqpacket = sock_type == SocketType.SEQPACKET
         self.sock = sock
@@ -88,13 +70,13 @@ class VsockConnection:
         self.state = state
         self.credit = Credit(buf_alloc)
         #: Guest bytes (stream) or whole messages (seqpacket) the host has not taken.
-        self.held: deque[bytes | bytearray] = deque()
+        self.held = deque()
         self.held_bytes = 0
         #: SEQPACKET: the guest's message being assembled until EOM.
         self.message = bytearray()
         #: Host bytes read but not yet given to the guest (a CONNECT line's tail, or a
         #: SEQPACKET message being sent in pieces), and how far it got.
-        self.from_host: bytes | None = None
+        self.from_host = None
         self.from_host_offset = 0
         #: SHUTDOWN flags the guest sent.
         self.guest_shut = 0
@@ -104,17 +86,6 @@ class VsockConnection:
         self.watching_write = False
         #: In the device's queue of connections with host data to deliver.
         self.ready = False
-
-    @property
-    def takes_data_now(self) -> bool:
-        """An established stream the guest may still send on, holding nothing back: a
-        data packet can go straight to the host socket (the tx fast path's test)."""
-        return (
-            self.state is State.ESTABLISHED
-            and not self.guest_shut & SHUT_SEND
-            and not self.held
-            and self.sock_type == SocketType.STREAM
-        )
 
     # guest -> host
     def from_guest(self, views: Sequence[memoryview], nbytes: int, eom: bool) -> None:

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING
 from vhost_user_core import (
     STANDARD_FEATURES,
     ProtocolFeature,
+    QueueFastPath,
     TimerHandle,
     VhostUserBackend,
     Vring,
     Worker,
 )
 
+from ._datapath import RxFastPath, RxRing, TxFastPath
 from .accept import HostAcceptor
 from .connection import MAX_CONNECTIONS, State, VsockConnection, shut_write
 from .packet import VIRTIO_VSOCK_F_SEQPACKET, Op, Shutdown, SocketType, config_space
@@ -58,8 +60,12 @@ class VsockBackend(VhostUserBackend):
     num_queues = 3
     protocol_features = ProtocolFeature.MQ
 
-    def __init__(self, vm: VirtualMachine) -> None:
+    def __init__(self, vm: VirtualMachine, *, fast: bool = True) -> None:
         self.vm = vm
+        #: The C data path's kick handlers (`fast_path`); off, every packet is Python's
+        #: (the tests compare the two).
+        self.fast = fast
+        self.tx_fast: TxFastPath | None = None
         self.cid = vm.cid
         self.max_queue_size = vm.config.queue_size
         self.buf_alloc = vm.config.tx_buffer_size
@@ -71,6 +77,8 @@ class VsockBackend(VhostUserBackend):
         self.tx: Vring | None = None
         self.rx_filler = RxFiller(self)
         self.tx_interpreter = TxInterpreter(self)
+        #: The rx queue as the C data path fills it.
+        self.rx_ring = RxRing(self)
         self.acceptor: HostAcceptor | None = None
         self._timers: dict[tuple[int, int], TimerHandle] = {}
         self._next_port = LOCAL_PORT_FIRST
@@ -91,6 +99,18 @@ class VsockBackend(VhostUserBackend):
         self.vm.attach(self)
         self.acceptor = HostAcceptor(self.worker, self.vm.host.listeners, self._host_connect)
         self.acceptor.start()
+
+    def fast_path(self, vring: Vring) -> QueueFastPath | None:
+        """Kicks are served in C first (`_datapath`): tx's plain data and credit
+        updates, rx buffers for connections with host data; the rest in `handle_queue`."""
+        if not self.fast:
+            return None
+        if vring.index == TX:
+            self.tx_fast = TxFastPath(self, self.rx_ring)
+            return self.tx_fast
+        if vring.index == RX:
+            return RxFastPath(self.rx_ring)
+        return None
 
     def handle_queue(self, vring: Vring) -> None:
         if vring.index == TX:

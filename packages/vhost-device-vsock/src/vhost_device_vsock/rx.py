@@ -7,7 +7,8 @@ more than the guest's credit allows. A connection's socket stays in the epoll se
 while the guest can take its data (once drained, it wakes the worker only when data
 comes); without credit, or while the guest has no rx buffers, it leaves the set until
 that changes. So a stuck host peer or guest stalls only its own connection, and
-nothing spins.
+nothing spins. A stream's data is read in C (`_datapath.HostReader`) while nothing
+else waits for rx buffers; this module takes over whenever anything does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from vhost_user_core import DescriptorChain
 
+from ._datapath import HostReader
 from .connection import MAX_CONNECTIONS, SHUT_RCV, State, VsockConnection
 from .packet import HEADER, HEADER_SIZE, VMADDR_CID_HOST, Header, Op, SeqFlag, Shutdown
 
@@ -180,7 +182,15 @@ class RxFiller:
             return
         worker = self.device.worker
         assert worker is not None
-        worker.add_reader(conn.fd, lambda: self._host_readable(conn))
+
+        def readable() -> None:
+            self._host_readable(conn)
+
+        # A stream's data is read in C while nothing else waits for rx buffers.
+        device = self.device
+        worker.add_reader(
+            conn.fd, HostReader(conn, device.rx_ring, readable) if device.fast else readable
+        )
         conn.watching_read = True
 
     def unwatch_read(self, conn: VsockConnection) -> None:

@@ -3,9 +3,9 @@
 Each packet is checked (whole header, source CID is the guest's, length within the
 buffer, a known type and op) and then goes to a connection, a sibling VM, or gets an
 RST. Nothing a guest sends can stop the worker; bad packets are dropped and counted in
-the log. Plain data for a connection that takes it at once never gets here: the C
-fast path (`_datapath.forward`) sends it from guest memory and hands this module
-everything else, in order.
+the log. Plain data and credit updates for a connection that takes them at once
+rarely get here: the C fast path (`_datapath.TxFastPath`) serves the longest prefix
+of those at each kick and leaves the rest of the ring to `process`, in order.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from vhost_user_core import DescriptorChain, Vring
 
-from ._datapath import forward
 from .connection import (
     MAX_CONNECTIONS,
     State,
@@ -48,7 +47,8 @@ class TxInterpreter:
         rx = device.rx_filler
         touched = self.touched
         for batch in tx.batches():
-            forward(batch, device.conns, device.cid, touched, self._packet, self._rest_of_data)
+            for chain in batch:
+                self._packet(chain)
             for conn in touched:
                 device.check_credit(conn)
                 rx.want_read(conn)  # the guest's credit may have grown
@@ -175,7 +175,7 @@ class TxInterpreter:
             device.watch_write(conn)
 
     def _rest_of_data(self, conn: VsockConnection, chain: DescriptorChain, result: int) -> None:
-        """The fast path's sendmsg of a data packet took `result` bytes of it, or
+        """The C fast path's sendmsg of a data packet took `result` bytes of it, or
         failed with -`result` (errno): keep the rest, or the host peer is gone."""
         if result < 0 and result not in (-errno.EAGAIN, -errno.EWOULDBLOCK):
             self.device.host_gone(conn, OSError(-result, os.strerror(-result)))
