@@ -53,7 +53,17 @@ class RxRing:
     """The device's rx queue as the C paths use it, while the Python `RxFiller` has
     nothing waiting for buffers."""
 
+    #: Set by `RxFiller.fill` while it holds popped rx buffers: no C write meanwhile.
+    busy: bool
     def __init__(self, device: Any) -> None: ...
+    def send_control(self, conn: ConnectionState, op: int, flags: int = 0) -> None:
+        """A control packet for `conn` into the next rx buffer, or queued behind what
+        the Python side has waiting (`RxFiller._queue_control`)."""
+    def put_control(self, packet: bytes) -> None:
+        """A whole 44-byte header-only packet, as `send_control` puts one."""
+    def signal(self) -> None:
+        """The rx interrupt, if buffers were used here since the last and the guest
+        wants it."""
     @property
     def packets(self) -> int:
         """Host data packets written into rx buffers here so far."""

@@ -87,7 +87,9 @@ cdef enum:
     _HEADER_SIZE = 44  # sizeof(vsock_hdr)
     _CID_HOST = 2
     _TYPE_STREAM = 1
+    _TYPE_SEQPACKET = 2
     _OP_RW = 5
+    _OP_SHUTDOWN = 4
     _OP_CREDIT_UPDATE = 6
     _SHUT_RCV = 1
     _SHUT_SEND = 2
@@ -215,7 +217,7 @@ cdef void _write_header(ChainBatch batch, ChainInfo* info, const vsock_hdr* hdr)
 
 
 cdef void _host_header(vsock_hdr* hdr, ConnectionState conn, uint64_t cid, uint16_t op,
-                       uint32_t length) noexcept:
+                       uint32_t length, uint32_t flags=0) noexcept:
     """A header from the host side of `conn` to the guest, with its current credit."""
     cdef uint32_t buf_alloc, fwd_cnt
     conn.credit.advertise(&buf_alloc, &fwd_cnt)
@@ -224,9 +226,9 @@ cdef void _host_header(vsock_hdr* hdr, ConnectionState conn, uint64_t cid, uint1
     hdr.src_port = htole32(conn.local_port)
     hdr.dst_port = htole32(conn.peer_port)
     hdr.len = htole32(length)
-    hdr.type = htole16(_TYPE_STREAM)
+    hdr.type = htole16(_TYPE_SEQPACKET if conn.seqpacket else _TYPE_STREAM)
     hdr.op = htole16(op)
-    hdr.flags = 0
+    hdr.flags = htole32(flags)
     hdr.buf_alloc = htole32(buf_alloc)
     hdr.fwd_cnt = htole32(fwd_cnt)
 
@@ -254,8 +256,8 @@ cdef enum:
     # RxRing.read_host's answers.
     _MORE = 0      # a buffer filled to its limit: the socket may have more
     _DRAINED = 1   # the socket has nothing more now
-    _NO_CREDIT = 2  # the guest's credit is used up: its next update resumes reading
-    _PYTHON = 3    # the Python path's case: no buffer, EOF, an error, not a plain stream
+    _PAUSED = 2    # no longer watched: no credit (the guest's update resumes it) or EOF
+    _PYTHON = 3    # the Python path's case: no buffer, an error, not a plain stream
 
 
 cdef class RxRing:
@@ -274,6 +276,8 @@ cdef class RxRing:
     cdef uint16_t _left, _next
     cdef bint dirty
     cdef readonly uint64_t packets  # host data packets written here
+    # Set by `RxFiller.fill` while it holds popped rx buffers.
+    cdef public bint busy
 
     def __init__(self, device):
         self.device = device
@@ -290,6 +294,7 @@ cdef class RxRing:
         self._next = 0
         self.dirty = False
         self.packets = 0
+        self.busy = False
 
     cdef bint python_waits(self):
         """Whether the Python rx side has packets waiting for buffers."""
@@ -354,29 +359,42 @@ cdef class RxRing:
         self.dirty = True
         return 0
 
-    cdef int control_packet(self, ConnectionState conn, uint64_t cid, uint16_t op) except -1:
-        """A control packet for `conn` into the next rx buffer, or queued behind what
-        the Python side has waiting."""
+    cpdef int send_control(self, ConnectionState conn, uint16_t op, uint32_t flags=0) except -1:
+        """A control packet for `conn` (RESPONSE, RST, SHUTDOWN, CREDIT_UPDATE, REQUEST)
+        into the next rx buffer, or queued behind what the Python side has waiting."""
         cdef vsock_hdr hdr
+        _host_header(&hdr, conn, self.device.cid, op, 0, flags)
+        return self._put(&hdr)
+
+    cpdef int put_control(self, bytes packet) except -1:
+        """A whole header-only packet (a reply to a packet of no connection), as
+        `send_control` puts one."""
+        if len(packet) != _HEADER_SIZE:
+            raise ValueError(f"a control packet is {_HEADER_SIZE} bytes, not {len(packet)}")
+        return self._put(<const vsock_hdr*><const char*>packet)
+
+    cdef int _put(self, const vsock_hdr* hdr) except -1:
         cdef Virtqueue q = None
         cdef ChainInfo* info = NULL
-        _host_header(&hdr, conn, cid, op, 0)
-        if not self.python_waits():
+        # Not while the Python side holds popped buffers (`busy`, it would rewind past
+        # this one), nor ahead of what it has waiting.
+        if not self.busy and not self.python_waits():
             q = self.usable()
             if q is not None:
                 info = self.take(q, _HEADER_SIZE)
         if info == NULL:
-            self.filler._queue_control(PyBytes_FromStringAndSize(<char*>&hdr, _HEADER_SIZE))
+            self.filler._queue_control(PyBytes_FromStringAndSize(<const char*>hdr, _HEADER_SIZE))
             return 0
-        _write_header(self._batch, info, &hdr)
+        _write_header(self._batch, info, hdr)
         return self.used(q, info, _HEADER_SIZE)
 
     cdef int read_host(self, ConnectionState conn, Virtqueue q) except -1:
         """One rx buffer of `conn`'s host data, read straight into it with its header:
         _MORE (filled to the credit or the buffer: there may be more), _DRAINED (the
-        socket has no more now), _NO_CREDIT (the guest can take no more now, so the
-        socket is no longer watched), or _PYTHON (anything else: a connection that is
-        not a plain open stream, no buffer, EOF; an error has reset it)."""
+        socket has no more now), _PAUSED (the socket is no longer watched: the guest
+        can take no more now, or the host peer's EOF has gone to the guest as a
+        SHUTDOWN), or _PYTHON (anything else: a connection that is not a plain open
+        stream, no buffer; an error has reset it)."""
         cdef ChainInfo* info
         cdef ChainBatch batch
         cdef vsock_hdr hdr
@@ -397,7 +415,7 @@ cdef class RxRing:
         if limit == 0:
             # Readable and unread, it would wake the worker again and again.
             self.filler.unwatch_read(conn)
-            return _NO_CREDIT
+            return _PAUSED
         info = self.take(q, _HEADER_SIZE + 1)
         if info == NULL:
             return _PYTHON
@@ -414,7 +432,12 @@ cdef class RxRing:
                 return _DRAINED
             if got < 0:
                 self.device.host_gone(conn, OSError(-got, os.strerror(-got)))
-            return _PYTHON  # EOF: the Python path sends the SHUTDOWN
+                return _PYTHON
+            # EOF: the guest hears SHUTDOWN(SEND); an EOF stays readable, so unwatched.
+            self.filler.unwatch_read(conn)
+            conn.host_eof = True
+            self.send_control(conn, _OP_SHUTDOWN, _SHUT_SEND)
+            return _PAUSED
         _host_header(&hdr, conn, self.device.cid, _OP_RW, <uint32_t>got)
         _write_header(batch, info, &hdr)
         conn.credit.sent(<uint32_t>got)
@@ -422,8 +445,9 @@ cdef class RxRing:
         self.packets += 1
         return _MORE if <uint64_t>got == limit else _DRAINED
 
-    cdef int signal(self) except -1:
-        """The rx interrupt, if buffers were used since the last and the guest wants it."""
+    cpdef int signal(self) except -1:
+        """The rx interrupt, if buffers were used here since the last and the guest
+        wants it."""
         cdef object vring
         cdef Virtqueue q
         if not self.dirty:
@@ -634,13 +658,13 @@ cdef class TxFastPath(QueueFastPath):
                 and self.conns.get(conn.key) is conn
                 and conn.credit.update_due(conn.held_bytes + len(conn.message))
             ):
-                rx.control_packet(conn, self.cid, _OP_CREDIT_UPDATE)
+                rx.send_control(conn, _OP_CREDIT_UPDATE)
             if not conn.ready and not conn.watching_read and conn._may_read():
                 filler.want_read(conn)
         self.touched.clear()
         if rx.python_waits():
             filler.fill(notify=False)
-            rx.dirty = True
+            rx.dirty = True  # what it used is signalled below
         if taken:
             complete_batch(q, self._elems, taken, None)
         rx.signal()

@@ -179,6 +179,7 @@ class VsockBackend(VhostUserBackend):
         if self.conns.get(conn.key) is conn and conn.state == State.REQUESTED:
             log.info("guest did not answer a connection to port %d", conn.peer_port)
             self.reset_connection(conn)
+            self.rx_filler.fill()
 
     def cancel_connect_timer(self, conn: VsockConnection) -> None:
         """The guest answered a host program's connection in time."""

@@ -49,6 +49,16 @@ class RxFiller:
     def fill(self, *, notify: bool = True) -> None:
         """Fill rx buffers while there is something to send and buffers to take it;
         `notify=False` leaves the interrupt to the caller (`Vring.signal_used`)."""
+        ring = self.device.rx_ring
+        was_busy, ring.busy = ring.busy, True  # the C side takes no buffer meanwhile
+        try:
+            self._fill(notify)
+        finally:
+            ring.busy = was_busy
+        if notify:
+            ring.signal()  # for control packets the C side wrote since the last
+
+    def _fill(self, notify: bool) -> None:
         rx = self.device.rx
         while self._has_work():
             if rx is None or not (batch := rx.poll(self._buffers_wanted())):
@@ -61,7 +71,7 @@ class RxFiller:
                 return
             lengths = []
             for chain in batch:
-                length = self._fill(chain)
+                length = self._fill_one(chain)
                 if length < 0:
                     break
                 lengths.append(length)
@@ -84,7 +94,7 @@ class RxFiller:
     def _has_work(self) -> bool:
         return bool(self.control or self.ready or self.inbox)
 
-    def _fill(self, chain: DescriptorChain) -> int:
+    def _fill_one(self, chain: DescriptorChain) -> int:
         """Put the next packet in `chain`; its length, or -1 if there is none."""
         if chain.error:
             self.device.complain("rx buffer rejected: %s", chain.error)
@@ -199,13 +209,10 @@ class RxFiller:
             worker.remove_reader(conn.fd)
         conn.watching_read = False
 
-    # -- control packets -------------------------------------------------------------
-
     def header(self, conn: VsockConnection, op: Op, length: int = 0, flags: int = 0) -> bytes:
-        """A packet header from the host side of `conn`, with its current credit."""
+        """A packet header from the host side of `conn`, with its current credit (for
+        the data this path reads; control packets are built in C)."""
         buf_alloc, fwd_cnt = conn.credit.advertised()
-        # Packed directly, without a Header: a credit update per packet is the
-        # guest -> host path's one Python-built packet.
         return HEADER.pack(
             VMADDR_CID_HOST,
             self.device.cid,
@@ -219,10 +226,15 @@ class RxFiller:
             fwd_cnt,
         )
 
+    # -- control packets -------------------------------------------------------------
+
     def send_control(self, conn: VsockConnection, op: Op, flags: int = 0) -> None:
-        self._queue_control(self.header(conn, op, 0, flags))
+        """Into the next rx buffer at once (`RxRing`, in C) unless packets wait for
+        buffers; then behind them."""
+        self.device.rx_ring.send_control(conn, op, flags)
 
     def _queue_control(self, packet: bytes) -> None:
+        """A control packet waits for an rx buffer (`RxRing` calls this)."""
         if len(self.control) >= MAX_CONTROL:
             self.device.complain("%d control packets wait for rx buffers: one dropped", MAX_CONTROL)
             return
@@ -230,7 +242,7 @@ class RxFiller:
 
     def reset_reply(self, hdr: Header) -> None:
         """RST for a packet that belongs to no connection (never in reply to an RST)."""
-        self._queue_control(
+        self.device.rx_ring.put_control(
             Header(
                 hdr.dst_cid,
                 self.device.cid,
