@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import select
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from vhost_user_core.testing.bench import (
     DaemonCommand,
     add_daemon_arg,
     add_placement_arg,
+    callgrind_total,
     daemon_process,
     find_sockets,
     percentiles,
@@ -243,16 +243,12 @@ def rate_for(stage: str, seconds: float, cpu: int | None) -> int:
     return max(2000, int(seconds / (sum(samples) / len(samples))))
 
 
-def callgrind_total(stage: str, count: int, cpu: int | None) -> int:
+def stage_instructions(stage: str, count: int, cpu: int | None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "-q"]
         ping(stage, count, cpu, tuple(wrap))
-        text = out.read_text()
-    match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
-    if match is None:
-        raise RuntimeError("no totals in callgrind's output")
-    return int(match.group(1))
+        return callgrind_total(out)
 
 
 def main() -> int:
@@ -286,7 +282,9 @@ def main() -> int:
             print("| stage | child instructions per round trip |")
             print("|---|---|")
             for stage in stages:
-                total = callgrind_total(stage, 3 * n, theirs) - callgrind_total(stage, n, theirs)
+                total = stage_instructions(stage, 3 * n, theirs) - stage_instructions(
+                    stage, n, theirs
+                )
                 print(f"| {stage} | {total / (2 * n):,.0f} |")
             print()
             continue

@@ -17,6 +17,10 @@ share two CPUs.
 --queue-size {queue_size}`: all run at once, each measurement alternates between them,
 and each row shows its ratio to ours.
 
+`--callgrind N` counts each daemon's user-space instructions instead (valgrind's
+callgrind, the same for the same work whatever the load): per 64 KiB packet each way
+and per connection, from a run of 3N minus one of N, so start-up cancels.
+
     python3 xtask bench vsock          # or: .venv/bin/python bench/bench_vsock.py
 """
 
@@ -42,10 +46,12 @@ from vhost_user_core.testing.bench import (
     Ratios,
     Started,
     add_daemon_arg,
+    callgrind_total,
     chosen_daemons,
     python_daemon,
     rounds,
     started,
+    under_callgrind,
 )
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
@@ -253,6 +259,12 @@ def main() -> None:
         action="append",
         help="the daemon's --tx-buffer-size, repeatable (default: 65536, 262144, 1048576)",
     )
+    parser.add_argument(
+        "--callgrind",
+        type=int,
+        metavar="N",
+        help="count instructions per packet and per connection instead (runs of N and 3N)",
+    )
     add_daemon_arg(parser)
     args = parser.parse_args()
     if args.host:
@@ -265,6 +277,9 @@ def main() -> None:
             host_acceptor(rest[0])
         return
     daemons = chosen_daemons(args.daemon, OURS_COMMAND)
+    if args.callgrind:
+        print_instructions(daemons, args.tx_buffer_size or [64 * 1024], args.callgrind)
+        return
     total = int(args.gib * (1 << 30))
     print(f"vhost-device-vsock, frontend guest, queue {QUEUE_SIZE}, {BLOCK // 1024} KiB writes")
     rtt = wakeup_round_trip()
@@ -279,6 +294,46 @@ def main() -> None:
     for tx_buffer in args.tx_buffer_size or (64 * 1024, 256 * 1024, 1 << 20):
         with tempfile.TemporaryDirectory() as tmp:
             run_one(Path(tmp), tx_buffer, total, args.connections, daemons, ratio)
+
+
+MEASUREMENTS = ("guest -> host", "host -> guest", "connections")
+
+
+def instructions(daemon: DaemonCommand, tx_buffer: int, measurement: str, count: int) -> int:
+    """The daemon's user-space instructions, start-up included, for `count` packets
+    (or connections) of `measurement`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(tmp)
+        uds = where / "vsock.uds"
+        fields = {"cid": CID, "uds": uds, "tx_buffer": tx_buffer, "queue_size": QUEUE_SIZE}
+        wrapped = under_callgrind(daemon, where / "callgrind.out")
+        with started(wrapped, where / "vsock.sock", fields=fields) as d:
+            with Frontend.connect(d.socket) as frontend:
+                session = Session(d, uds, frontend)
+                if measurement == "guest -> host":
+                    session.to_host(count * BLOCK)
+                elif measurement == "host -> guest":
+                    session.from_host(count * BLOCK)
+                else:
+                    session.connect(count)
+        return callgrind_total(where / "callgrind.out")
+
+
+def print_instructions(daemons: list[DaemonCommand], tx_buffers: list[int], n: int) -> None:
+    print("| tx buffer | daemon | measurement | instructions | × ours |")
+    print("|---|---|---|---|---|")
+    ratio = Ratios()
+    for tx_buffer in tx_buffers:
+        for name, daemon in rounds(MEASUREMENTS, daemons):
+            each = (
+                instructions(daemon, tx_buffer, name, 3 * n)
+                - instructions(daemon, tx_buffer, name, n)
+            ) / (2 * n)
+            unit = "per connection" if name == "connections" else "per packet"
+            print(
+                f"| {tx_buffer // 1024} KiB | {daemon.label} | {name} | {each:,.0f} {unit} "
+                f"| {ratio((tx_buffer, name), daemon.label, each)} |"
+            )
 
 
 class Session:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
@@ -104,6 +106,22 @@ class DaemonCommand:
             raise ValueError(
                 f"--daemon {self.label}: unknown field {exc} (this bench fills {known})"
             ) from None
+
+
+def under_callgrind(daemon: DaemonCommand, out: str | os.PathLike[str]) -> DaemonCommand:
+    """`daemon` run under valgrind's callgrind, which writes its count of user-space
+    instructions to `out` when it exits: the same for the same work whatever else the
+    machine does, so two implementations compare without noise."""
+    out_arg = shlex.quote(f"--callgrind-out-file={os.fspath(out)}")
+    return DaemonCommand(daemon.label, f"valgrind --tool=callgrind -q {out_arg} {daemon.template}")
+
+
+def callgrind_total(out: str | os.PathLike[str]) -> int:
+    """The instruction total in a callgrind output file."""
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", Path(out).read_text(), re.M)
+    if match is None:
+        raise RuntimeError(f"no totals in callgrind's output {out}")
+    return int(match.group(1))
 
 
 def python_daemon(module: str, flags: str) -> str:
