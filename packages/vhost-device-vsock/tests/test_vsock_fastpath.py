@@ -189,8 +189,13 @@ def test_host_to_guest_the_same_both_ways(tmp_path: Path) -> None:
 def test_host_data_in_order_when_written_in_many_pieces(tmp_path: Path) -> None:
     with guest(tmp_path, fast=True) as g:
         expected = b"".join(i.to_bytes(4, "little") for i in range(40000))
-        for start in range(0, len(expected), 1000):
-            g.host.sendall(expected[start : start + 1000])
+
+        def write() -> None:
+            for start in range(0, len(expected), 1000):
+                g.host.sendall(expected[start : start + 1000])
+
+        writer = threading.Thread(target=write)
+        writer.start()
         got = bytearray()
         advertised = 0
         while len(got) < len(expected):
@@ -198,6 +203,7 @@ def test_host_data_in_order_when_written_in_many_pieces(tmp_path: Path) -> None:
             if GUEST_BUF_ALLOC - (len(got) - advertised) < 65536:
                 g.driver.send(g.header(Op.CREDIT_UPDATE, fwd_cnt=len(got)))
                 advertised = len(got)
+        writer.join(10)
         assert bytes(got) == expected
 
 

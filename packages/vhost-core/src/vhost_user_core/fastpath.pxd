@@ -1,13 +1,14 @@
 # Serving a queue without Python: what a worker's C loop calls on a kick, for cimport by
 # a device's own Cython (subclass QueueFastPath and override serve).
 from libc.stdint cimport uint8_t, uint16_t, uint64_t
+from libc.stdlib cimport malloc
 from posix.uio cimport iovec
 
 from .ring cimport (
     USED_F_NO_NOTIFY, vq_full_fence, vq_load16, vq_load_acquire16, vq_store16,
     vring_used_elem,
 )
-from .virtqueue cimport ChainBatch, Virtqueue
+from .virtqueue cimport ChainBatch, ChainInfo, Virtqueue
 
 
 cdef inline void disable_kicks(Virtqueue q) noexcept nogil:
@@ -48,6 +49,20 @@ cdef inline int avail_count(Virtqueue q) noexcept nogil:
             if avail_head(q, i) >= q._size:
                 return -1
         return n
+
+
+cdef inline ChainBatch reuse_batch(ChainBatch batch, uint16_t n, uint16_t* cap):
+    """An empty batch with room for n chains: `batch` again if it has it (`cap` is its
+    room, updated here), so a fast path allocates nothing per kick."""
+    if batch is None or n > cap[0]:
+        batch = ChainBatch.__new__(ChainBatch)
+        batch.chains = <ChainInfo*>malloc(n * sizeof(ChainInfo))
+        if batch.chains == NULL:
+            raise MemoryError()
+        cap[0] = n
+    batch.count = 0
+    batch.seg_count = 0
+    return batch
 
 
 cdef inline int walk_avail(Virtqueue q, ChainBatch batch, uint16_t n) noexcept nogil:
@@ -91,7 +106,6 @@ cdef class FillFromFd(QueueFastPath):
     cdef public bint enabled
     cdef ChainBatch _batch
     cdef uint16_t _cap
-    cdef ChainBatch _fresh_batch(self, uint16_t n)
     cdef int _readv(self, iovec* iov, int count, uint64_t* got) noexcept
 
 cdef class Kick:

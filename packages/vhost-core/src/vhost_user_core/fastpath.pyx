@@ -12,7 +12,6 @@ checks, the logging and the error reporting.
 
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport malloc
 from libc.string cimport memcpy
 from posix.uio cimport iovec, readv
 from posix.unistd cimport write
@@ -174,7 +173,7 @@ cdef class FillFromFd(QueueFastPath):
             if count == 0:
                 return 0
             n = <uint16_t>count
-            batch = self._fresh_batch(n)
+            batch = self._batch = reuse_batch(self._batch, n, &self._cap)
             if walk_avail(q, batch, n) < 0:
                 raise MemoryError()
             for i in range(n):
@@ -227,20 +226,6 @@ cdef class FillFromFd(QueueFastPath):
                 signal_fd(vring._call_fd)
             if got < wanted:
                 return 1  # a short read: the rest is the Python path's
-
-    cdef ChainBatch _fresh_batch(self, uint16_t n):
-        """The batch object reused for every wake-up (no allocation per kick)."""
-        cdef ChainBatch batch = self._batch
-        if batch is None or n > self._cap:
-            batch = ChainBatch.__new__(ChainBatch)
-            batch.chains = <ChainInfo*>malloc(n * sizeof(ChainInfo))
-            if batch.chains == NULL:
-                raise MemoryError()
-            self._batch = batch
-            self._cap = n
-        batch.count = 0
-        batch.seg_count = 0
-        return batch
 
     cdef int _readv(self, iovec* iov, int count, uint64_t* got) noexcept:
         """One readv of `count` segments, adding to `got`: 0 if they were all filled,

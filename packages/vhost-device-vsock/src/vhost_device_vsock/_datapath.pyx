@@ -32,13 +32,14 @@ import os
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 from posix.uio cimport iovec
 from posix.unistd cimport write
 
 from vhost_user_core.fastpath cimport (
-    InflightLog, QueueFastPath, avail_count, avail_head, complete_batch, walk_avail,
+    InflightLog, QueueFastPath, avail_count, avail_head, complete_batch, reuse_batch,
+    walk_avail,
 )
 from vhost_user_core.memory cimport Segment
 from vhost_user_core.ring cimport vring_used_elem
@@ -239,19 +240,6 @@ cdef inline void _signal(object fd) noexcept:
         write(<int>fd, &one, 8)
 
 
-cdef ChainBatch _reuse(ChainBatch batch, uint16_t n, uint16_t* cap):
-    """A batch for `n` chains: `batch` again if it has room (no allocation per kick)."""
-    if batch is None or n > cap[0]:
-        batch = ChainBatch.__new__(ChainBatch)
-        batch.chains = <ChainInfo*>malloc(n * sizeof(ChainInfo))
-        if batch.chains == NULL:
-            raise MemoryError()
-        cap[0] = n
-    batch.count = 0
-    batch.seg_count = 0
-    return batch
-
-
 cdef enum:
     # RxRing.read_host's answers.
     _MORE = 0      # a buffer filled to its limit: the socket may have more
@@ -335,7 +323,7 @@ cdef class RxRing:
         if head >= q._size:  # rewritten since it was checked: the Python path reports it
             self._left = 0
             return NULL
-        batch = self._batch = _reuse(self._batch, 1, &self._cap)
+        batch = self._batch = reuse_batch(self._batch, 1, &self._cap)
         batch.pins = q.pins
         if q._walk(batch, head) < 0:
             raise MemoryError()
@@ -557,7 +545,7 @@ cdef class TxFastPath(QueueFastPath):
             if count == 0:
                 return 0
             n = <uint16_t>count
-            batch = self._batch = _reuse(self._batch, n, &self._cap)
+            batch = self._batch = reuse_batch(self._batch, n, &self._cap)
             batch.pins = q.pins
             if walk_avail(q, batch, n) < 0:
                 raise MemoryError()
