@@ -328,6 +328,9 @@ def test_without_reply_ack_a_map_does_not_wait(tmp_path: Path) -> None:
         backend = EchoBackend.instances[-1]
         assert isinstance(backend, ShmemBackend) and backend.shmem is not None
         vmm = frontend.open_shmem()
+        # Without REPLY_ACK nothing says the channel is set up; a request with a reply,
+        # served after it in order, does (else the map may race the channel's message).
+        frontend.get_protocol_features()
         fd = memfd(b"no ack")
         try:
             backend.shmem.map(1, fd, shm_offset=PAGE, length=PAGE)
