@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import struct
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from vhost_device_gpu.testing import FakeQemuDisplay
+from vhost_device_gpu.testing import FakeQemuDisplay, bench_daemon
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import daemon_process, reap_used
+from vhost_user_core.testing.bench import reap_used
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
 OURS = (
@@ -86,50 +83,29 @@ def frames(
     while time.perf_counter() - t0 < seconds:
         guest.run(cmds[count % len(cmds)])
         count += 1
-    want = before + count * pw * ph * 4
-    if not display.wait(lambda: display.update_bytes >= want, timeout=60):
-        raise RuntimeError("the display did not get every frame")
+    display.wait_update_bytes(before + count * pw * ph * 4, timeout=60)
     return count, time.perf_counter() - t0
 
 
 def bench(label: str, command: str, seconds: float) -> list[str]:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        sock = str(Path(tmp) / "gpu.sock")
-        argv = shlex.split(command.replace("{sock}", sock))
-        # no probe connection: QEMU's C backend serves the first one and stops listening
-        with daemon_process(argv, stdin=subprocess.DEVNULL) as daemon:
-            deadline = time.monotonic() + 10
-            while not Path(sock).exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            display = FakeQemuDisplay(compose=False)
-            with Frontend.connect(sock) as frontend:
-                frontend.negotiate()
-                frontend.gpu_set_socket(display.backend_end.fileno())
-                control, _cursor = frontend.start_device(2, 256, memory_size=64 << 20)
-                guest = Guest(frontend, control)
-                for rid, (w, h) in enumerate(SIZES, 1):
-                    backing = guest.ram.alloc(w * h * 4, align=4096)
-                    guest.ram.memory.write(backing, bytes(range(256)) * (w * h * 4 // 256))
-                    guest.ok(hdr(0x101) + struct.pack("<IIII", rid, 2, w, h))
-                    guest.ok(
-                        hdr(0x106)
-                        + struct.pack("<II", rid, 1)
-                        + struct.pack("<QI4x", backing, w * h * 4)
-                    )
-                    guest.ok(
-                        hdr(0x103) + struct.pack("<IIII", 0, 0, w, h) + struct.pack("<II", 0, rid)
-                    )
-                    for part in (0, DAMAGE):
-                        cpu0 = cpu_seconds(daemon.pid)
-                        n, elapsed = frames(guest, display, rid, w, h, part, seconds)
-                        cpu = cpu_seconds(daemon.pid) - cpu0
-                        what = f"{w}x{h} full" if not part else f"{part}x{part} damage on {w}x{h}"
-                        rows.append(
-                            f"| {label} | {what} | {n / elapsed:.0f} | {cpu / n * 1e3:.3f} |"
-                        )
-                rows.append(f"| {label} | peak RSS | {peak_rss_kib(daemon.pid) / 1024:.1f} MiB | |")
-            display.close()
+    with bench_daemon(command, start_timeout=10) as daemon:
+        guest = Guest(daemon.frontend, daemon.control)
+        for rid, (w, h) in enumerate(SIZES, 1):
+            backing = guest.ram.alloc(w * h * 4, align=4096)
+            guest.ram.memory.write(backing, bytes(range(256)) * (w * h * 4 // 256))
+            guest.ok(hdr(0x101) + struct.pack("<IIII", rid, 2, w, h))
+            guest.ok(
+                hdr(0x106) + struct.pack("<II", rid, 1) + struct.pack("<QI4x", backing, w * h * 4)
+            )
+            guest.ok(hdr(0x103) + struct.pack("<IIII", 0, 0, w, h) + struct.pack("<II", 0, rid))
+            for part in (0, DAMAGE):
+                cpu0 = cpu_seconds(daemon.process.pid)
+                n, elapsed = frames(guest, daemon.display, rid, w, h, part, seconds)
+                cpu = cpu_seconds(daemon.process.pid) - cpu0
+                what = f"{w}x{h} full" if not part else f"{part}x{part} damage on {w}x{h}"
+                rows.append(f"| {label} | {what} | {n / elapsed:.0f} | {cpu / n * 1e3:.3f} |")
+        rows.append(f"| {label} | peak RSS | {peak_rss_kib(daemon.process.pid) / 1024:.1f} MiB | |")
     return rows
 
 

@@ -21,15 +21,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from vhost_device_gpu.testing import FakeQemuDisplay
-from vhost_user_core.frontend import Frontend
-from vhost_user_core.testing.bench import daemon_process
+from vhost_device_gpu.testing import bench_daemon
 from vhost_user_core.testing.procstat import cpu_seconds, peak_rss_kib
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -69,77 +65,59 @@ def timed(seconds: float, step: object) -> tuple[int, float]:
 
 def bench(command: str, seconds: float) -> list[str]:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        sock = str(Path(tmp) / "gpu.sock")
-        argv = shlex.split(command.replace("{sock}", sock))
-        with daemon_process(argv, stdin=subprocess.DEVNULL) as daemon:
-            deadline = time.monotonic() + 30
-            while not Path(sock).exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            display = FakeQemuDisplay(compose=False)
-            with Frontend.connect(sock) as frontend:
-                frontend.negotiate()
-                frontend.gpu_set_socket(display.backend_end.fileno())
-                control, _cursor = frontend.start_device(2, 256, memory_size=64 << 20)
-                g = Guest(frontend, control)
-                size = W * H * 4
-                backing = g.ram.alloc(size, align=4096)
-                g.ok(hdr(0x200, ctx=1) + struct.pack("<II64s", 5, 0, b"bench"))
-                g.ok(
-                    hdr(0x204) + struct.pack("<11I4x", 1, 2, BGRX, 2 | 1 << 18, W, H, 1, 1, 0, 0, 0)
-                )
-                g.ok(hdr(0x106) + struct.pack("<II", 1, 1) + struct.pack("<QI4x", backing, size))
-                g.ok(hdr(0x202, ctx=1) + struct.pack("<I4x", 1))
-                surface = vcmd(1, 8, struct.pack("<IIIII", 1, 1, BGRX, 0, 0))
-                g.ok(submit(surface + vcmd(5, 0, struct.pack("<III", 1, 0, 1)), 1))
+    with bench_daemon(command, start_timeout=30) as daemon:
+        pid = daemon.process.pid
+        g = Guest(daemon.frontend, daemon.control)
+        size = W * H * 4
+        backing = g.ram.alloc(size, align=4096)
+        g.ok(hdr(0x200, ctx=1) + struct.pack("<II64s", 5, 0, b"bench"))
+        g.ok(hdr(0x204) + struct.pack("<11I4x", 1, 2, BGRX, 2 | 1 << 18, W, H, 1, 1, 0, 0, 0))
+        g.ok(hdr(0x106) + struct.pack("<II", 1, 1) + struct.pack("<QI4x", backing, size))
+        g.ok(hdr(0x202, ctx=1) + struct.pack("<I4x", 1))
+        surface = vcmd(1, 8, struct.pack("<IIIII", 1, 1, BGRX, 0, 0))
+        g.ok(submit(surface + vcmd(5, 0, struct.pack("<III", 1, 0, 1)), 1))
 
-                small = [g.command(submit(clear((0.0, 1.0, 0.0, 1.0)), 2 + i)) for i in range(64)]
-                n_small = len(submit(clear((0.0, 1.0, 0.0, 1.0)), 0))
-                cpu0 = cpu_seconds(daemon.pid)
-                n, elapsed = timed(seconds, lambda i: g.run([(small[i % 64], n_small)]))
-                cpu = cpu_seconds(daemon.pid) - cpu0
-                rows.append(
-                    f"| SUBMIT_3D (a {W}x{H} clear) + fence | {n / elapsed:.0f} round trips/s "
-                    f"| {cpu / n * 1e3:.3f} ms |"
-                )
+        small = [g.command(submit(clear((0.0, 1.0, 0.0, 1.0)), 2 + i)) for i in range(64)]
+        n_small = len(submit(clear((0.0, 1.0, 0.0, 1.0)), 0))
+        cpu0 = cpu_seconds(pid)
+        n, elapsed = timed(seconds, lambda i: g.run([(small[i % 64], n_small)]))
+        cpu = cpu_seconds(pid) - cpu0
+        rows.append(
+            f"| SUBMIT_3D (a {W}x{H} clear) + fence | {n / elapsed:.0f} round trips/s "
+            f"| {cpu / n * 1e3:.3f} ms |"
+        )
 
-                t = hdr(0x206, ctx=1) + struct.pack("<6IQIIII", 0, 0, 0, W, H, 1, 0, 1, 0, W * 4, 0)
-                tgpa = g.command(t)
-                cpu0 = cpu_seconds(daemon.pid)
-                n, elapsed = timed(seconds, lambda i: g.run([(tgpa, len(t))]))
-                cpu = cpu_seconds(daemon.pid) - cpu0
-                rows.append(
-                    f"| TRANSFER_FROM_HOST_3D {W}x{H} | {n * size / elapsed / 1e6:.0f} MB/s "
-                    f"| {cpu / n * 1e3:.3f} ms/transfer |"
-                )
+        t = hdr(0x206, ctx=1) + struct.pack("<6IQIIII", 0, 0, 0, W, H, 1, 0, 1, 0, W * 4, 0)
+        tgpa = g.command(t)
+        cpu0 = cpu_seconds(pid)
+        n, elapsed = timed(seconds, lambda i: g.run([(tgpa, len(t))]))
+        cpu = cpu_seconds(pid) - cpu0
+        rows.append(
+            f"| TRANSFER_FROM_HOST_3D {W}x{H} | {n * size / elapsed / 1e6:.0f} MB/s "
+            f"| {cpu / n * 1e3:.3f} ms/transfer |"
+        )
 
-                g.ok(hdr(0x103) + struct.pack("<IIII", 0, 0, W, H) + struct.pack("<II", 0, 1))
-                colours = [
-                    g.command(submit(clear((i / 64, 0.0, 1 - i / 64, 1.0)), 1000 + i))
-                    for i in range(64)
-                ]
-                f = g.command(
-                    hdr(0x104) + struct.pack("<IIII", 0, 0, W, H) + struct.pack("<I4x", 1)
-                )
-                before = display.update_bytes
-                cpu0 = cpu_seconds(daemon.pid)
-                t0 = time.perf_counter()
-                n, _ = timed(seconds, lambda i: g.run([(colours[i % 64], n_small), (f, 48)]))
-                want = before + n * size
-                if not display.wait(lambda: display.update_bytes >= want, timeout=120):
-                    raise RuntimeError("the display did not get every frame")
-                elapsed = time.perf_counter() - t0  # until the display has every frame
-                cpu = cpu_seconds(daemon.pid) - cpu0
-                rows.append(
-                    f"| clear + scanout {W}x{H} | {n / elapsed:.1f} frames/s "
-                    f"| {cpu / n * 1e3:.2f} ms/frame |"
-                )
-                cpu0 = cpu_seconds(daemon.pid)
-                time.sleep(2.0)
-                idle = cpu_seconds(daemon.pid) - cpu0
-                rows.append(f"| idle 2 s | | {idle * 1e3:.1f} ms CPU |")
-                rows.append(f"| peak RSS | {peak_rss_kib(daemon.pid) / 1024:.1f} MiB | |")
-            display.close()
+        g.ok(hdr(0x103) + struct.pack("<IIII", 0, 0, W, H) + struct.pack("<II", 0, 1))
+        colours = [
+            g.command(submit(clear((i / 64, 0.0, 1 - i / 64, 1.0)), 1000 + i)) for i in range(64)
+        ]
+        f = g.command(hdr(0x104) + struct.pack("<IIII", 0, 0, W, H) + struct.pack("<I4x", 1))
+        before = daemon.display.update_bytes
+        cpu0 = cpu_seconds(pid)
+        t0 = time.perf_counter()
+        n, _ = timed(seconds, lambda i: g.run([(colours[i % 64], n_small), (f, 48)]))
+        daemon.display.wait_update_bytes(before + n * size, timeout=120)
+        elapsed = time.perf_counter() - t0  # until the display has every frame
+        cpu = cpu_seconds(pid) - cpu0
+        rows.append(
+            f"| clear + scanout {W}x{H} | {n / elapsed:.1f} frames/s "
+            f"| {cpu / n * 1e3:.2f} ms/frame |"
+        )
+        cpu0 = cpu_seconds(pid)
+        time.sleep(2.0)
+        idle = cpu_seconds(pid) - cpu0
+        rows.append(f"| idle 2 s | | {idle * 1e3:.1f} ms CPU |")
+        rows.append(f"| peak RSS | {peak_rss_kib(pid) / 1024:.1f} MiB | |")
     return rows
 
 

@@ -1,14 +1,25 @@
 """QEMU's side of the vhost-user-gpu display socket, in Python, for tests and the
 benchmark: answers the backend's questions (protocol features, display info, EDID) and
 keeps what it is shown (surfaces composed from UPDATEs, the cursor), as QEMU's
-hw/display/vhost-user-gpu.c does. Driving our daemon and QEMU's C backend alike."""
+hw/display/vhost-user-gpu.c does. Driving our daemon and QEMU's C backend alike. And the
+benchmarks' start-up (`bench_daemon`): a daemon process connected to one."""
 
 from __future__ import annotations
 
+import shlex
 import socket
 import struct
+import subprocess
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from vhost_user_core.frontend import Frontend, FrontendQueue
+from vhost_user_core.testing.bench import daemon_process
 
 from .display import (
     CURSOR_BYTES,
@@ -170,6 +181,12 @@ class FakeQemuDisplay:
         with self.cond:
             return self.cond.wait_for(predicate, timeout)  # type: ignore[arg-type]
 
+    def wait_update_bytes(self, total: int, timeout: float) -> None:
+        """Until UPDATEs have carried `total` pixel bytes in all: a frame rate counts only
+        frames the display has been shown."""
+        if not self.wait(lambda: self.update_bytes >= total, timeout):
+            raise RuntimeError("the display did not get every frame")
+
     def requests(self) -> list[int]:
         with self.cond:
             return [r for r, _ in self.log]
@@ -186,6 +203,41 @@ class FakeQemuDisplay:
 
         for fd in self.fds:
             os.close(fd)
+
+
+@dataclass
+class BenchDaemon:
+    """A daemon process as a VMM drives it: its control queue started, its display
+    socket on a FakeQemuDisplay."""
+
+    process: subprocess.Popen[bytes]
+    display: FakeQemuDisplay
+    frontend: Frontend
+    control: FrontendQueue
+
+
+@contextmanager
+def bench_daemon(command: str, start_timeout: float) -> Iterator[BenchDaemon]:
+    """Run `command` (`{sock}` filled in), connect once its socket exists, negotiate,
+    hand it a non-composing display and start the device (control and cursor queues of
+    256, 64 MiB of guest memory). The benchmarks' one start-up, so theirs agree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = str(Path(tmp) / "gpu.sock")
+        argv = shlex.split(command.replace("{sock}", sock))
+        # no probe connection: QEMU's C backend serves the first one and stops listening
+        with daemon_process(argv, stdin=subprocess.DEVNULL) as process:
+            deadline = time.monotonic() + start_timeout
+            while not Path(sock).exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            display = FakeQemuDisplay(compose=False)
+            try:
+                with Frontend.connect(sock) as frontend:
+                    frontend.negotiate()
+                    frontend.gpu_set_socket(display.backend_end.fileno())
+                    control, _cursor = frontend.start_device(2, 256, memory_size=64 << 20)
+                    yield BenchDaemon(process, display, frontend, control)
+            finally:
+                display.close()
 
 
 class Qmp:
