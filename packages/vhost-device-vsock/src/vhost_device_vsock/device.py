@@ -62,8 +62,9 @@ class VsockBackend(VhostUserBackend):
 
     def __init__(self, vm: VirtualMachine, *, fast: bool = True) -> None:
         self.vm = vm
-        #: The C data path's kick handlers (`fast_path`); off, every packet is Python's
-        #: (the tests compare the two).
+        #: The C data path's kick and host-read handlers (`fast_path`, `HostReader`);
+        #: off, guest packets and host data take the Python path (the tests compare the
+        #: two). Control packets are written by `RxRing` either way.
         self.fast = fast
         self.tx_fast: TxFastPath | None = None
         self.cid = vm.cid
