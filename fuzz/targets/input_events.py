@@ -6,7 +6,8 @@ non-UTF-8, lines over 4096 bytes; then one known event line.
 Invariants:
 - every line with content gets exactly one outcome: one event injected (the line's
   event, in order) or one `error: ...` answer; a line over 4096 bytes is answered
-  once and skipped, however its bytes arrive; blank and `#` lines get nothing;
+  once and skipped, however its bytes arrive; blank and `#` lines get nothing (the
+  answers the client's socket buffer has no room for come after the events);
 - the server's thread survives: the final line's event is injected, and the next
   client is served.
 """
@@ -26,6 +27,7 @@ from vhost_device_input.host import MAX_LINE, SimDevice, parse_event_line
 
 _dir = tempfile.mkdtemp(prefix="fuzz-input-events-")
 SIM = SimDevice("tablet", os.path.join(_dir, "tablet.events"))
+NL = b"\n"
 MARK = (3, 0, 424242)  # EV_ABS ABS_X: the line that ends every input
 WORDS = [b"EV_KEY", b"BTN_LEFT", b"KEY_A", b"EV_ABS", b"ABS_X", b"EV_SYN", b"SYN_REPORT"]
 WORDS += [b"1", b"0", b"-1", b"0x10", b"65536", b"2147483648", b"-2147483649", b"1_0"]
@@ -82,9 +84,19 @@ def one_input(data: bytes) -> None:
             sent += size
         got = wait_for_mark(5)
         check(got == events, f"injected {got}, the lines say {events}")
-        # The answers were sent before the mark's batch was injected.
-        client.setblocking(False)
+        # What the client's socket buffer took was sent before the mark's batch was
+        # injected; the rest waits in the device's output buffer (it never blocks on a
+        # client) and follows once this client reads, so the answers are read until
+        # all have come, then whatever else is there.
         answers = b""
+        try:
+            while answers.count(NL) < errors:
+                chunk = client.recv(65536)
+                check(chunk, f"hung up after {answers.count(NL)} of {errors} answers")
+                answers += chunk
+        except TimeoutError:
+            check(False, f"{answers.count(NL)} of {errors} answers came")
+        client.setblocking(False)
         while True:
             try:
                 chunk = client.recv(65536)

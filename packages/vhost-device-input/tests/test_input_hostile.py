@@ -263,3 +263,24 @@ def test_a_client_too_far_behind_is_dropped_and_logged(
         assert _recv_lines(late, 1).startswith(b"error: ")
         keyboard.write(LED)
         assert _recv_lines(late, 1) == LED_LINE
+
+
+def test_answers_past_the_socket_buffer_all_come(tmp_path: Path, keyboard: SimDevice) -> None:
+    # Found by fuzzing (fuzz/targets/input_events.py): 600 bad lines sent before reading
+    # fill the client's socket buffer with a few hundred answers; the rest wait in the
+    # device's output and come after the next line's event, none lost and none twice.
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(tmp_path / "k.events"))
+        client.sendall(b"x\n" * 600 + b"EV_KEY KEY_B 1\n")
+        deadline = time.monotonic() + 10
+        events: list[tuple[int, int, int]] = []
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.01)
+            events = keyboard.read()
+        assert events == KEY[:1]
+        got = _recv_lines(client, 600)
+        assert got.count(NL) == 600
+        assert all(line.startswith(b"error: ") for line in got.split(b"\n")[:-1])
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            client.recv(65536)

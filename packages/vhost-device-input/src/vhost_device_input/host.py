@@ -400,8 +400,9 @@ class SimDevice:
         with self._lock:
             self._queue_out(client, f"error: {why}\n".encode())
             if client.out and not client.dropped:
-                # Sent before the line's batch is injected: a client that reads its
-                # answers after the next event sees them all.
+                # Sent before the line's batch is injected, as far as the client's
+                # socket buffer takes them (a few hundred answers); the rest follows
+                # when it has room, after the batch: the worker never waits on a client.
                 try:
                     del client.out[: client.sock.send(client.out)]
                 except OSError:
