@@ -65,17 +65,26 @@ class I2cBackend(VhostUserBackend):
         self.held = []
 
     def _flush(self, vring: Vring) -> None:
-        """Send the held group as one transfer, and answer each of its requests."""
+        """Send the held group as one transfer, and answer each of its requests: every
+        status is written before the first request goes back. Linux's driver, once it
+        sees a failed request, frees the whole group's requests without waiting for the
+        rest, so a status written after that would land in freed guest memory (a
+        guest kernel Oops, seen in the tests)."""
         group, self.held = self.held, []
         if not group:
             return
         results = self._transfer([request for _, request in group])
+        answered = []
         for (chain, request), data in zip(group, results, strict=True):
             if data is None:
-                self._finish(vring, chain, VIRTIO_I2C_MSG_ERR, 0, True)
+                status, written = VIRTIO_I2C_MSG_ERR, 0
             else:
+                status = VIRTIO_I2C_MSG_OK
                 written = chain.write(data) if request.message.read else 0
-                self._finish(vring, chain, VIRTIO_I2C_MSG_OK, written, True)
+            chain.write(bytes([status]), chain.writable_len - 1)
+            answered.append((chain.head, written + 1))
+        for head, used in answered:
+            vring.complete_one(head, used)
 
     def _transfer(self, group: Sequence[Request]) -> list[bytes | None]:
         """Each request's read data (b"" for a write), or None where it failed."""
