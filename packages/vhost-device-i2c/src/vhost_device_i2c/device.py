@@ -83,8 +83,11 @@ class I2cBackend(VhostUserBackend):
                 written = chain.write(data) if request.message.read else 0
             chain.write(bytes([status]), chain.writable_len - 1)
             answered.append((chain.head, written + 1))
+        # One interrupt for the group, after all of it is in the used ring: the driver
+        # frees the transfer when its waiter wakes, so no request may come back later.
         for head, used in answered:
-            vring.complete_one(head, used)
+            vring.queue.add_used(head, used)
+        vring.signal_used()
 
     def _transfer(self, group: Sequence[Request]) -> list[bytes | None]:
         """Each request's read data (b"" for a write), or None where it failed."""
