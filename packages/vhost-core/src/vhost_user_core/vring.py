@@ -194,8 +194,9 @@ class Vring:
         if notify:
             self.signal_used()
 
-    def complete_one(self, head: int, length: int) -> None:
-        """Return one chain by its head (a chain held across wake-ups)."""
+    def complete_one(self, head: int, length: int, *, notify: bool = True) -> None:
+        """Return one chain by its head (a chain held across wake-ups); `notify=False`
+        leaves the interrupt to a later `signal_used()`, as `complete` does."""
         inflight = self._inflight
         if inflight is None:
             self._queue.add_used(head, length)
@@ -203,7 +204,8 @@ class Vring:
             inflight.completing((head,))
             self._queue.add_used(head, length)
             inflight.completed((head,), self._queue.next_used)
-        self.signal_used()
+        if notify:
+            self.signal_used()
 
     def signal(self) -> None:
         """Interrupt the guest unconditionally (config change, errors)."""

@@ -65,11 +65,11 @@ class I2cBackend(VhostUserBackend):
         self.held = []
 
     def _flush(self, vring: Vring) -> None:
-        """Send the held group as one transfer, and answer each of its requests: every
-        status is written before the first request goes back. Linux's driver, once it
-        sees a failed request, frees the whole group's requests without waiting for the
-        rest, so a status written after that would land in freed guest memory (a
-        guest kernel Oops, seen in the tests)."""
+        """Send the held group as one transfer, and answer all of its requests at once:
+        every status written, then every request returned, then one interrupt. Linux's
+        driver, once it sees a failed request, frees the whole group's requests without
+        waiting for the rest, so a status or a completion that came after that would
+        land in freed guest memory (a guest kernel Oops, seen in the tests)."""
         group, self.held = self.held, []
         if not group:
             return
@@ -81,12 +81,12 @@ class I2cBackend(VhostUserBackend):
             else:
                 status = VIRTIO_I2C_MSG_OK
                 written = chain.write(data) if request.message.read else 0
-            chain.write(bytes([status]), chain.writable_len - 1)
+            _put_status(chain, status)
             answered.append((chain.head, written + 1))
         # One interrupt for the group, after all of it is in the used ring: the driver
         # frees the transfer when its waiter wakes, so no request may come back later.
         for head, used in answered:
-            vring.queue.add_used(head, used)
+            vring.complete_one(head, used, notify=False)
         vring.signal_used()
 
     def _transfer(self, group: Sequence[Request]) -> list[bytes | None]:
@@ -109,5 +109,10 @@ class I2cBackend(VhostUserBackend):
     def _finish(vring: Vring, chain: DescriptorChain, status: int, data: int, room: bool) -> None:
         """Write the status as the last device-writable byte and return the chain."""
         if room:
-            chain.write(bytes([status]), chain.writable_len - 1)
+            _put_status(chain, status)
         vring.complete_one(chain.head, data + 1 if room else 0)
+
+
+def _put_status(chain: DescriptorChain, status: int) -> None:
+    """The status is a request's last device-writable byte (virtio 1.2 §5.19.6)."""
+    chain.write(bytes([status]), chain.writable_len - 1)
