@@ -3,12 +3,20 @@
 from libc.stdint cimport uint8_t, uint16_t, uint64_t
 from libc.stdlib cimport malloc
 from posix.uio cimport iovec
+from posix.unistd cimport write
 
 from .ring cimport (
     USED_F_NO_NOTIFY, vq_full_fence, vq_load16, vq_load_acquire16, vq_store16,
     vring_used_elem,
 )
 from .virtqueue cimport ChainBatch, ChainInfo, Virtqueue
+
+
+cdef inline void signal_fd(object fd) noexcept:
+    """Interrupt the guest through a ring's call eventfd (None: no call fd set)."""
+    cdef uint64_t one = 1
+    if fd is not None:
+        write(<int>fd, &one, 8)
 
 
 cdef inline void disable_kicks(Virtqueue q) noexcept nogil:

@@ -14,7 +14,6 @@ from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.uio cimport iovec, readv
-from posix.unistd cimport write
 
 from .memory cimport Segment
 from .ring cimport vq_store_release16, vring_used_elem
@@ -22,12 +21,6 @@ from .virtqueue cimport ChainBatch, ChainInfo, Virtqueue
 
 cdef enum:
     IOV_CHUNK = 1024  # Linux's IOV_MAX
-
-
-cdef inline void signal_fd(object fd) noexcept:
-    cdef uint64_t one = 1
-    if fd is not None:
-        write(<int>fd, &one, 8)
 
 
 # The inflight region's layout (inflight.py): a 16-byte header, then per descriptor

@@ -41,7 +41,6 @@ class ConnectionState:
     #: The host peer will send no more (it shut down or closed its side).
     host_eof: bool
     watching_read: bool
-    watching_write: bool
     #: In the device's queue of connections with host data to deliver.
     ready: bool
     @property

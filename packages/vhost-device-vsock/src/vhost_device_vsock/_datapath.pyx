@@ -35,11 +35,10 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 from posix.uio cimport iovec
-from posix.unistd cimport write
 
 from vhost_user_core.fastpath cimport (
     InflightLog, QueueFastPath, avail_count, avail_head, complete_batch, reuse_batch,
-    walk_avail,
+    signal_fd, walk_avail,
 )
 from vhost_user_core.memory cimport Segment
 from vhost_user_core.ring cimport vring_used_elem
@@ -121,7 +120,7 @@ cdef class ConnectionState:
     cdef public object message
     cdef public object from_host
     cdef public int guest_shut
-    cdef public bint host_eof, watching_read, watching_write, ready
+    cdef public bint host_eof, watching_read, ready
 
     @property
     def state(self):
@@ -232,12 +231,6 @@ cdef void _host_header(vsock_hdr* hdr, ConnectionState conn, uint64_t cid, uint1
     hdr.flags = htole32(flags)
     hdr.buf_alloc = htole32(buf_alloc)
     hdr.fwd_cnt = htole32(fwd_cnt)
-
-
-cdef inline void _signal(object fd) noexcept:
-    cdef uint64_t one = 1
-    if fd is not None:
-        write(<int>fd, &one, 8)
 
 
 cdef enum:
@@ -446,7 +439,7 @@ cdef class RxRing:
             return 0
         q = vring._queue
         if q.notify_due():
-            _signal(vring._call_fd)
+            signal_fd(vring._call_fd)
         return 0
 
 
@@ -657,7 +650,7 @@ cdef class TxFastPath(QueueFastPath):
             complete_batch(q, self._elems, taken, None)
         rx.signal()
         if taken and q.notify_due():
-            _signal(vring._call_fd)
+            signal_fd(vring._call_fd)
         return 0
 
 

@@ -47,7 +47,7 @@ class VsockConnection(ConnectionState):
     """One connection. The attributes the C data path reads and changes per packet are
     `ConnectionState`'s (C fields, the same names from Python)."""
 
-    __slots__ = ("sock_type", "sock", "from_host_offset")
+    __slots__ = ("sock_type", "sock", "from_host_offset", "watching_write")
 
     def __init__(
         self,
