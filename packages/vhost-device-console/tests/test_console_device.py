@@ -25,7 +25,7 @@ from console_driver import (
 
 from vhost_device_console.device import F_EMERG_WRITE, F_MULTIPORT, F_SIZE, ConsoleBackend
 from vhost_device_console.host import BUSY_MESSAGE, OUTPUT_LIMIT, NetworkHost, TerminalHost
-from vhost_user_core.testing.harness import connected_frontend
+from vhost_user_core.testing.harness import connected_frontend, recv_exactly
 
 
 @contextmanager
@@ -48,14 +48,6 @@ def client(host: NetworkHost) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", host.port), timeout=5)
     return sock
 
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, f"EOF after {len(data)} bytes"
-        data += chunk
-    return data
 
 
 def test_the_multiport_handshake(tmp_path: Path) -> None:

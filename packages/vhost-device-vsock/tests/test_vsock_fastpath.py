@@ -21,7 +21,7 @@ from vhost_device_vsock.device import VsockBackend
 from vhost_device_vsock.packet import HEADER_SIZE, Header, Op, Shutdown
 from vhost_device_vsock.testing import Packet, VsockDriver
 from vhost_device_vsock.vm import SiblingMap, VirtualMachine
-from vhost_user_core.testing.harness import connected_frontend
+from vhost_user_core.testing.harness import connected_frontend, recv_exactly
 
 CID = 3
 GUEST_PORT = 40000
@@ -99,14 +99,6 @@ def guest(tmp_path: Path, *, fast: bool, rx_buffer: int = HEADER_SIZE + 4096) ->
             g.note(response)
             yield g
 
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, f"EOF after {len(data)} of {n} bytes"
-        data += chunk
-    return bytes(data)
 
 
 def packets_but_credit(packets: list[Packet]) -> list[tuple[int, int, int, bytes]]:

@@ -21,7 +21,7 @@ from vhost_device_vsock.device import MAX_CONNECTIONS
 from vhost_device_vsock.packet import HEADER_SIZE, Header, Op, SeqFlag, Shutdown, SocketType
 from vhost_device_vsock.testing import Packet, VsockDriver
 from vhost_user_core.frontend import Frontend
-from vhost_user_core.testing.harness import daemon_process
+from vhost_user_core.testing.harness import daemon_process, recv_exactly
 from vhost_user_core.testing.procstat import cpu_seconds
 
 CID = 3
@@ -67,14 +67,6 @@ def open_stream(
     host.settimeout(10)
     return listener, host
 
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, f"EOF after {len(data)} of {n} bytes"
-        data += chunk
-    return bytes(data)
 
 
 def test_config_space_and_features(vm: Vm) -> None:

@@ -18,7 +18,7 @@ from vsock_daemon import DAEMON
 from vhost_device_vsock.packet import Op, Shutdown
 from vhost_device_vsock.testing import Packet, VsockDriver
 from vhost_user_core.frontend import Frontend
-from vhost_user_core.testing.harness import daemon_process
+from vhost_user_core.testing.harness import daemon_process, recv_exactly
 
 pytestmark = pytest.mark.hostkernel("vsock_loopback")
 
@@ -79,14 +79,6 @@ def expect(guest: VsockDriver, op: Op, port: int = GUEST_PORT) -> Packet:
     assert packet.op == op, f"expected {op.name}, got {packet.header.describe()}"
     return packet
 
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(min(n - len(data), 1 << 16))
-        assert chunk, f"EOF after {len(data)} of {n} bytes"
-        data += chunk
-    return bytes(data)
 
 
 def guest_connects(guest: VsockDriver, listener: socket.socket) -> tuple[int, socket.socket]:

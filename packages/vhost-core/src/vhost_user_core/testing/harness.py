@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -49,7 +50,6 @@ def wait_for_socket(
 ) -> None:
     """Block until a daemon listens on `path` (QEMU gives up at once if it does not);
     if `proc` (the daemon) exits first, fail at once instead of waiting it out."""
-    import socket
     import time
 
     deadline = time.monotonic() + timeout
@@ -68,6 +68,16 @@ def wait_for_socket(
             time.sleep(0.02)
         finally:
             probe.close()
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """Read `size` bytes from a stream socket; AssertionError at an early EOF."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(min(size - len(data), 1 << 16))
+        assert chunk, f"EOF after {len(data)} of {size} bytes"
+        data += chunk
+    return bytes(data)
 
 
 @contextmanager
