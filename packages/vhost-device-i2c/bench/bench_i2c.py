@@ -14,24 +14,11 @@ in slices, the daemons alternating (`--slices`).
 
 from __future__ import annotations
 
-import argparse
 import struct
 import sys
-import tempfile
-from contextlib import ExitStack
-from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import (
-    add_daemon_arg,
-    add_placement_arg,
-    add_slices_arg,
-    chosen_daemons,
-    each_daemon,
-    print_request_table,
-    python_daemon,
-    timed_rounds,
-)
+from vhost_user_core.testing.bench import python_daemon, request_bench_main, timed_rounds
 
 ADDR, M_RD = 0x50, 2
 
@@ -61,24 +48,7 @@ OURS_COMMAND = python_daemon("vhost_device_i2c.main", "-s {sock} -l sim:80")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per depth")
-    add_daemon_arg(parser)
-    add_placement_arg(parser)
-    add_slices_arg(parser)
-    args = parser.parse_args()
-    daemons = chosen_daemons(args.daemon, OURS_COMMAND)
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        running = each_daemon(
-            daemons, Path(tmp) / "i2c.sock", stack, extra=["--log-level", "warning"]
-        )
-        queues = []
-        for daemon in running:
-            frontend = stack.enter_context(Frontend.connect(daemon.socket))
-            (queue,) = frontend.start_device(1, 1024)
-            queues.append((daemon, frontend, queue))
-        print_request_table(queues, (1, 64), run, args.seconds, args.placement, args.slices)
-    return 0
+    return request_bench_main(__doc__.splitlines()[0], OURS_COMMAND, "i2c.sock", 1, run)
 
 
 if __name__ == "__main__":

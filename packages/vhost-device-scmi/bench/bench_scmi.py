@@ -13,24 +13,11 @@ and each row says which; it is taken in slices, the daemons alternating (`--slic
 
 from __future__ import annotations
 
-import argparse
 import struct
 import sys
-import tempfile
-from contextlib import ExitStack
-from pathlib import Path
 
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.bench import (
-    add_daemon_arg,
-    add_placement_arg,
-    add_slices_arg,
-    chosen_daemons,
-    each_daemon,
-    print_request_table,
-    python_daemon,
-    timed_rounds,
-)
+from vhost_user_core.testing.bench import python_daemon, request_bench_main, timed_rounds
 
 READING_GET = struct.pack("<III", 0x15 << 10 | 0x6, 0, 0)  # sensor 0, synchronous
 REPLY = 8 + 3 * 16
@@ -61,24 +48,7 @@ OURS_COMMAND = python_daemon("vhost_device_scmi.main", "-s {sock} -d fake")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per depth")
-    add_daemon_arg(parser)
-    add_placement_arg(parser)
-    add_slices_arg(parser)
-    args = parser.parse_args()
-    daemons = chosen_daemons(args.daemon, OURS_COMMAND)
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        running = each_daemon(
-            daemons, Path(tmp) / "scmi.sock", stack, extra=["--log-level", "warning"]
-        )
-        queues = []
-        for daemon in running:
-            frontend = stack.enter_context(Frontend.connect(daemon.socket))
-            queue, _ = frontend.start_device(2, 1024)
-            queues.append((daemon, frontend, queue))
-        print_request_table(queues, (1, 64), run, args.seconds, args.placement, args.slices)
-    return 0
+    return request_bench_main(__doc__.splitlines()[0], OURS_COMMAND, "scmi.sock", 2, run)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -512,3 +513,29 @@ def print_request_table(
     print_floors(placement)
     for daemon, _, _ in queues:
         print(f"{daemon.label}: {idle_report(daemon.process.pid)}")
+
+
+def request_bench_main(
+    description: str, ours: str, socket_name: str, num_queues: int, run: RequestRun
+) -> int:
+    """The whole `main` of a request/response bench (i2c, scmi): its flags, every
+    daemon started, each device's first queue driven by `run` at 1 and 64 requests in
+    flight, and `print_request_table`'s rows."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per depth")
+    add_daemon_arg(parser)
+    add_placement_arg(parser)
+    add_slices_arg(parser)
+    args = parser.parse_args()
+    daemons = chosen_daemons(args.daemon, ours)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        running = each_daemon(
+            daemons, Path(tmp) / socket_name, stack, extra=["--log-level", "warning"]
+        )
+        queues = []
+        for daemon in running:
+            frontend = stack.enter_context(Frontend.connect(daemon.socket))
+            queue = frontend.start_device(num_queues, 1024)[0]
+            queues.append((daemon, frontend, queue))
+        print_request_table(queues, (1, 64), run, args.seconds, args.placement, args.slices)
+    return 0
