@@ -12,11 +12,13 @@ from vhost_device_can.protocol import (
     HEADER,
     HEADER_SIZE,
     MSG_RX,
+    QUEUE_SIZE,
     RXQ,
     SET_CTRL_MODE_START,
     SET_CTRL_MODE_STOP,
     TXQ,
     Frame,
+    Result,
     encode_tx,
 )
 from vhost_user_core.frontend import Frontend
@@ -105,3 +107,18 @@ def decode_rx(message: bytes) -> Frame:
         rtr=rtr,
         rtr_length=length if rtr else 0,
     )
+
+
+def exchange_between(one: Frontend, two: Frontend, fd_payload: int) -> None:
+    """Two daemon sockets on one bus: a classic frame from the first reaches the
+    second, and an extended CAN FD frame of `fd_payload` bytes comes back."""
+    one.start_device(3, QUEUE_SIZE)
+    two.start_device(3, QUEUE_SIZE)
+    a, b = Driver(one), Driver(two)
+    assert a.start() == b.start() == Result.OK
+    posted_a, posted_b = a.post_rx(), b.post_rx()
+    assert a.send(Frame(0x100, b"from a")) == Result.OK
+    assert b.receive(posted_b) == [Frame(0x100, b"from a")]
+    back = Frame(0x1234567, bytes(fd_payload), extended=True, fd=True)
+    assert b.send(back) == Result.OK
+    assert a.receive(posted_a) == [back]

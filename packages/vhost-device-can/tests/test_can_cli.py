@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from can_driver import Driver
+from can_driver import exchange_between
 
 import vhost_device_can
 from vhost_device_can.args import CanConfig, build_parser
 from vhost_device_can.errors import BusError, ConfigError, DeviceError, HostError
 from vhost_device_can.host import SocketCanBus
-from vhost_device_can.protocol import QUEUE_SIZE, Frame, Result
 from vhost_user_core import BackendError, VhostUserError
 from vhost_user_core.frontend import Frontend
 from vhost_user_core.testing.harness import daemon_process
@@ -89,15 +88,7 @@ def test_two_sockets_on_one_virtual_bus_exchange_frames(tmp_path: Path) -> None:
         Frontend.connect(sockets[0]) as one,
         Frontend.connect(sockets[1]) as two,
     ):
-        one.start_device(3, QUEUE_SIZE)
-        two.start_device(3, QUEUE_SIZE)
-        a, b = Driver(one), Driver(two)
-        assert a.start() == b.start() == Result.OK
-        posted_a, posted_b = a.post_rx(), b.post_rx()
-        assert a.send(Frame(0x100, b"from a")) == Result.OK
-        assert b.receive(posted_b) == [Frame(0x100, b"from a")]
-        assert b.send(Frame(0x1234567, bytes(12), extended=True, fd=True)) == Result.OK
-        assert a.receive(posted_a) == [Frame(0x1234567, bytes(12), extended=True, fd=True)]
+        exchange_between(one, two, fd_payload=12)
 
 
 def test_errors_are_rooted_in_the_core_tree() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import can
 import pytest
-from can_driver import Driver
+from can_driver import Driver, exchange_between
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
 from vhost_device_can.device import CanBackend
@@ -146,12 +146,4 @@ def test_two_daemon_sockets_on_one_vcan_exchange_frames(tmp_path: Path) -> None:
         Frontend.connect(sockets[0]) as one,
         Frontend.connect(sockets[1]) as two,
     ):
-        one.start_device(3, QUEUE_SIZE)
-        two.start_device(3, QUEUE_SIZE)
-        a, b = Driver(one), Driver(two)
-        assert a.start() == b.start() == Result.OK
-        posted_a, posted_b = a.post_rx(), b.post_rx()
-        assert a.send(Frame(0x100, b"from a")) == Result.OK
-        assert b.receive(posted_b) == [Frame(0x100, b"from a")]
-        assert b.send(Frame(0x1234567, bytes(32), extended=True, fd=True)) == Result.OK
-        assert a.receive(posted_a) == [Frame(0x1234567, bytes(32), extended=True, fd=True)]
+        exchange_between(one, two, fd_payload=32)
