@@ -49,7 +49,6 @@ def client(host: NetworkHost) -> socket.socket:
     return sock
 
 
-
 def test_the_multiport_handshake(tmp_path: Path) -> None:
     with network(tmp_path) as (driver, _, backends):
         packets = driver.handshake()

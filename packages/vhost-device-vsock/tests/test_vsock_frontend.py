@@ -68,7 +68,6 @@ def open_stream(
     return listener, host
 
 
-
 def test_config_space_and_features(vm: Vm) -> None:
     with Frontend.connect(vm.socket) as frontend:
         assert frontend.get_features() & (1 << 1), "SEQPACKET offered"

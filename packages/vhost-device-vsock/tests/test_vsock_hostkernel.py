@@ -80,7 +80,6 @@ def expect(guest: VsockDriver, op: Op, port: int = GUEST_PORT) -> Packet:
     return packet
 
 
-
 def guest_connects(guest: VsockDriver, listener: socket.socket) -> tuple[int, socket.socket]:
     """A guest connection to the host listener's port, through the daemon's AF_VSOCK
     connect to CID 1: (the host port, the host's accepted socket)."""
