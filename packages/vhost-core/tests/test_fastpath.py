@@ -35,6 +35,7 @@ class FileBackend(VhostUserBackend):
     features = STANDARD_FEATURES
     protocol_features = ProtocolFeature.MQ
     path: Path
+    vring: Vring
     instances: list[FileBackend] = []
 
     def __init__(self) -> None:
@@ -44,7 +45,15 @@ class FileBackend(VhostUserBackend):
         FileBackend.instances.append(self)
 
     def fast_path(self, vring: Vring) -> FillFromFd:
+        self.vring = vring
         return self.fast
+
+    def settle(self) -> None:
+        """Wait until the worker is back in its loop: a chain posted while the Python
+        path is still popping would go to it, not to the fast path."""
+        idle = threading.Event()
+        self.vring.worker.call_soon(idle.set)
+        assert idle.wait(5)
 
     def handle_queue(self, vring: Vring) -> None:
         for batch in vring.batches():
@@ -149,6 +158,7 @@ def test_a_short_read_completes_what_came_and_hands_the_rest_to_python(
     assert read(frontend, first[0], [1000]) == DATA[:1000]
     assert len(backend.python) == 1  # only the chain that got nothing
     assert backend.fast.enabled
+    backend.settle()
     post(frontend, queue, [[8]])  # at the end of the file: the fast path stands down
     assert queue.wait_used(1, 5.0)[0][1] == 0
     assert not backend.fast.enabled
