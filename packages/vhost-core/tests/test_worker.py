@@ -1,10 +1,12 @@
 """Worker.call_now: another thread's work for a worker runs at once when the worker is
-idle, after its current callback when it is busy, and never once it has stopped; and
-Worker.at_exit, run on the worker's own thread as it stops."""
+idle, after its current callback when it is busy, and never once it has stopped;
+Worker.at_exit, run on the worker's own thread as it stops; and the watches: a
+hang-up heard on an fd that is also read, every watch gone at once with unwatch."""
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 
 from vhost_user_core import Worker
@@ -79,6 +81,40 @@ def test_watches_change_after_stop_without_error() -> None:
     finally:
         os.close(a)
         os.close(b)
+
+
+def test_a_hangup_is_heard_on_an_fd_that_is_also_read_and_unwatch_ends_both() -> None:
+    """add_hangup on an fd in the epoll set already changes no mask (a hang-up is
+    reported whatever is asked for), yet its callback runs when the peer closes."""
+    worker, _ = started_worker()
+    first, second = socket.socketpair()
+    heard = threading.Event()
+    reads: list[bytes] = []
+    try:
+
+        def readable() -> None:
+            data = first.recv(100)
+            reads.append(data)
+            if not data:
+                worker.remove_reader(first.fileno())  # EOF stays readable
+
+        def hung_up() -> None:
+            worker.unwatch(first.fileno())
+            heard.set()
+
+        worker.add_reader(first.fileno(), readable)
+        worker.add_hangup(first.fileno(), hung_up)
+        second.sendall(b"x")
+        second.close()  # EOF both ways for a socketpair: POLLHUP
+        assert heard.wait(5)
+        assert reads and reads[0] == b"x"
+        count = len(reads)
+        first.close()  # nothing is watched: no callback for the closed fd
+        threading.Event().wait(0.2)
+        assert len(reads) == count
+    finally:
+        worker.stop()
+        first.close()
 
 
 def test_exit_handlers_run_on_the_workers_thread_before_stop_returns() -> None:

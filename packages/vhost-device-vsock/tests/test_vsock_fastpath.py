@@ -92,13 +92,19 @@ def guest(tmp_path: Path, *, fast: bool, rx_buffer: int = HEADER_SIZE + 4096) ->
         driver = VsockDriver(frontend, CID, queue_size=1024, rx_buffer=rx_buffer, rx_count=64)
         driver.send(driver.header(GUEST_PORT, HOST_PORT, Op.REQUEST, buf_alloc=GUEST_BUF_ALLOC))
         response = driver.expect(Op.RESPONSE)
+        # The RESPONSE comes while the worker may still be in the Python tx loop that
+        # sent it, which would take the next packets too; the C path is for new kicks.
+        idle = threading.Event()
+        worker = backends[-1].worker
+        assert worker is not None
+        worker.call_soon(idle.set)
+        assert idle.wait(10)
         host, _ = listener.accept()
         host.settimeout(10)
         with host:
             g = Guest(driver, backends[-1], host)
             g.note(response)
             yield g
-
 
 
 def packets_but_credit(packets: list[Packet]) -> list[tuple[int, int, int, bytes]]:

@@ -125,10 +125,20 @@ class Worker:
         nothing is read or written on it: a peer that closes an idle connection. Level-
         triggered: the callback must remove the watch (or close the fd)."""
         self._hangups[fd] = callback
-        self._update(fd)
+        if fd not in self._watched:  # in the set already: a hang-up adds no bit to its mask
+            self._update(fd)
 
     def remove_hangup(self, fd: int) -> None:
         if self._hangups.pop(fd, None) is not None:
+            self._update(fd)
+
+    def unwatch(self, fd: int) -> None:
+        """Remove every watch on `fd` (reader, writer, hang-up) in one change of the
+        epoll set: for an fd about to be closed."""
+        found = self._readers.pop(fd, None) is not None
+        found = self._writers.pop(fd, None) is not None or found
+        found = self._hangups.pop(fd, None) is not None or found
+        if found:
             self._update(fd)
 
     def _update(self, fd: int) -> None:

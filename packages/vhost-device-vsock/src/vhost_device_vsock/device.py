@@ -197,6 +197,13 @@ class VsockBackend(VhostUserBackend):
 
     # -- writing to host sockets -----------------------------------------------------
 
+    def connected(self, conn: VsockConnection) -> None:
+        """The connect to the host finished: the guest hears RESPONSE."""
+        conn.state = State.ESTABLISHED
+        self.rx_filler.send_control(conn, Op.RESPONSE)
+        self.rx_filler.want_read(conn)
+        self.watch_hangup(conn)
+
     def _writable(self, conn: VsockConnection) -> None:
         rx = self.rx_filler
         if conn.state == State.CONNECTING:
@@ -206,10 +213,7 @@ class VsockBackend(VhostUserBackend):
                 log.debug("connection to host port %d failed: errno %d", conn.local_port, error)
                 self.reset_connection(conn)
             else:
-                conn.state = State.ESTABLISHED
-                rx.send_control(conn, Op.RESPONSE)
-                rx.want_read(conn)
-                self.watch_hangup(conn)
+                self.connected(conn)
             rx.fill()
             return
         try:
@@ -282,10 +286,9 @@ class VsockBackend(VhostUserBackend):
         timer = self._timers.pop(conn.key, None)
         if timer is not None:
             timer.cancel()
-        self.rx_filler.unwatch_read(conn)
-        self._unwatch_write(conn)
         if self.worker is not None:
-            self.worker.remove_hangup(conn.fd)
+            self.worker.unwatch(conn.fd)
+        conn.watching_read = conn.watching_write = False
         conn.ready = False  # fill() skips it
         self.tx_interpreter.touched.discard(conn)
         conn.close()

@@ -8,7 +8,9 @@ Two kinds, as upstream:
   each `--forward-listen` port P is listened on and leads to the guest's port P.
 
 Host sockets are non-blocking; a connect that cannot finish at once completes later
-(the device waits for the socket to become writable).
+(the device waits for the socket to become writable). A Unix connect to a listener
+with room in its backlog finishes in the call itself, and the device answers the
+guest at once.
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ class HostSide:
 
     listeners: list[HostListener]
 
-    def connect(self, port: int, sock_type: SocketType) -> socket.socket:
-        """A non-blocking socket connecting (maybe still in progress) to host `port`.
-        OSError if it cannot even start."""
+    def connect(self, port: int, sock_type: SocketType) -> tuple[socket.socket, bool]:
+        """A non-blocking socket connecting to host `port`, and whether the connect
+        has finished already (False: still in progress). OSError if it cannot even
+        start."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -74,13 +77,13 @@ class HostSide:
         self.listeners = []
 
 
-def _start_connect(sock: socket.socket, address: object) -> socket.socket:
+def _start_connect(sock: socket.socket, address: object) -> tuple[socket.socket, bool]:
     sock.setblocking(False)
     code = sock.connect_ex(address)  # type: ignore[arg-type]
     if code not in (0, errno.EINPROGRESS):
         sock.close()
         raise OSError(code, errno.errorcode.get(code, str(code)))
-    return sock
+    return sock, code == 0
 
 
 class HybridHost(HostSide):
@@ -92,7 +95,7 @@ class HybridHost(HostSide):
         self._listener.sock.setblocking(False)
         self.listeners = [HostListener(self._listener.sock, None)]
 
-    def connect(self, port: int, sock_type: SocketType) -> socket.socket:
+    def connect(self, port: int, sock_type: SocketType) -> tuple[socket.socket, bool]:
         kind = socket.SOCK_SEQPACKET if sock_type == SocketType.SEQPACKET else socket.SOCK_STREAM
         sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
         return _start_connect(sock, f"{self.uds_path}_{port}")
@@ -117,7 +120,7 @@ class ForwardHost(HostSide):
             self.close()
             raise OSError(exc.errno, f"AF_VSOCK listen: {exc.strerror}") from exc
 
-    def connect(self, port: int, sock_type: SocketType) -> socket.socket:
+    def connect(self, port: int, sock_type: SocketType) -> tuple[socket.socket, bool]:
         kind = socket.SOCK_SEQPACKET if sock_type == SocketType.SEQPACKET else socket.SOCK_STREAM
         sock = socket.socket(socket.AF_VSOCK, kind | socket.SOCK_CLOEXEC)
         return _start_connect(sock, (self.forward_cid, port))

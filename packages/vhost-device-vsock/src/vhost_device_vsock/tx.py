@@ -136,7 +136,7 @@ class TxInterpreter:
             return
         sock_type = SocketType(hdr.type)
         try:
-            sock = device.vm.host.connect(hdr.dst_port, sock_type)
+            sock, done = device.vm.host.connect(hdr.dst_port, sock_type)
         except OSError as exc:
             log.debug("guest connection to port %d refused: %s", hdr.dst_port, exc)
             device.rx_filler.reset_reply(hdr)
@@ -146,7 +146,10 @@ class TxInterpreter:
         )
         conn.credit.peer_update(hdr.buf_alloc, hdr.fwd_cnt)
         device.conns[conn.key] = conn
-        device.watch_write(conn)  # writable once the connect has finished
+        if done:
+            device.connected(conn)  # a Unix listener took it in the call
+        else:
+            device.watch_write(conn)  # writable once the connect has finished
 
     def _guest_data(
         self, conn: VsockConnection, hdr: Header, chain: DescriptorChain, sent: int | None = None
