@@ -308,6 +308,10 @@ def _inflight(frontend: Frontend) -> tuple[Inflight, int]:
     frontend.set_inflight_fd(info, fd)
     for queue in frontend.queues:
         frontend.start_vring(queue)
+    # The daemon has handled every message of the restart (and registered the fast
+    # paths it made for it) before the test posts anything. Without it, under load, a
+    # batch could reach a ring still being restarted (a CI rehearsal, once).
+    frontend.sync()
     return info, fd
 
 
