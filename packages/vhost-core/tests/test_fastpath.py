@@ -20,7 +20,7 @@ from vhost_user_core import (
     Worker,
 )
 from vhost_user_core.frontend import Frontend, FrontendQueue
-from vhost_user_core.testing.harness import running_daemon
+from vhost_user_core.testing.harness import running_daemon, wait_idle
 
 DATA = bytes(range(256)) * 4  # what the file the fast path reads holds
 
@@ -47,13 +47,6 @@ class FileBackend(VhostUserBackend):
     def fast_path(self, vring: Vring) -> FillFromFd:
         self.vring = vring
         return self.fast
-
-    def settle(self) -> None:
-        """Wait until the worker is back in its loop: a chain posted while the Python
-        path is still popping would go to it, not to the fast path."""
-        idle = threading.Event()
-        self.vring.worker.call_soon(idle.set)
-        assert idle.wait(5)
 
     def handle_queue(self, vring: Vring) -> None:
         for batch in vring.batches():
@@ -159,7 +152,7 @@ def test_a_short_read_completes_what_came_and_hands_the_rest_to_python(
     assert read(frontend, first[0], [1000]) == DATA[:1000]
     assert len(backend.python) == 1  # only the chain that got nothing
     assert backend.fast.enabled
-    backend.settle()
+    wait_idle(backend.vring.worker)
     post(frontend, queue, [[8]])  # at the end of the file: the fast path stands down
     assert queue.wait_used(1, 5.0)[0][1] == 0
     assert not backend.fast.enabled

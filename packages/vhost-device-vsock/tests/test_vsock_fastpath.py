@@ -21,7 +21,7 @@ from vhost_device_vsock.device import VsockBackend
 from vhost_device_vsock.packet import HEADER_SIZE, Header, Op, Shutdown
 from vhost_device_vsock.testing import Packet, VsockDriver
 from vhost_device_vsock.vm import SiblingMap, VirtualMachine
-from vhost_user_core.testing.harness import connected_frontend, recv_exactly
+from vhost_user_core.testing.harness import connected_frontend, recv_exactly, wait_idle
 
 CID = 3
 GUEST_PORT = 40000
@@ -94,11 +94,9 @@ def guest(tmp_path: Path, *, fast: bool, rx_buffer: int = HEADER_SIZE + 4096) ->
         response = driver.expect(Op.RESPONSE)
         # The RESPONSE comes while the worker may still be in the Python tx loop that
         # sent it, which would take the next packets too; the C path is for new kicks.
-        idle = threading.Event()
         worker = backends[-1].worker
         assert worker is not None
-        worker.call_soon(idle.set)
-        assert idle.wait(10)
+        wait_idle(worker)
         host, _ = listener.accept()
         host.settimeout(10)
         with host:

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from ..daemon import BackendFactory, Daemon, Listener
 from ..frontend import Frontend
+from ..worker import Worker
 
 
 @contextmanager
@@ -68,6 +70,16 @@ def wait_for_socket(
             time.sleep(0.02)
         finally:
             probe.close()
+
+
+def wait_idle(worker: Worker, timeout: float = 5.0) -> None:
+    """Block until `worker` is back in its loop, done with what it was doing (a Python
+    path still popping a ring takes chains posted meanwhile, which a test meant for
+    the next kick's fast path)."""
+    idle = threading.Event()
+    worker.call_soon(idle.set)
+    if not idle.wait(timeout):
+        raise TimeoutError(f"worker {worker.name} still busy after {timeout} s")
 
 
 def recv_exactly(sock: socket.socket, size: int) -> bytes:
